@@ -1,0 +1,1 @@
+"""The wideviews shared package: contracts every service meets through (messages, records, layout, config)."""

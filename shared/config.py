@@ -1,0 +1,136 @@
+"""Settings: the one place that reads the environment.
+
+Values come, in order of precedence, from `WIDEVIEWS_*` environment variables, then from
+`$WIDEVIEWS_HOME/stack.json` (written by `wideviews stack up` with the ports it chose), then
+the defaults below. Every other module receives a `Settings` (or a deps object built from one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Executor = Literal["local", "spark", "emr"]
+QueueRole = Literal["ingest", "compute", "load", "publish"]
+QUEUE_ROLES: tuple[QueueRole, ...] = ("ingest", "compute", "load", "publish")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Endpoints, names, ports and timeouts of one wideviews deployment."""
+
+    model_config = SettingsConfigDict(env_prefix="WIDEVIEWS_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path(".wideviews").resolve())
+    project_root: Path = PROJECT_ROOT
+    region: str = "us-east-1"
+    # None means real AWS; the local stack points this at its moto server.
+    aws_endpoint_url: str | None = None
+    aws_access_key_id: str = "testing"
+    aws_secret_access_key: str = "testing"
+    name_prefix: str = "wideviews"
+
+    # HBase: Thrift for reads and table admin, ZooKeeper for the bulk-load tool.
+    hbase_thrift_host: str = "127.0.0.1"
+    hbase_thrift_port: int = 9090
+    hbase_zk_host: str = "127.0.0.1"
+    hbase_zk_port: int = 2181
+    hbase_namespace: str = "wideviews"
+    hbase_pool_size: int = 8
+
+    # Compute.
+    executor: Executor = "local"
+    emr_cluster_id: str | None = None
+    emr_poll_s: float = 10.0
+    chunk_features: int = 512
+    chunk_memory_budget_bytes: int = 512 * 1024 * 1024
+    # A transpose row holds at most this many non-zeros; more spill into `<feature>#<part>` rows.
+    features_row_max_nnz: int = 262_144
+
+    # Ingest limits (zip safety).
+    max_upload_bytes: int = 1 << 40
+    max_member_bytes: int = 1 << 40
+    max_compression_ratio: float = 200.0
+    max_header_bytes: int = 64 * 1024 * 1024
+    max_features: int = 200_000
+
+    # Worker loop.
+    visibility_timeout_s: int = 60
+    max_receive_count: int = 5
+    wait_time_s: int = 2
+    retry_base_s: int = 2
+    retry_max_s: int = 300
+
+    # Query.
+    query_host: str = "127.0.0.1"
+    query_port: int = 8080
+    pointer_cache_s: float = 2.0
+    max_features_per_request: int = 1000
+
+    @classmethod
+    def load(cls, **overrides: Any) -> "Settings":
+        """Settings from the environment, overlaid on the stack file of `WIDEVIEWS_HOME`."""
+        home = Path(overrides.get("home") or os.environ.get("WIDEVIEWS_HOME") or ".wideviews").resolve()
+        stack_file = home / "stack.json"
+        from_stack: dict[str, Any] = {}
+        if stack_file.exists():
+            from_stack = json.loads(stack_file.read_text()).get("settings", {})
+        env_keys = {k[len("WIDEVIEWS_"):].lower() for k in os.environ if k.startswith("WIDEVIEWS_")}
+        # The environment beats the stack file: pydantic-settings reads env itself, so drop those keys.
+        base = {k: v for k, v in from_stack.items() if k not in env_keys}
+        return cls(**{**base, **overrides, "home": home})
+
+    # Names derived from the prefix, so two stacks never share a bucket, queue or table.
+    @property
+    def uploads_bucket(self) -> str:
+        return f"{self.name_prefix}-uploads"
+
+    @property
+    def staging_bucket(self) -> str:
+        return f"{self.name_prefix}-staging"
+
+    def queue_name(self, role: QueueRole, *, dead_letter: bool = False) -> str:
+        """SQS queue name of a role (`ingest`, `compute`, `load`, `publish`), or of its DLQ."""
+        return f"{self.name_prefix}-{role}" + ("-dlq" if dead_letter else "")
+
+    @property
+    def datasets_table(self) -> str:
+        return f"{self.name_prefix}-datasets"
+
+    @property
+    def versions_table(self) -> str:
+        return f"{self.name_prefix}-versions"
+
+    @property
+    def jvm_jar(self) -> Path:
+        return self.project_root / "jvm" / "target" / "wideviews-jvm.jar"
+
+    @property
+    def jvm_classpath_file(self) -> Path:
+        return self.project_root / "jvm" / "target" / "runtime-classpath.txt"
+
+    @property
+    def hbase_classpath_file(self) -> Path:
+        return self.project_root / "jvm" / "hbase-runtime" / "target" / "classpath.txt"
+
+    def aws_client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for boto3/aiobotocore clients of this deployment."""
+        kwargs: dict[str, Any] = {"region_name": self.region}
+        if self.aws_endpoint_url:
+            kwargs.update(
+                endpoint_url=self.aws_endpoint_url,
+                aws_access_key_id=self.aws_access_key_id,
+                aws_secret_access_key=self.aws_secret_access_key,
+            )
+        return kwargs
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for a child process (worker, job) that must see these same settings."""
+        env = {k: v for k, v in os.environ.items()}
+        env["WIDEVIEWS_HOME"] = str(self.home)
+        return env
