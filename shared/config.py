@@ -61,7 +61,7 @@ class Settings(BaseSettings):
 
     # Worker loop.
     visibility_timeout_s: int = 60
-    max_receive_count: int = 5
+    max_receive_count: int = 10
     wait_time_s: int = 2
     retry_base_s: int = 2
     retry_max_s: int = 300

@@ -1,0 +1,96 @@
+"""AWS clients (aiobotocore) for one deployment, and the translation of vendor errors at the boundary."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import botocore.exceptions
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from shared.config import Settings
+from shared.errors import Transient
+
+_THROTTLING = {
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalServerError",
+    "RequestTimeout",
+}
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError, '' for anything else."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+@contextlib.contextmanager
+def aws_errors(action: str) -> Iterator[None]:
+    """Re-raise throttling and connection failures of `action` as `Transient`; the rest unchanged."""
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in _THROTTLING:
+            raise Transient(f"{action}: {error_code(exc)}") from exc
+        raise
+    except (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectionClosedError,
+        botocore.exceptions.ReadTimeoutError,
+        botocore.exceptions.ConnectTimeoutError,
+        aiohttp.ClientError,
+        ConnectionError,
+        TimeoutError,
+    ) as exc:
+        raise Transient(f"{action}: endpoint unreachable ({type(exc).__name__})") from exc
+
+
+@dataclass
+class AwsClients:
+    """The async clients a service uses; created together, closed together."""
+
+    s3: Any
+    sqs: Any
+    dynamodb: Any
+    emr: Any
+
+
+@contextlib.asynccontextmanager
+async def open_aws(settings: Settings) -> AsyncIterator[AwsClients]:
+    """Open S3, SQS, DynamoDB and EMR clients for `settings` (moto server locally)."""
+    session = get_session()
+    # Our own loop does the retrying with backoff; keep botocore's short so a dead endpoint surfaces fast.
+    config = AioConfig(
+        retries={"max_attempts": 2, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        max_pool_connections=32,
+    )
+    kwargs = settings.aws_client_kwargs()
+    async with contextlib.AsyncExitStack() as stack:
+        clients = AwsClients(
+            s3=await stack.enter_async_context(session.create_client("s3", config=config, **kwargs)),
+            sqs=await stack.enter_async_context(session.create_client("sqs", config=config, **kwargs)),
+            dynamodb=await stack.enter_async_context(session.create_client("dynamodb", config=config, **kwargs)),
+            emr=await stack.enter_async_context(session.create_client("emr", config=config, **kwargs)),
+        )
+        yield clients
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of `s3://bucket/key`."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3 URI: {uri}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key

@@ -1,0 +1,412 @@
+"""DynamoDB records: the `versions` item of each upload and the `datasets` pointer item.
+
+Every write is conditional on what was read, so a redelivered message or a racing worker can never
+move a version backwards or flip a pointer twice:
+
+- version state follows `TRANSITIONS` only (checked in the condition expression, not just in Python);
+- finished (chunk, view) keys are an ADD to a string set, so a duplicate adds nothing;
+- the publish claim is a conditional set of `publish_claimed`, so exactly one loader asks;
+- the pointer flip is conditional on the `generation` that was read (monotonic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from shared.adapters.aws import aws_errors, error_code
+from shared.config import Settings
+from shared.errors import NotFound, Permanent
+
+
+class State(StrEnum):
+    INGESTING = "INGESTING"
+    COMPUTING = "COMPUTING"
+    LOADING = "LOADING"
+    VALIDATING = "VALIDATING"
+    PUBLISHED = "PUBLISHED"
+    FAILED = "FAILED"
+    SUPERSEDED = "SUPERSEDED"
+    DELETED = "DELETED"
+
+
+BUILDING = frozenset({State.INGESTING, State.COMPUTING, State.LOADING, State.VALIDATING})
+# Allowed transitions. FAILED may go back to a building state: a DLQ replay retries once the cause is gone.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.INGESTING: frozenset({State.COMPUTING, State.FAILED}),
+    State.COMPUTING: frozenset({State.LOADING, State.VALIDATING, State.FAILED}),
+    State.LOADING: frozenset({State.VALIDATING, State.FAILED}),
+    State.VALIDATING: frozenset({State.PUBLISHED, State.FAILED, State.SUPERSEDED}),
+    State.PUBLISHED: frozenset({State.SUPERSEDED}),
+    State.SUPERSEDED: frozenset({State.PUBLISHED, State.DELETED}),
+    State.FAILED: frozenset({State.INGESTING, State.COMPUTING, State.LOADING, State.VALIDATING, State.DELETED}),
+    State.DELETED: frozenset(),
+}
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, set):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _item(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_de.deserialize(v)) for k, v in raw.items()}
+
+
+def _values(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in values.items()}
+
+
+@dataclass
+class VersionRecord:
+    """One upload of a dataset and how far it got."""
+
+    dataset_id: str
+    version_id: str
+    state: State
+    upload_key: str = ""
+    upload_order: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    n_chunks: int = 0
+    n_cells: int = 0
+    n_features: int = 0
+    views: list[str] = field(default_factory=list)
+    expected: set[str] = field(default_factory=set)
+    finished: set[str] = field(default_factory=set)
+    publish_claimed: bool = False
+    error: str | None = None
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def all_finished(self) -> bool:
+        return bool(self.expected) and self.expected <= self.finished
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> "VersionRecord":
+        return cls(
+            dataset_id=item["dataset_id"],
+            version_id=item["version_id"],
+            state=State(item["state"]),
+            upload_key=item.get("upload_key", ""),
+            upload_order=item.get("upload_order", ""),
+            created_at=item.get("created_at", ""),
+            updated_at=item.get("updated_at", ""),
+            n_chunks=int(item.get("n_chunks", 0)),
+            n_cells=int(item.get("n_cells", 0)),
+            n_features=int(item.get("n_features", 0)),
+            views=list(item.get("views", [])),
+            expected=set(item.get("expected", [])),
+            finished=set(item.get("finished", [])),
+            publish_claimed=bool(item.get("publish_claimed", False)),
+            error=item.get("error"),
+            history=list(item.get("history", [])),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly view for the CLI and the API."""
+        return {
+            "dataset_id": self.dataset_id,
+            "version_id": self.version_id,
+            "state": self.state.value,
+            "upload_key": self.upload_key,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "n_cells": self.n_cells,
+            "n_features": self.n_features,
+            "n_chunks": self.n_chunks,
+            "views": self.views,
+            "done": len(self.finished & self.expected),
+            "expected": len(self.expected),
+            "error": self.error,
+        }
+
+
+@dataclass
+class DatasetRecord:
+    """The blue/green pointer of a dataset."""
+
+    dataset_id: str
+    current_version: str | None
+    previous_version: str | None
+    published_at: str | None
+    generation: int
+    current_upload_order: str = ""
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> "DatasetRecord":
+        return cls(
+            dataset_id=item["dataset_id"],
+            current_version=item.get("current_version"),
+            previous_version=item.get("previous_version"),
+            published_at=item.get("published_at"),
+            generation=int(item.get("generation", 0)),
+            current_upload_order=item.get("current_upload_order", ""),
+        )
+
+
+class Records:
+    """Reads and conditional writes of the `versions` and `datasets` tables."""
+
+    def __init__(self, dynamodb: Any, settings: Settings) -> None:
+        self._db = dynamodb
+        self._versions = settings.versions_table
+        self._datasets = settings.datasets_table
+
+    # --- versions -----------------------------------------------------------------------------
+
+    async def create_version(self, record: VersionRecord) -> tuple[VersionRecord, bool]:
+        """Create the version item unless it exists; returns (the item as stored, created?)."""
+        now = now_iso()
+        item = {
+            "dataset_id": record.dataset_id,
+            "version_id": record.version_id,
+            "state": record.state.value,
+            "upload_key": record.upload_key,
+            "upload_order": record.upload_order,
+            "created_at": now,
+            "updated_at": now,
+            "history": [f"{now} {record.state.value}"],
+        }
+        try:
+            with aws_errors("create version"):
+                await self._db.put_item(
+                    TableName=self._versions,
+                    Item=_values(item),
+                    ConditionExpression="attribute_not_exists(version_id)",
+                )
+            return VersionRecord.from_item(item), True
+        except Exception as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        return await self.get_version(record.dataset_id, record.version_id), False
+
+    async def get_version(self, dataset_id: str, version_id: str) -> VersionRecord:
+        """The version item; `NotFound` if absent."""
+        with aws_errors("get version"):
+            resp = await self._db.get_item(
+                TableName=self._versions,
+                Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
+                ConsistentRead=True,
+            )
+        if "Item" not in resp:
+            raise NotFound(f"version {version_id} of dataset {dataset_id} not found")
+        return VersionRecord.from_item(_item(resp["Item"]))
+
+    async def list_versions(self, dataset_id: str | None = None) -> list[VersionRecord]:
+        """All versions (of one dataset, or of all), oldest upload first."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self._versions}
+        if dataset_id:
+            kwargs.update(KeyConditionExpression="dataset_id = :d", ExpressionAttributeValues=_values({":d": dataset_id}))
+        while True:
+            with aws_errors("list versions"):
+                resp = await (self._db.query(**kwargs) if dataset_id else self._db.scan(**kwargs))
+            items += [_item(i) for i in resp.get("Items", [])]
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        records = [VersionRecord.from_item(i) for i in items]
+        return sorted(records, key=lambda r: (r.dataset_id, r.upload_order, r.created_at))
+
+    async def transition(
+        self,
+        dataset_id: str,
+        version_id: str,
+        to: State,
+        *,
+        error: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> VersionRecord | None:
+        """Move a version to `to` if allowed from its current state; None if the condition failed.
+
+        Repeating the same transition is a no-op that returns None (the state is already `to`).
+        """
+        allowed_from = [s.value for s, targets in TRANSITIONS.items() if to in targets]
+        now = now_iso()
+        names = {"#s": "state", "#u": "updated_at", "#h": "history"}
+        values: dict[str, Any] = {":to": to.value, ":now": now, ":h": [f"{now} {to.value}" + (f": {error}" if error else "")]}
+        sets = ["#s = :to", "#u = :now", "#h = list_append(if_not_exists(#h, :empty), :h)"]
+        values[":empty"] = []
+        conds = []
+        for i, state in enumerate(allowed_from):
+            values[f":f{i}"] = state
+            conds.append(f":f{i}")
+        if error is not None:
+            names["#e"] = "error"
+            values[":e"] = error[:4000]
+            sets.append("#e = :e")
+        for i, (key, value) in enumerate((extra or {}).items()):
+            names[f"#x{i}"] = key
+            values[f":x{i}"] = value
+            sets.append(f"#x{i} = :x{i}")
+        try:
+            with aws_errors("transition version"):
+                resp = await self._db.update_item(
+                    TableName=self._versions,
+                    Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
+                    UpdateExpression="SET " + ", ".join(sets),
+                    ConditionExpression=f"attribute_exists(version_id) AND #s IN ({', '.join(conds)})",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=_values(values),
+                    ReturnValues="ALL_NEW",
+                )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return VersionRecord.from_item(_item(resp["Attributes"]))
+
+    async def record_plan(
+        self, dataset_id: str, version_id: str, *, n_chunks: int, n_cells: int, n_features: int, views: list[str], expected: set[str]
+    ) -> VersionRecord | None:
+        """Store the plan (chunks × views) and move INGESTING -> COMPUTING, in one conditional write."""
+        return await self.transition(
+            dataset_id,
+            version_id,
+            State.COMPUTING,
+            extra={
+                "n_chunks": n_chunks,
+                "n_cells": n_cells,
+                "n_features": n_features,
+                "views": views,
+                "expected": expected,
+            },
+        )
+
+    async def add_finished(self, dataset_id: str, version_id: str, key: str) -> VersionRecord:
+        """Add a finished `chunk:view` key (a set ADD: a duplicate adds nothing); returns the new item."""
+        with aws_errors("add finished"):
+            resp = await self._db.update_item(
+                TableName=self._versions,
+                Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
+                UpdateExpression="ADD finished :k SET updated_at = :now",
+                ConditionExpression="attribute_exists(version_id)",
+                ExpressionAttributeValues=_values({":k": {key}, ":now": now_iso()}),
+                ReturnValues="ALL_NEW",
+            )
+        return VersionRecord.from_item(_item(resp["Attributes"]))
+
+    async def claim_publish(self, dataset_id: str, version_id: str) -> bool:
+        """Claim the right to ask for publication (true for exactly one caller); moves to VALIDATING."""
+        try:
+            with aws_errors("claim publish"):
+                await self._db.update_item(
+                    TableName=self._versions,
+                    Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
+                    UpdateExpression="SET publish_claimed = :t, #s = :v, updated_at = :now, #h = list_append(if_not_exists(#h, :empty), :h)",
+                    ConditionExpression="attribute_exists(version_id) AND (attribute_not_exists(publish_claimed) OR publish_claimed = :f) AND #s IN (:c, :l)",
+                    ExpressionAttributeNames={"#s": "state", "#h": "history"},
+                    ExpressionAttributeValues=_values(
+                        {
+                            ":t": True,
+                            ":f": False,
+                            ":v": State.VALIDATING.value,
+                            ":c": State.COMPUTING.value,
+                            ":l": State.LOADING.value,
+                            ":now": now_iso(),
+                            ":empty": [],
+                            ":h": [f"{now_iso()} VALIDATING"],
+                        }
+                    ),
+                )
+            return True
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    async def reset_for_retry(self, dataset_id: str, version_id: str, to: State) -> VersionRecord | None:
+        """FAILED -> `to` for a DLQ replay, clearing the error and the publish claim."""
+        record = await self.transition(dataset_id, version_id, to, extra={"publish_claimed": False})
+        if record is not None:
+            with aws_errors("clear error"):
+                await self._db.update_item(
+                    TableName=self._versions,
+                    Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
+                    UpdateExpression="REMOVE #e",
+                    ExpressionAttributeNames={"#e": "error"},
+                )
+        return record
+
+    # --- datasets -----------------------------------------------------------------------------
+
+    async def get_dataset(self, dataset_id: str, *, consistent: bool = True) -> DatasetRecord:
+        """The dataset pointer; `NotFound` if the dataset was never published."""
+        with aws_errors("get dataset"):
+            resp = await self._db.get_item(
+                TableName=self._datasets, Key=_values({"dataset_id": dataset_id}), ConsistentRead=consistent
+            )
+        if "Item" not in resp:
+            raise NotFound(f"dataset {dataset_id} not found")
+        return DatasetRecord.from_item(_item(resp["Item"]))
+
+    async def list_datasets(self) -> list[DatasetRecord]:
+        """Every dataset pointer, by id."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self._datasets}
+        while True:
+            with aws_errors("list datasets"):
+                resp = await self._db.scan(**kwargs)
+            items += [_item(i) for i in resp.get("Items", [])]
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return sorted((DatasetRecord.from_item(i) for i in items), key=lambda d: d.dataset_id)
+
+    async def flip_pointer(
+        self, dataset_id: str, version_id: str, *, upload_order: str, seen: DatasetRecord | None, previous: str | None
+    ) -> bool:
+        """Point the dataset at `version_id`, conditional on the generation that was read.
+
+        `seen` None means the dataset had no item. Returns False if someone else wrote first.
+        """
+        generation = (seen.generation if seen else 0) + 1
+        item = {
+            "dataset_id": dataset_id,
+            "current_version": version_id,
+            "previous_version": previous,
+            "published_at": now_iso(),
+            "generation": generation,
+            "current_upload_order": upload_order,
+        }
+        kwargs: dict[str, Any] = {"TableName": self._datasets, "Item": _values({k: v for k, v in item.items() if v is not None})}
+        if seen is None:
+            kwargs["ConditionExpression"] = "attribute_not_exists(dataset_id)"
+        else:
+            kwargs["ConditionExpression"] = "generation = :g"
+            kwargs["ExpressionAttributeValues"] = _values({":g": seen.generation})
+        try:
+            with aws_errors("flip pointer"):
+                await self._db.put_item(**kwargs)
+            return True
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+
+def require_state(record: VersionRecord, *states: State) -> None:
+    """Raise `Permanent` unless the version is in one of `states`."""
+    if record.state not in states:
+        raise Permanent(f"version {record.version_id} is {record.state.value}, expected {'/'.join(s.value for s in states)}")
+
