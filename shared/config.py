@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     hbase_zk_host: str = "127.0.0.1"
     hbase_zk_port: int = 2181
     hbase_namespace: str = "wideviews"
+    # RPC ports of the local standalone HBase (master and its in-process RegionServer), and its heap.
+    hbase_master_port: int = 16000
+    hbase_regionserver_port: int = 16020
+    hbase_heap_mb: int = 1024
     hbase_pool_size: int = 8
 
     # Compute.
@@ -113,6 +117,11 @@ class Settings(BaseSettings):
     @property
     def jvm_classpath_file(self) -> Path:
         return self.project_root / "jvm" / "target" / "runtime-classpath.txt"
+
+    @property
+    def hbase_conf_dir(self) -> Path:
+        """Directory with the local stack's hbase-site.xml: put it first on a JVM's classpath."""
+        return self.home / "hbase" / "conf"
 
     @property
     def hbase_classpath_file(self) -> Path:
