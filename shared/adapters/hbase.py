@@ -1,0 +1,151 @@
+"""HBase through its Thrift server (happybase): table names, a connection pool, error translation.
+
+Table names are built here and only here, from validated ids: `<namespace>:<dataset>_<version hex>_<view>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import socket
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import happybase
+from thriftpy2.transport import TTransportException
+
+from shared.config import Settings
+from shared.errors import NotFound, Permanent, Transient
+from shared.messages import DATASET_ID_PATTERN, VERSION_ID_PATTERN, VIEW_PATTERN
+
+
+def view_table(settings: Settings, dataset_id: str, version_id: str, view: str) -> str:
+    """HBase table of one view of a version; raises `Permanent` for ids that could escape the name."""
+    if not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
+        raise Permanent(f"invalid dataset id {dataset_id!r}: must match {DATASET_ID_PATTERN}")
+    if not re.fullmatch(VERSION_ID_PATTERN, version_id):
+        raise Permanent(f"invalid version id {version_id!r}")
+    if not re.fullmatch(VIEW_PATTERN, view):
+        raise Permanent(f"invalid view name {view!r}")
+    return f"{settings.hbase_namespace}:{dataset_id}_{version_id}_{view}"
+
+
+def version_table_prefix(settings: Settings, dataset_id: str, version_id: str) -> str:
+    """Common prefix of every table of a version (for listing and garbage collection)."""
+    return f"{settings.hbase_namespace}:{dataset_id}_{version_id}_"
+
+
+def cell_checksum(row: bytes, qualifier: bytes, value: bytes) -> int:
+    """64-bit hash of one cell; a view's checksum is the sum of its cells' mod 2**64 (order-free)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(len(row).to_bytes(4, "big"))
+    digest.update(row)
+    digest.update(len(qualifier).to_bytes(4, "big"))
+    digest.update(qualifier)
+    digest.update(value)
+    return int.from_bytes(digest.digest(), "big")
+
+
+def combine_checksums(values: Iterable[int]) -> int:
+    return sum(values) % (1 << 64)
+
+
+@contextlib.contextmanager
+def hbase_errors(action: str) -> Iterator[None]:
+    """Translate Thrift/socket failures to `Transient`, a missing table to `NotFound`."""
+    try:
+        yield
+    except (TTransportException, socket.error, BrokenPipeError, EOFError) as exc:
+        raise Transient(f"{action}: HBase Thrift unreachable ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:
+        text = str(exc)
+        if "TableNotFoundException" in text or "not found" in text.lower() and "table" in text.lower():
+            raise NotFound(f"{action}: table not found") from exc
+        if any(s in text for s in ("RegionTooBusy", "NotServingRegion", "ServerNotRunningYet", "PleaseHoldException", "RetriesExhausted", "ConnectionClosing", "CallQueueTooBig")):
+            raise Transient(f"{action}: HBase busy ({text[:200]})") from exc
+        raise
+
+
+class HBase:
+    """A pool of Thrift connections with the few operations the services need (all blocking)."""
+
+    def __init__(self, settings: Settings, *, size: int | None = None, timeout_ms: int = 60_000) -> None:
+        self.settings = settings
+        self._pool = happybase.ConnectionPool(
+            size or settings.hbase_pool_size,
+            host=settings.hbase_thrift_host,
+            port=settings.hbase_thrift_port,
+            timeout=timeout_ms,
+            autoconnect=False,
+        )
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[happybase.Connection]:
+        with self._pool.connection() as conn:
+            yield conn
+
+    def list_tables(self) -> list[str]:
+        with hbase_errors("list tables"), self.connection() as conn:
+            return [t.decode() for t in conn.tables()]
+
+    def table_exists(self, name: str) -> bool:
+        return name in self.list_tables()
+
+    def ensure_table(self, name: str, family: bytes) -> bool:
+        """Create the table with one family (1 version, row bloom filter) unless it exists; True if created."""
+        with hbase_errors("create table"), self.connection() as conn:
+            if name.encode() in conn.tables():
+                return False
+            try:
+                conn.create_table(name, {family.decode(): dict(max_versions=1, bloom_filter_type="ROW", block_cache_enabled=True)})
+            except Exception as exc:
+                if "TableExistsException" in str(exc) or "AlreadyExists" in type(exc).__name__:
+                    return False
+                raise
+            return True
+
+    def drop_table(self, name: str) -> bool:
+        """Disable and delete a table; False if it did not exist."""
+        with hbase_errors("drop table"), self.connection() as conn:
+            if name.encode() not in conn.tables():
+                return False
+            conn.delete_table(name, disable=True)
+            return True
+
+    def rows(self, table: str, keys: list[bytes], columns: list[bytes] | None = None) -> dict[bytes, dict[bytes, bytes]]:
+        """Multi-get of rows (missing rows are absent from the result)."""
+        with hbase_errors("get rows"), self.connection() as conn:
+            return dict(conn.table(table).rows(keys, columns=columns))
+
+    def row(self, table: str, key: bytes, columns: list[bytes] | None = None) -> dict[bytes, bytes]:
+        with hbase_errors("get row"), self.connection() as conn:
+            return conn.table(table).row(key, columns=columns)
+
+    def scan(self, table: str, **kwargs: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """A whole scan, materialised (use for bounded ranges only)."""
+        with hbase_errors("scan"), self.connection() as conn:
+            return list(conn.table(table).scan(**kwargs))
+
+    def count_and_checksum(self, table: str, *, batch_size: int = 1000) -> tuple[int, int]:
+        """(rows, checksum) of a whole table by a full scan; the checksum matches `cell_checksum` sums."""
+        rows = 0
+        total = 0
+        with hbase_errors("verify scan"), self.connection() as conn:
+            for key, data in conn.table(table).scan(batch_size=batch_size):
+                rows += 1
+                for column, value in data.items():
+                    total += cell_checksum(key, column.partition(b":")[2], value)
+        return rows, total % (1 << 64)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                conn = self._pool._queue.get_nowait()  # noqa: SLF001 - happybase has no pool close
+                conn.close()
+
+
+def require_table(hbase: HBase, name: str) -> None:
+    """Raise `NotFound` unless the table exists."""
+    if not hbase.table_exists(name):
+        raise NotFound(f"table {name} does not exist")

@@ -1,0 +1,169 @@
+"""S3 for the domain code that runs in worker threads (blocking boto3): ranged reads, prefixes, JSON.
+
+`S3RangeReader` makes an S3 object a seekable file, so `zipfile` reads a 500 GB upload's central
+directory and streams one member out of it with ranged GETs: no local copy, memory bounded by the
+read-ahead buffer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from shared.config import Settings
+from shared.errors import NotFound, Transient
+
+
+def s3_client(settings: Settings) -> Any:
+    """A blocking S3 client (thread-safe) for `settings`."""
+    config = botocore.config.Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32)
+    return boto3.session.Session().client("s3", config=config, **settings.aws_client_kwargs())
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+            return NotFound(f"{what}: not found")
+        if code in ("SlowDown", "Throttling", "InternalError", "ServiceUnavailable", "RequestTimeout"):
+            return Transient(f"{what}: {code}")
+        return exc
+    if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError, ConnectionError)):
+        return Transient(f"{what}: S3 unreachable ({type(exc).__name__})")
+    return exc
+
+
+class S3RangeReader(io.RawIOBase):
+    """A read-only, seekable view of one S3 object through ranged GETs with a read-ahead buffer."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, *, buffer_bytes: int = 8 << 20) -> None:
+        super().__init__()
+        self._s3, self._bucket, self._key = s3, bucket, key
+        try:
+            head = s3.head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise _translate(exc, f"s3://{bucket}/{key}") from exc
+        self.size = int(head["ContentLength"])
+        self.etag = str(head.get("ETag", "")).strip('"')
+        self._pos = 0
+        self._buf = b""
+        self._buf_start = 0
+        self._buffer_bytes = buffer_bytes
+        self.bytes_fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def _fetch(self, start: int, length: int) -> bytes:
+        end = min(self.size, start + length) - 1
+        try:
+            resp = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{end}", IfMatch=self.etag)
+            data = resp["Body"].read()
+        except Exception as exc:
+            raise _translate(exc, f"s3://{self._bucket}/{self._key}") from exc
+        self.bytes_fetched += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        want = len(buffer)
+        if self._pos >= self.size or want == 0:
+            return 0
+        offset = self._pos - self._buf_start
+        if not (0 <= offset < len(self._buf)):
+            # Read ahead at least a buffer's worth: zipfile reads in small pieces.
+            self._buf = self._fetch(self._pos, max(want, self._buffer_bytes))
+            self._buf_start = self._pos
+            offset = 0
+        chunk = self._buf[offset : offset + want]
+        buffer[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+
+def put_bytes(s3: Any, bucket: str, key: str, body: bytes) -> None:
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    except Exception as exc:
+        raise _translate(exc, f"put s3://{bucket}/{key}") from exc
+
+
+def get_bytes(s3: Any, bucket: str, key: str) -> bytes:
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:
+        raise _translate(exc, f"get s3://{bucket}/{key}") from exc
+
+
+def put_json(s3: Any, bucket: str, key: str, document: Any) -> None:
+    put_bytes(s3, bucket, key, json.dumps(document, separators=(",", ":")).encode())
+
+
+def get_json(s3: Any, bucket: str, key: str) -> Any:
+    return json.loads(get_bytes(s3, bucket, key))
+
+
+def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """Every key under a prefix, sorted."""
+    keys: list[str] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [obj["Key"] for obj in page.get("Contents", [])]
+    except Exception as exc:
+        raise _translate(exc, f"list s3://{bucket}/{prefix}") from exc
+    return sorted(keys)
+
+
+def upload_dir(s3: Any, local: Path, bucket: str, prefix: str) -> list[str]:
+    """Upload every file under `local` to `prefix` + relative path; returns the keys."""
+    keys = []
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        key = prefix.rstrip("/") + "/" + path.relative_to(local).as_posix()
+        try:
+            s3.upload_file(str(path), bucket, key)
+        except Exception as exc:
+            raise _translate(exc, f"upload s3://{bucket}/{key}") from exc
+        keys.append(key)
+    return keys
+
+
+def download_prefix(s3: Any, bucket: str, prefix: str, local: Path) -> list[Path]:
+    """Download every object under `prefix` into `local`, keeping relative paths."""
+    paths = []
+    for key in list_keys(s3, bucket, prefix):
+        target = local / key[len(prefix) :].lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            s3.download_file(bucket, key, str(target))
+        except Exception as exc:
+            raise _translate(exc, f"download s3://{bucket}/{key}") from exc
+        paths.append(target)
+    return paths
+
+
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix`; returns how many."""
+    keys = list_keys(s3, bucket, prefix)
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[start : start + 1000]]
+        try:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        except Exception as exc:
+            raise _translate(exc, f"delete s3://{bucket}/{prefix}") from exc
+    return len(keys)

@@ -1,0 +1,288 @@
+"""The one worker loop for ingest, compute, loader and publisher: the only code that touches a queue.
+
+Per message: receive (long poll), parse into its model, run the handler while a heartbeat extends
+the message's visibility, send the handler's outgoing messages, then delete. Failures:
+
+- `Permanent` (and anything on the last allowed receive): the version is marked FAILED with the
+  reason, the body goes to the dead-letter queue with the reason as an attribute, the original is deleted.
+- `Transient` or an unknown exception: the message is left on the queue and made visible again after
+  an exponential backoff (by receive count) through its visibility timeout.
+
+SIGTERM/SIGINT stop receiving; in-flight handlers get `stop_grace_s` to finish, then their messages
+are released (visibility 0) so another worker picks them up at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from shared.adapters.aws import AwsClients, aws_errors, open_aws
+from shared.config import QUEUE_ROLES, QueueRole, Settings
+from shared.errors import Permanent, Transient
+from shared.messages import AnyMessage, Message, S3TestEvent, UploadEvent, parse_message
+from shared.records import Records, State
+
+log = logging.getLogger("wideviews.worker")
+Deps = TypeVar("Deps")
+Handler = Callable[[Any, Deps], Awaitable[list[Message]]]
+ROUTES: dict[str, QueueRole] = {"compute_chunk": "compute", "load_chunk": "load", "publish_version": "publish"}
+REPLAY_ATTRIBUTE = "wideviews-replay-count"
+ERROR_ATTRIBUTE = "wideviews-error"
+SOURCE_ATTRIBUTE = "wideviews-source-queue"
+
+
+def configure_logging() -> None:
+    """One line per event on stderr, for the stack's log files."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def backoff_s(receive_count: int, settings: Settings) -> int:
+    """Exponential backoff with jitter for the n-th receive, capped (SQS allows 12 h; we cap lower)."""
+    base = settings.retry_base_s * (2 ** max(0, receive_count - 1))
+    return int(min(settings.retry_max_s, base) * random.uniform(0.8, 1.2)) + 1
+
+
+@dataclass
+class QueueUrls:
+    """URLs of every queue and dead-letter queue, resolved once per worker."""
+
+    urls: dict[str, str]
+
+    @classmethod
+    async def resolve(cls, sqs: Any, settings: Settings) -> "QueueUrls":
+        urls = {}
+        for role in QUEUE_ROLES:
+            for dead in (False, True):
+                name = settings.queue_name(role, dead_letter=dead)
+                with aws_errors("get queue url"):
+                    urls[name] = (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
+        return cls(urls)
+
+    def of(self, settings: Settings, role: QueueRole, *, dead_letter: bool = False) -> str:
+        return self.urls[settings.queue_name(role, dead_letter=dead_letter)]
+
+
+async def send_messages(sqs: Any, queues: QueueUrls, settings: Settings, messages: list[Message]) -> None:
+    """Send outgoing messages to the queue of their type, in batches of 10."""
+    by_queue: dict[str, list[Message]] = {}
+    for message in messages:
+        by_queue.setdefault(queues.of(settings, ROUTES[message.type]), []).append(message)  # type: ignore[attr-defined]
+    for url, batch in by_queue.items():
+        for start in range(0, len(batch), 10):
+            entries = [{"Id": str(i), "MessageBody": m.to_body()} for i, m in enumerate(batch[start : start + 10])]
+            with aws_errors("send messages"):
+                resp = await sqs.send_message_batch(QueueUrl=url, Entries=entries)
+            if resp.get("Failed"):
+                raise Transient(f"send_message_batch failed for {len(resp['Failed'])} entries")
+
+
+class Worker(Generic[Deps]):
+    """Runs one handler over one queue until stopped."""
+
+    def __init__(
+        self,
+        role: QueueRole,
+        handler: Handler[Deps],
+        settings: Settings,
+        deps: Deps,
+        aws: AwsClients,
+        *,
+        concurrency: int = 1,
+        stop_grace_s: float = 20.0,
+    ) -> None:
+        self.role = role
+        self.handler = handler
+        self.settings = settings
+        self.deps = deps
+        self.aws = aws
+        self.records = Records(aws.dynamodb, settings)
+        self.concurrency = concurrency
+        self.stop_grace_s = stop_grace_s
+        self.stopping = asyncio.Event()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self.queues: QueueUrls | None = None
+
+    @property
+    def queue_url(self) -> str:
+        assert self.queues is not None
+        return self.queues.of(self.settings, self.role)
+
+    async def run(self) -> None:
+        """Receive and handle messages until `stop()`; never raises for one bad message."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        while self.queues is None and not self.stopping.is_set():
+            try:
+                self.queues = await QueueUrls.resolve(self.aws.sqs, self.settings)
+            except Exception as exc:  # the stack may still be coming up
+                log.warning("queues not reachable yet: %s", exc)
+                await self._sleep(2)
+        log.info("worker %s started", self.role)
+        receive_failures = 0
+        while not self.stopping.is_set():
+            free = self.concurrency - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                with aws_errors("receive"):
+                    resp = await self.aws.sqs.receive_message(
+                        QueueUrl=self.queue_url,
+                        MaxNumberOfMessages=min(10, free),
+                        WaitTimeSeconds=self.settings.wait_time_s,
+                        VisibilityTimeout=self.settings.visibility_timeout_s,
+                        AttributeNames=["ApproximateReceiveCount"],
+                        MessageAttributeNames=["All"],
+                    )
+                receive_failures = 0
+            except Exception as exc:
+                receive_failures += 1
+                delay = min(30, 2**receive_failures)
+                log.warning("receive failed (%s); retrying in %s s", exc, delay)
+                await self._sleep(delay)
+                continue
+            for raw in resp.get("Messages", []):
+                task = asyncio.create_task(self._process(raw))
+                self._inflight[raw["MessageId"]] = task
+                task.add_done_callback(lambda _t, mid=raw["MessageId"]: self._inflight.pop(mid, None))
+        await self._drain()
+        log.info("worker %s stopped", self.role)
+
+    def stop(self) -> None:
+        """Stop receiving; in-flight messages finish or are released."""
+        self.stopping.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        tasks = list(self._inflight.values())
+        _, pending = await asyncio.wait(tasks, timeout=self.stop_grace_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _heartbeat(self, receipt: str) -> None:
+        """Keep a long-running message invisible to other workers while its handler runs."""
+        period = max(1.0, self.settings.visibility_timeout_s / 3)
+        while True:
+            await asyncio.sleep(period)
+            with contextlib.suppress(Exception):
+                await self.aws.sqs.change_message_visibility(
+                    QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=self.settings.visibility_timeout_s
+                )
+
+    async def _process(self, raw: dict[str, Any]) -> None:
+        started = time.monotonic()
+        receipt = raw["ReceiptHandle"]
+        receive_count = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        kind, dataset_id, version_id = "?", None, None
+        heartbeat = asyncio.create_task(self._heartbeat(receipt))
+        outcome = "ok"
+        try:
+            parsed = parse_message(raw["Body"])
+            messages: list[AnyMessage] = list(parsed) if isinstance(parsed, list) else [parsed]
+            outgoing: list[Message] = []
+            for message in messages:
+                kind = message.type
+                dataset_id = getattr(message, "dataset_id", None)
+                version_id = getattr(message, "version_id", None)
+                if isinstance(message, S3TestEvent):
+                    outcome = "ignored"
+                    continue
+                outgoing += await self.handler(message, self.deps)
+            assert self.queues is not None
+            await send_messages(self.aws.sqs, self.queues, self.settings, outgoing)
+            await self._delete(receipt)
+        except asyncio.CancelledError:
+            outcome = "released"
+            with contextlib.suppress(Exception):
+                await self.aws.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0)
+        except Exception as exc:
+            last_try = receive_count >= self.settings.max_receive_count - 1
+            if isinstance(exc, Permanent) or last_try:
+                outcome = f"failed: {exc}"
+                await self._fail(raw, receipt, dataset_id, version_id, exc)
+            else:
+                delay = (
+                    int(exc.retry_after_s)
+                    if isinstance(exc, Transient) and exc.retry_after_s is not None
+                    else backoff_s(receive_count, self.settings)
+                )
+                outcome = f"retry in {delay}s ({type(exc).__name__}: {exc})"
+                if not isinstance(exc, Transient):
+                    log.exception("unexpected error in %s handler", self.role)
+                with contextlib.suppress(Exception):
+                    await self.aws.sqs.change_message_visibility(
+                        QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=min(delay, 43_000)
+                    )
+        finally:
+            heartbeat.cancel()
+            log.info(
+                json.dumps(
+                    {
+                        "queue": self.role,
+                        "type": kind,
+                        "dataset": dataset_id,
+                        "version": version_id,
+                        "outcome": outcome[:500],
+                        "seconds": round(time.monotonic() - started, 3),
+                        "receive": receive_count,
+                    }
+                )
+            )
+
+    async def _delete(self, receipt: str) -> None:
+        with aws_errors("delete message"):
+            await self.aws.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+
+    async def _fail(self, raw: dict[str, Any], receipt: str, dataset_id: str | None, version_id: str | None, exc: Exception) -> None:
+        """Mark the version FAILED, move the message to the DLQ with the reason, delete the original."""
+        reason = str(exc) or type(exc).__name__
+        if dataset_id and version_id:
+            with contextlib.suppress(Exception):
+                await self.records.transition(dataset_id, version_id, State.FAILED, error=reason)
+        assert self.queues is not None
+        attributes = {
+            k: v for k, v in raw.get("MessageAttributes", {}).items() if k not in (ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE)
+        }
+        attributes[ERROR_ATTRIBUTE] = {"DataType": "String", "StringValue": reason[:1000]}
+        attributes[SOURCE_ATTRIBUTE] = {"DataType": "String", "StringValue": self.role}
+        try:
+            with aws_errors("move to DLQ"):
+                await self.aws.sqs.send_message(
+                    QueueUrl=self.queues.of(self.settings, self.role, dead_letter=True),
+                    MessageBody=raw["Body"],
+                    MessageAttributes=attributes,
+                )
+            await self._delete(receipt)
+        except Exception as move_exc:  # the redrive policy still moves it after maxReceiveCount
+            log.warning("could not move message to DLQ: %s", move_exc)
+
+
+def run_service(role: QueueRole, handler: Handler[Deps], make_deps: Callable[[Settings, AwsClients], Awaitable[Deps]], *, concurrency: int = 1) -> None:
+    """Entry point of a worker process: settings from the environment, run until SIGTERM."""
+    configure_logging()
+    settings = Settings.load()
+
+    async def main() -> None:
+        async with open_aws(settings) as aws:
+            deps = await make_deps(settings, aws)
+            await Worker(role, handler, settings, deps, aws, concurrency=concurrency).run()
+
+    asyncio.run(main())
