@@ -306,26 +306,33 @@ class Records:
             )
         return VersionRecord.from_item(_item(resp["Attributes"]))
 
-    async def claim_publish(self, dataset_id: str, version_id: str) -> bool:
-        """Claim the right to ask for publication (true for exactly one caller); moves to VALIDATING."""
+    async def claim_publish(self, dataset_id: str, version_id: str, claimant: str) -> bool:
+        """Claim the right to ask for publication; moves to VALIDATING.
+
+        True for exactly one claimant (the `chunk:view` whose load completed the set), and again for
+        that same claimant on a redelivery, so a crash between the claim and the send loses nothing.
+        """
         try:
             with aws_errors("claim publish"):
                 await self._db.update_item(
                     TableName=self._versions,
                     Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
-                    UpdateExpression="SET publish_claimed = :t, #s = :v, updated_at = :now, #h = list_append(if_not_exists(#h, :empty), :h)",
-                    ConditionExpression="attribute_exists(version_id) AND (attribute_not_exists(publish_claimed) OR publish_claimed = :f) AND #s IN (:c, :l)",
-                    ExpressionAttributeNames={"#s": "state", "#h": "history"},
+                    UpdateExpression="SET publish_claimed = :t, publish_claimed_by = :me, #s = :v, updated_at = :now",
+                    ConditionExpression=(
+                        "attribute_exists(version_id) AND ("
+                        "((attribute_not_exists(publish_claimed) OR publish_claimed = :f) AND #s IN (:c, :l))"
+                        " OR (publish_claimed_by = :me AND #s = :v))"
+                    ),
+                    ExpressionAttributeNames={"#s": "state"},
                     ExpressionAttributeValues=_values(
                         {
                             ":t": True,
                             ":f": False,
+                            ":me": claimant,
                             ":v": State.VALIDATING.value,
                             ":c": State.COMPUTING.value,
                             ":l": State.LOADING.value,
                             ":now": now_iso(),
-                            ":empty": [],
-                            ":h": [f"{now_iso()} VALIDATING"],
                         }
                     ),
                 )

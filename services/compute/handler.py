@@ -1,0 +1,46 @@
+"""Compute: one column chunk job in, one load message per (chunk, view) out."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from services.compute import job
+from shared.adapters.aws import AwsClients
+from shared.adapters.s3 import s3_client
+from shared.config import Settings
+from shared.messages import ComputeChunk, Message
+from shared.records import BUILDING, Records, State
+
+
+@dataclass
+class ComputeDeps:
+    settings: Settings
+    records: Records
+    s3: Any
+    emr: Any  # aiobotocore EMR client, for the `emr` executor
+
+
+async def make_deps(settings: Settings, aws: AwsClients) -> ComputeDeps:
+    return ComputeDeps(settings, Records(aws.dynamodb, settings), s3_client(settings), aws.emr)
+
+
+async def handle_compute_chunk(msg: ComputeChunk, deps: ComputeDeps) -> list[Message]:
+    """Run the chunk through the configured executor; outputs overwrite their own keys, so a rerun is harmless."""
+    version = await deps.records.get_version(msg.dataset_id, msg.version_id)
+    if version.state == State.FAILED:
+        # A replayed job of a failed version: retry it (the cause may be gone).
+        await deps.records.reset_for_retry(msg.dataset_id, msg.version_id, State.COMPUTING)
+    elif version.state not in BUILDING:
+        return []  # published, superseded or deleted: nothing left to compute
+    executor = deps.settings.executor
+    if executor == "local":
+        return list(await asyncio.to_thread(job.run_chunk, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk))
+    if executor == "spark":
+        from services.compute import spark_job
+
+        return list(await asyncio.to_thread(spark_job.run_chunk_spark, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk))
+    from services.compute import emr
+
+    return list(await emr.run_chunk_emr(deps.emr, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk))

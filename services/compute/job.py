@@ -1,0 +1,128 @@
+"""The compute job of one column chunk: staging in, HFiles and checks out, LoadChunk messages back.
+
+The same job runs three ways (`Settings.executor`):
+
+- `local`: in the worker process (`run_chunk`);
+- `spark`: the kernel runs per feature partition inside a local Spark session (`services.compute.spark_job`);
+- `emr`: an EMR step `spark-submit`s `services/compute/spark_job.py` on a cluster (`services.compute.emr`).
+
+All three call the same kernel on the same columns, so their cells are identical bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from services.compute.views import ViewCells, chunk_view_cells, view_family
+from shared import jvm
+from shared.adapters.s3 import get_bytes, get_json, list_keys, put_json, upload_dir
+from shared.config import Settings
+from shared.errors import Permanent
+from shared.messages import LoadChunk
+from shared.staging import VersionPlan, cells_key, check_key, chunk_prefix, hfiles_prefix, plan_key
+
+
+def load_plan(s3: Any, settings: Settings, dataset_id: str, version_id: str) -> VersionPlan:
+    return VersionPlan.model_validate(get_json(s3, settings.staging_bucket, plan_key(dataset_id, version_id)))
+
+
+def load_cells(s3: Any, settings: Settings, plan: VersionPlan) -> pa.Table:
+    """Cell ids and metadata, in matrix order."""
+    return pq.read_table(io.BytesIO(get_bytes(s3, settings.staging_bucket, cells_key(plan.dataset_id, plan.version_id))))
+
+
+def load_chunk_matrix(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> sp.csc_array:
+    """The chunk as a cells × features CSC matrix, from its staged non-zero parts."""
+    start, end = plan.chunks[chunk]
+    keys = list_keys(s3, settings.staging_bucket, chunk_prefix(plan.dataset_id, plan.version_id, chunk))
+    if not keys:
+        raise Permanent(f"chunk {chunk} of version {plan.version_id} has no staged parts")
+    parts = [pq.read_table(io.BytesIO(get_bytes(s3, settings.staging_bucket, k))) for k in keys]
+    table = pa.concat_tables(parts)
+    values = table.column("value").to_numpy()
+    cells = table.column("cell").to_numpy()
+    features = table.column("feature").to_numpy()
+    matrix = sp.csc_array((values, (cells, features)), shape=(plan.n_cells, end - start))
+    matrix.sum_duplicates()  # sorts indices; staged non-zeros have no duplicates
+    return matrix
+
+
+def write_view_hfiles(settings: Settings, cells: ViewCells, workdir: Path) -> Path:
+    """Write one view's sorted cells as HFiles (through the jvm/ writer) under `workdir/<view>/`."""
+    cell_file = workdir / f"{cells.view}.cells"
+    jvm.write_cell_file(cell_file, cells.rows, cells.qualifiers, cells.values)
+    out = workdir / cells.view / "hfiles"
+    jvm.write_hfiles(settings, [cell_file], out, view_family(cells.view).decode())
+    cell_file.unlink()
+    return out
+
+
+def publish_chunk_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk: int, views: list[ViewCells], workdir: Path) -> list[LoadChunk]:
+    """HFiles and checks of every view of the chunk to staging; the load messages for them."""
+    messages = []
+    for cells in views:
+        hfiles = write_view_hfiles(settings, cells, workdir)
+        prefix = hfiles_prefix(plan.dataset_id, plan.version_id, cells.view, chunk)
+        upload_dir(s3, hfiles, settings.staging_bucket, prefix)
+        checksum = f"{cells.checksum():016x}"
+        put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, cells.view, chunk), {"rows": cells.n_rows, "checksum": checksum, "cells": len(cells.rows)})
+        messages.append(
+            LoadChunk(
+                dataset_id=plan.dataset_id,
+                version_id=plan.version_id,
+                chunk=chunk,
+                view=cells.view,
+                hfiles_uri=f"s3://{settings.staging_bucket}/{prefix}",
+                rows=cells.n_rows,
+                checksum=checksum,
+            )
+        )
+        shutil.rmtree(hfiles.parent, ignore_errors=True)
+    return messages
+
+
+def compute_chunk_views(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> list[ViewCells]:
+    """Read the chunk and the cells, run the kernel: every view's cells of the chunk."""
+    if not 0 <= chunk < plan.n_chunks:
+        raise Permanent(f"chunk {chunk} is out of range: version {plan.version_id} has {plan.n_chunks} chunks")
+    matrix = load_chunk_matrix(s3, settings, plan, chunk)
+    cells = load_cells(s3, settings, plan)
+    return chunk_view_cells(plan, chunk, matrix, cells, settings.features_row_max_nnz)
+
+
+def run_chunk(s3: Any, settings: Settings, dataset_id: str, version_id: str, chunk: int) -> list[LoadChunk]:
+    """The local executor: the whole job of one chunk in this process."""
+    plan = load_plan(s3, settings, dataset_id, version_id)
+    views = compute_chunk_views(s3, settings, plan, chunk)
+    with tempfile.TemporaryDirectory(prefix=f"wideviews-{version_id[:8]}-{chunk}-") as tmp:
+        return publish_chunk_outputs(s3, settings, plan, chunk, views, Path(tmp))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the job (what an EMR step or a shell runs): prints the load messages as JSON lines."""
+    from shared.adapters.s3 import s3_client
+
+    parser = argparse.ArgumentParser(prog="wideviews-compute-job")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--chunk", type=int, required=True)
+    args = parser.parse_args(argv)
+    settings = Settings.load()
+    for message in run_chunk(s3_client(settings), settings, args.dataset, args.version, args.chunk):
+        sys.stdout.write(message.to_body() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,145 @@
+"""One chunk's share of every view, as HBase cells sorted the way an HFile needs them. No I/O.
+
+A view's cells are three parallel lists (row, qualifier, value) sorted by (row, qualifier) in
+unsigned byte order, with rows and checksums counted for the publisher's verification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from services.compute.kernel import compute_group_stats, sparse_columns
+from shared import layout
+from shared.adapters.hbase import cell_checksum, combine_checksums
+from shared.stats import STATS
+from shared.staging import VersionPlan
+
+VIEW_FAMILY = {"features": layout.FEATURES_FAMILY, "cells": layout.CELLS_FAMILY, "catalog": layout.CATALOG_FAMILY}
+
+
+def view_family(view: str) -> bytes:
+    """The one column family of a view's table."""
+    return VIEW_FAMILY.get(view, layout.STATS_FAMILY)
+
+
+@dataclass
+class ViewCells:
+    """Sorted cells of one (chunk, view)."""
+
+    view: str
+    rows: list[bytes]
+    qualifiers: list[bytes]
+    values: list[bytes]
+
+    @property
+    def n_rows(self) -> int:
+        return len(set(self.rows))
+
+    def checksum(self) -> int:
+        return combine_checksums(cell_checksum(r, q, v) for r, q, v in zip(self.rows, self.qualifiers, self.values))
+
+    @classmethod
+    def from_unsorted(cls, view: str, cells: list[tuple[bytes, bytes, bytes]]) -> "ViewCells":
+        cells.sort(key=lambda c: (c[0], c[1]))
+        return cls(view, [c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells])
+
+
+def group_codes(cells: pa.Table, plan: VersionPlan) -> list[np.ndarray]:
+    """Per grouping, each cell's group index in the plan's group order."""
+    codes = []
+    for grouping in plan.groupings:
+        lookup = {name: i for i, name in enumerate(grouping.groups)}
+        values = cells.column(grouping.name).to_pylist()
+        codes.append(np.fromiter((lookup[v] for v in values), dtype=np.int32, count=len(values)))
+    return codes
+
+
+def stats_view_cells(view: str, features: list[str], chunk: sp.csc_array | np.ndarray, codes: np.ndarray, n_groups: int) -> ViewCells:
+    """Rows = feature, qualifiers = the 12 stat names, values = a stats vector over the groups."""
+    stats = compute_group_stats(chunk, codes, n_groups)
+    cells = []
+    qualifiers = [s.encode() for s in STATS]
+    for f, feature in enumerate(features):
+        row = feature.encode()
+        for stat, qualifier in zip(STATS, qualifiers):
+            cells.append((row, qualifier, layout.encode_stats_vector(stats.values[stat][f])))
+    return ViewCells.from_unsorted(view, cells)
+
+
+def features_view_cells(features: list[str], chunk: sp.csc_array | np.ndarray, max_nnz: int) -> ViewCells:
+    """The transpose: per feature its non-zeros (cell positions, values), split in parts of `max_nnz`."""
+    csc = sparse_columns(chunk)
+    cells = []
+    for f, feature in enumerate(features):
+        lo, hi = int(csc.indptr[f]), int(csc.indptr[f + 1])
+        idx, vals = csc.indices[lo:hi], csc.data[lo:hi]
+        # Keep float32 where it is exact: half the bytes for count data, same values.
+        if vals.dtype == np.float64 and np.array_equal(vals.astype(np.float32).astype(np.float64), vals):
+            vals = vals.astype(np.float32)
+        n_parts = max(1, -(-(hi - lo) // max_nnz))
+        for part in range(n_parts):
+            sl = slice(part * max_nnz, (part + 1) * max_nnz)
+            cells.append((layout.feature_part_row(feature, part), layout.FEATURES_QUALIFIER, layout.encode_feature_part(idx[sl], vals[sl])))
+    return ViewCells.from_unsorted("features", cells)
+
+
+def cells_view_cells(plan: VersionPlan, cells: pa.Table) -> ViewCells:
+    """Rows = cell id: its position, grouping values, embedding coordinates and numeric metadata."""
+    ids = cells.column("cell_id").to_pylist()
+    text = {g.name: cells.column(g.name).to_pylist() for g in plan.groupings}
+    numeric = {c: cells.column(c).to_numpy() for c in plan.numeric_columns}
+    emb = np.column_stack([numeric[c] for c in plan.embedding.columns]) if plan.embedding else None
+    out = []
+    for i, cell_id in enumerate(ids):
+        row = cell_id.encode()
+        out.append((row, b"pos", layout.encode_int(i)))
+        for name, values in text.items():
+            out.append((row, b"g:" + name.encode(), layout.encode_text(values[i])))
+        if emb is not None and plan.embedding is not None:
+            out.append((row, b"e:" + plan.embedding.name.encode(), layout.encode_vector(emb[i])))
+        for name, values in numeric.items():
+            out.append((row, b"n:" + name.encode(), layout.encode_vector(values[i : i + 1])))
+    return ViewCells.from_unsorted("cells", out)
+
+
+def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
+    """The chunk's feature list; chunk 0 adds the dataset's `meta` document."""
+    start, end = plan.chunks[chunk]
+    out = [(f"features:{chunk:06d}".encode(), b"list", layout.encode_json(plan.features[start:end]))]
+    if chunk == 0:
+        meta = {
+            "dataset_id": plan.dataset_id,
+            "version_id": plan.version_id,
+            "n_cells": plan.n_cells,
+            "n_features": len(plan.features),
+            "n_chunks": plan.n_chunks,
+            "id_column": plan.id_column,
+            "groupings": [g.model_dump() for g in plan.groupings],
+            "embedding": plan.embedding.model_dump() if plan.embedding else None,
+            "numeric_columns": plan.numeric_columns,
+            "title": plan.title,
+            "description": plan.description,
+            "upload_key": plan.upload_key,
+        }
+        out.append((b"meta", b"doc", layout.encode_json(meta)))
+    return ViewCells.from_unsorted("catalog", out)
+
+
+def chunk_view_cells(plan: VersionPlan, chunk: int, matrix: sp.csc_array, cells: pa.Table, max_nnz: int) -> list[ViewCells]:
+    """Every view's cells for one chunk (the whole compute job, minus I/O)."""
+    start, end = plan.chunks[chunk]
+    features = plan.features[start:end]
+    codes = group_codes(cells, plan)
+    out = [
+        stats_view_cells(g.view, features, matrix, code, len(g.groups))
+        for g, code in zip(plan.groupings, codes)
+    ]
+    out.append(features_view_cells(features, matrix, max_nnz))
+    out.append(catalog_view_cells(plan, chunk))
+    if chunk == 0:
+        out.append(cells_view_cells(plan, cells))
+    return out
