@@ -1,0 +1,144 @@
+"""`wideviews upload` and `wideviews status`: put a ZIP where the pipeline picks it up, and follow it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from shared.adapters.aws import open_aws
+from shared.config import Settings
+from shared.errors import NotFound
+from shared.messages import DATASET_ID_PATTERN
+from shared.records import BUILDING, DatasetRecord, Records, State, VersionRecord
+
+
+def upload_key(dataset_id: str, file: Path) -> str:
+    """The key that triggers ingest: `uploads/<dataset_id>/<file name>`."""
+    return f"uploads/{dataset_id}/{file.name}"
+
+
+def upload_file(settings: Settings, file: Path, dataset_id: str) -> str:
+    """Put the ZIP in the uploads bucket (multipart for large files); returns the key."""
+    if not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
+        raise SystemExit(f"error: dataset id {dataset_id!r} must match {DATASET_ID_PATTERN}")
+    if file.suffix.lower() != ".zip":
+        raise SystemExit(f"error: {file} is not a .zip file")
+    if not file.is_file():
+        raise SystemExit(f"error: {file} does not exist")
+    key = upload_key(dataset_id, file)
+    s3 = boto3.session.Session().client("s3", **settings.aws_client_kwargs())
+    s3.upload_file(str(file), settings.uploads_bucket, key)
+    return key
+
+
+async def _versions(settings: Settings, dataset_id: str | None) -> list[VersionRecord]:
+    async with open_aws(settings) as aws:
+        return await Records(aws.dynamodb, settings).list_versions(dataset_id)
+
+
+async def _datasets(settings: Settings) -> list[DatasetRecord]:
+    async with open_aws(settings) as aws:
+        return await Records(aws.dynamodb, settings).list_datasets()
+
+
+def wait_for_version(settings: Settings, dataset_id: str, key: str, since: datetime, timeout_s: float, *, out: Any = sys.stderr) -> VersionRecord:
+    """Follow the version created from `key` after `since` until PUBLISHED or FAILED (or timeout)."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    since_iso = (since - timedelta(seconds=5)).isoformat(timespec="milliseconds")
+    while time.monotonic() < deadline:
+        candidates = [
+            v for v in asyncio.run(_versions(settings, dataset_id)) if v.upload_key == key and v.created_at >= since_iso
+        ]
+        if candidates:
+            version = max(candidates, key=lambda v: v.created_at)
+            line = f"{version.version_id[:12]} {version.state.value:<11} {len(version.finished & version.expected)}/{len(version.expected) or '?'} (chunk, view) loaded"
+            if line != last:
+                print(line, file=out, flush=True)
+                last = line
+            if version.state not in BUILDING:
+                return version
+        time.sleep(0.5)
+    raise TimeoutError(f"no PUBLISHED or FAILED version of {dataset_id} from {key} within {timeout_s:.0f} s")
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    since = datetime.now(timezone.utc)
+    file = Path(args.file)
+    key = upload_file(settings, file, args.dataset)
+    print(f"uploaded {file} to s3://{settings.uploads_bucket}/{key}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    try:
+        version = wait_for_version(settings, args.dataset, key, since, args.timeout)
+    except TimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(version.summary()))
+    if version.state == State.FAILED:
+        print(f"FAILED: {version.error}", file=sys.stderr)
+        return 2
+    print(f"{version.state.value}: dataset {args.dataset} version {version.version_id}", file=sys.stderr)
+    return 0 if version.state == State.PUBLISHED else 2
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    datasets = {d.dataset_id: d for d in asyncio.run(_datasets(settings))}
+    versions = asyncio.run(_versions(settings, args.dataset))
+    if args.dataset and args.dataset not in datasets and not versions:
+        print(f"error: {NotFound(f'dataset {args.dataset} not found')}", file=sys.stderr)
+        return 1
+    ids = [args.dataset] if args.dataset else sorted(set(datasets) | {v.dataset_id for v in versions})
+    report = []
+    for dataset_id in ids:
+        pointer = datasets.get(dataset_id)
+        report.append(
+            {
+                "dataset": dataset_id,
+                "current_version": pointer.current_version if pointer else None,
+                "previous_version": pointer.previous_version if pointer else None,
+                "published_at": pointer.published_at if pointer else None,
+                "generation": pointer.generation if pointer else 0,
+                "versions": [v.summary() for v in versions if v.dataset_id == dataset_id],
+            }
+        )
+    if args.json:
+        print(json.dumps({"datasets": report}, indent=2))
+        return 0
+    for entry in report:
+        current = entry["current_version"] or "-"
+        print(f"{entry['dataset']}  current={current}  generation={entry['generation']}")
+        for v in entry["versions"]:
+            mark = "*" if v["version_id"] == entry["current_version"] else " "
+            detail = f"  error: {v['error']}" if v["error"] else ""
+            print(
+                f"  {mark} {v['version_id']}  {v['state']:<11} {v['done']}/{v['expected']} loaded  "
+                f"{v['n_cells']} cells x {v['n_features']} features  {v['created_at']}{detail}"
+            )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    upload = subparsers.add_parser("upload", help="upload a ZIP (matrix.csv, metadata.csv, manifest.json) as a new version of a dataset")
+    upload.add_argument("file", help="the .zip file")
+    upload.add_argument("--dataset", required=True, help="dataset id: lowercase letters, digits, '-' (max 63)")
+    upload.add_argument("--wait", action="store_true", help="follow the new version to PUBLISHED (exit 0) or FAILED (exit 2)")
+    upload.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait with --wait (exit 3 on timeout)")
+    upload.add_argument("--json", action="store_true", help="with --wait, print the final version record as JSON")
+    upload.set_defaults(func=cmd_upload)
+    status = subparsers.add_parser("status", help="datasets, their current version and every version's state")
+    status.add_argument("dataset", nargs="?", help="only this dataset")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
