@@ -100,8 +100,7 @@ def _roles(queue: str | None) -> list[QueueRole]:
     return [queue]  # type: ignore[list-item]
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    settings = Settings.load()
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     letters = [letter for role in _roles(args.queue) for letter in receive_dead_letters(settings, role, hold_s=10)]
     release(settings, letters)
     if args.json:
@@ -114,8 +113,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    settings = Settings.load()
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     letters = [letter for role in _roles(args.queue) for letter in receive_dead_letters(settings, role, hold_s=10)]
     release(settings, letters)
     match = [l for l in letters if l.message_id == args.id]
@@ -127,8 +125,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    settings = Settings.load()
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if not args.all and not args.id:
         print("error: name messages with --id (repeatable) or pass --all", file=sys.stderr)
         return 1
@@ -152,13 +149,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     listing = sub.add_parser("list", help="messages in the DLQs (all queues, or one)")
     listing.add_argument("queue", nargs="?", choices=list(QUEUE_ROLES))
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=cmd_list)
+    listing.set_defaults(run=cmd_list)
     show = sub.add_parser("show", help="one dead letter's body, error and attributes")
     show.add_argument("id", help="message id (from `dlq list`)")
     show.add_argument("--queue", choices=list(QUEUE_ROLES))
-    show.set_defaults(func=cmd_show)
+    show.set_defaults(run=cmd_show)
     rep = sub.add_parser("replay", help="move dead letters back to their source queue")
     rep.add_argument("queue", nargs="?", choices=list(QUEUE_ROLES))
     rep.add_argument("--id", action="append", help="message id to replay (repeatable)")
     rep.add_argument("--all", action="store_true", help="replay every dead letter (of the queue)")
-    rep.set_defaults(func=cmd_replay)
+    rep.set_defaults(run=cmd_replay)

@@ -71,8 +71,7 @@ def wait_for_version(settings: Settings, dataset_id: str, key: str, since: datet
     raise TimeoutError(f"no PUBLISHED or FAILED version of {dataset_id} from {key} within {timeout_s:.0f} s")
 
 
-def cmd_upload(args: argparse.Namespace) -> int:
-    settings = Settings.load()
+def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     since = datetime.now(timezone.utc)
     file = Path(args.file)
     key = upload_file(settings, file, args.dataset)
@@ -93,8 +92,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0 if version.state == State.PUBLISHED else 2
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    settings = Settings.load()
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     datasets = {d.dataset_id: d for d in asyncio.run(_datasets(settings))}
     versions = asyncio.run(_versions(settings, args.dataset))
     if args.dataset and args.dataset not in datasets and not versions:
@@ -137,8 +135,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     upload.add_argument("--wait", action="store_true", help="follow the new version to PUBLISHED (exit 0) or FAILED (exit 2)")
     upload.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait with --wait (exit 3 on timeout)")
     upload.add_argument("--json", action="store_true", help="with --wait, print the final version record as JSON")
-    upload.set_defaults(func=cmd_upload)
+    upload.set_defaults(run=cmd_upload)
     status = subparsers.add_parser("status", help="datasets, their current version and every version's state")
     status.add_argument("dataset", nargs="?", help="only this dataset")
     status.add_argument("--json", action="store_true")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(run=cmd_status)

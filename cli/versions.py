@@ -73,9 +73,9 @@ async def collect_garbage(settings: Settings, grace: timedelta, *, dry_run: bool
     return removed
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        result = asyncio.run(rollback(Settings.load(), args.dataset, args.to))
+        result = asyncio.run(rollback(settings, args.dataset, args.to))
     except (NotFound, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -83,8 +83,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_gc(args: argparse.Namespace) -> int:
-    removed = asyncio.run(collect_garbage(Settings.load(), timedelta(hours=args.grace_hours), dry_run=args.dry_run))
+def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    removed = asyncio.run(collect_garbage(settings, timedelta(hours=args.grace_hours), dry_run=args.dry_run))
     print(json.dumps({"dry_run": args.dry_run, "removed": removed}, indent=2))
     return 0
 
@@ -93,8 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rb = subparsers.add_parser("rollback", help="point a dataset back at its previous (or a given) version")
     rb.add_argument("dataset")
     rb.add_argument("--to", help="version id to make current (default: the previous version)")
-    rb.set_defaults(func=cmd_rollback)
+    rb.set_defaults(run=cmd_rollback)
     gc = subparsers.add_parser("gc", help="drop tables and staging files of versions no reader can use")
     gc.add_argument("--grace-hours", type=float, default=24.0, help="keep versions changed within this many hours")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed")
-    gc.set_defaults(func=cmd_gc)
+    gc.set_defaults(run=cmd_gc)
