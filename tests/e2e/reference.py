@@ -1,0 +1,110 @@
+"""Independent reference for the end-to-end tests: pandas over the very CSV files inside the upload ZIP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.config import Settings
+
+STAT_NAMES = ["count", "nnz", "sum", "mean", "var", "min", "max", "median", "q1", "q3", "frac_expressing", "mean_expressing"]
+
+
+@dataclass
+class Reference:
+    matrix: pd.DataFrame  # cells x features, matrix.csv order
+    metadata: pd.DataFrame | None  # aligned to matrix order
+
+    @classmethod
+    def from_zip(cls, path: Path) -> "Reference":
+        with zipfile.ZipFile(path) as archive:
+            matrix = pd.read_csv(archive.open("matrix.csv"), index_col=0)
+            metadata = None
+            if "metadata.csv" in archive.namelist():
+                metadata = pd.read_csv(archive.open("metadata.csv"), index_col=0, keep_default_na=False).loc[matrix.index]
+        return cls(matrix.astype(np.float64), metadata)
+
+    def group_stats(self, grouping: str) -> tuple[list[str], dict[str, pd.DataFrame]]:
+        """Per stat a groups x features frame, groups sorted as strings."""
+        labels = self.metadata[grouping].astype(str)
+        groups = sorted(labels.unique())
+        g = self.matrix.groupby(labels)
+        nonzero = (self.matrix != 0).groupby(labels).sum()
+        out = {
+            "count": g.size().to_frame().reindex(columns=[0]).rename(columns={0: "n"}),
+            "nnz": nonzero,
+            "sum": g.sum(),
+            "mean": g.mean(),
+            "var": g.var(ddof=1),
+            "min": g.min(),
+            "max": g.max(),
+            "median": g.median(),
+            "q1": g.quantile(0.25),
+            "q3": g.quantile(0.75),
+        }
+        out["frac_expressing"] = out["nnz"] / g.size().to_numpy()[:, None]
+        out["mean_expressing"] = (out["sum"] / out["nnz"].replace(0, np.nan))
+        out = {k: v.reindex(groups) for k, v in out.items()}
+        return groups, out
+
+
+def assert_aggregates_match(body: dict[str, Any], ref: Reference, grouping: str) -> None:
+    """Every requested stat of every (feature, group) equals pandas' value."""
+    groups, expected = ref.group_stats(grouping)
+    assert body["groups"] == groups
+    features = body["features"]
+    for stat, per_feature in body["stats"].items():
+        got = np.array([[np.nan if v is None else v for v in row] for row in per_feature], dtype=np.float64)
+        if stat == "count":
+            want = np.tile(expected["count"]["n"].to_numpy(dtype=np.float64), (len(features), 1))
+        else:
+            want = expected[stat][features].to_numpy(dtype=np.float64).T
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=f"{grouping}/{stat}")
+
+
+def http_json(url: str, *, timeout_s: float = 30) -> tuple[int, Any]:
+    """GET a JSON URL; returns (status, body) also for error statuses."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def query_url(settings: Settings, path: str, **params: str) -> str:
+    base = f"http://{settings.query_host}:{settings.query_port}"
+    return base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+
+
+def cli(settings: Settings, *args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the `wideviews` command against the test stack."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "--home", str(settings.home), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=settings.child_env(),
+        cwd=str(settings.project_root),
+    )
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
