@@ -9,8 +9,8 @@ import contextlib
 import hashlib
 import re
 import socket
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import happybase
 from thriftpy2.transport import TTransportException
@@ -18,6 +18,8 @@ from thriftpy2.transport import TTransportException
 from shared.config import Settings
 from shared.errors import NotFound, Permanent, Transient
 from shared.messages import DATASET_ID_PATTERN, VERSION_ID_PATTERN, VIEW_PATTERN
+
+T = TypeVar("T")
 
 
 def view_table(settings: Settings, dataset_id: str, version_id: str, view: str) -> str:
@@ -80,21 +82,31 @@ class HBase:
             autoconnect=False,
         )
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[happybase.Connection]:
-        with self._pool.connection() as conn:
-            yield conn
+    def _call(self, action: str, fn: Callable[[happybase.Connection], T]) -> T:
+        """Run `fn` on a pooled connection; once more on a fresh one if the first was dead.
+
+        The Thrift server drops connections idle for a minute, so a pooled connection may be closed
+        under us: happybase replaces a connection that raised, and the retry gets the new one.
+        """
+        for attempt in (0, 1):
+            try:
+                with hbase_errors(action), self._pool.connection() as conn:
+                    return fn(conn)
+            except Transient:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def list_tables(self) -> list[str]:
-        with hbase_errors("list tables"), self.connection() as conn:
-            return [t.decode() for t in conn.tables()]
+        return self._call("list tables", lambda conn: [t.decode() for t in conn.tables()])
 
     def table_exists(self, name: str) -> bool:
         return name in self.list_tables()
 
     def ensure_table(self, name: str, family: bytes) -> bool:
         """Create the table with one family (1 version, row bloom filter) unless it exists; True if created."""
-        with hbase_errors("create table"), self.connection() as conn:
+
+        def create(conn: happybase.Connection) -> bool:
             if name.encode() in conn.tables():
                 return False
             try:
@@ -105,38 +117,43 @@ class HBase:
                 raise
             return True
 
+        return self._call("create table", create)
+
     def drop_table(self, name: str) -> bool:
         """Disable and delete a table; False if it did not exist."""
-        with hbase_errors("drop table"), self.connection() as conn:
+
+        def drop(conn: happybase.Connection) -> bool:
             if name.encode() not in conn.tables():
                 return False
             conn.delete_table(name, disable=True)
             return True
 
+        return self._call("drop table", drop)
+
     def rows(self, table: str, keys: list[bytes], columns: list[bytes] | None = None) -> dict[bytes, dict[bytes, bytes]]:
         """Multi-get of rows (missing rows are absent from the result)."""
-        with hbase_errors("get rows"), self.connection() as conn:
-            return dict(conn.table(table).rows(keys, columns=columns))
+        return self._call("get rows", lambda conn: dict(conn.table(table).rows(keys, columns=columns)))
 
     def row(self, table: str, key: bytes, columns: list[bytes] | None = None) -> dict[bytes, bytes]:
-        with hbase_errors("get row"), self.connection() as conn:
-            return conn.table(table).row(key, columns=columns)
+        return self._call("get row", lambda conn: conn.table(table).row(key, columns=columns))
 
     def scan(self, table: str, **kwargs: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """A whole scan, materialised (use for bounded ranges only)."""
-        with hbase_errors("scan"), self.connection() as conn:
-            return list(conn.table(table).scan(**kwargs))
+        return self._call("scan", lambda conn: list(conn.table(table).scan(**kwargs)))
 
     def count_and_checksum(self, table: str, *, batch_size: int = 1000) -> tuple[int, int]:
         """(rows, checksum) of a whole table by a full scan; the checksum matches `cell_checksum` sums."""
-        rows = 0
-        total = 0
-        with hbase_errors("verify scan"), self.connection() as conn:
+
+        def verify(conn: happybase.Connection) -> tuple[int, int]:
+            rows = 0
+            total = 0
             for key, data in conn.table(table).scan(batch_size=batch_size):
                 rows += 1
                 for column, value in data.items():
                     total += cell_checksum(key, column.partition(b":")[2], value)
-        return rows, total % (1 << 64)
+            return rows, total % (1 << 64)
+
+        return self._call("verify scan", verify)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
