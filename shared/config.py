@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     executor: Executor = "local"
     emr_cluster_id: str | None = None
     emr_poll_s: float = 10.0
+    # Where `make package-emr` puts wideviews.zip, spark_job.py and wideviews-jvm.jar for EMR steps.
+    emr_code_uri: str = "s3://wideviews-staging/code"
+    # HBase jars on an EMR node, for the jvm/ writer the step runs.
+    emr_hbase_classpath: str = "/usr/lib/hbase/lib/*:/usr/lib/hbase/*:/etc/hbase/conf"
     chunk_features: int = 512
     chunk_memory_budget_bytes: int = 512 * 1024 * 1024
     # A transpose row holds at most this many non-zeros; more spill into `<feature>#<part>` rows.

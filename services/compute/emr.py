@@ -1,0 +1,132 @@
+"""The `emr` executor: the chunk's Spark job as an EMR step on a running cluster, polled to its end.
+
+The step `spark-submit`s `services/compute/spark_job.py` (shipped with the package zip and the jvm/
+jar under `Settings.emr_code_uri`); the job writes HFiles and checks to staging exactly like the other
+executors, and this side turns the checks into load messages once the step is COMPLETED. A FAILED,
+CANCELLED or INTERRUPTED step is a `Permanent` error carrying the step's own reason.
+
+The step id is remembered in staging, so a redelivered compute message follows the step already
+running instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared.adapters.aws import aws_errors
+from shared.adapters.s3 import get_json, put_json
+from shared.config import Settings
+from shared.errors import NotFound, Permanent
+from shared.messages import LoadChunk
+from shared.staging import VersionPlan, check_key, hfiles_prefix, plan_key, version_prefix
+
+TERMINAL_FAILURES = {"FAILED", "CANCELLED", "INTERRUPTED"}
+
+
+def step_key(dataset_id: str, version_id: str, chunk: int) -> str:
+    return version_prefix(dataset_id, version_id) + f"steps/{chunk:06d}.json"
+
+
+def build_step(settings: Settings, dataset_id: str, version_id: str, chunk: int) -> dict[str, Any]:
+    """The `AddJobFlowSteps` step: spark-submit of the job script with the package, the jar and the settings it needs."""
+    code = settings.emr_code_uri.rstrip("/")
+    env = {
+        "WIDEVIEWS_NAME_PREFIX": settings.name_prefix,
+        "WIDEVIEWS_REGION": settings.region,
+        "WIDEVIEWS_FEATURES_ROW_MAX_NNZ": str(settings.features_row_max_nnz),
+        "WIDEVIEWS_JVM_CLASSPATH": settings.emr_hbase_classpath,
+    }
+    confs: list[str] = []
+    for key, value in env.items():
+        confs += ["--conf", f"spark.yarn.appMasterEnv.{key}={value}", "--conf", f"spark.executorEnv.{key}={value}"]
+    return {
+        "Name": f"wideviews {dataset_id} {version_id[:12]} chunk {chunk}",
+        "ActionOnFailure": "CONTINUE",
+        "HadoopJarStep": {
+            "Jar": "command-runner.jar",
+            "Args": [
+                "spark-submit",
+                "--deploy-mode",
+                "cluster",
+                "--py-files",
+                f"{code}/wideviews.zip",
+                "--jars",
+                f"{code}/wideviews-jvm.jar",
+                *confs,
+                f"{code}/spark_job.py",
+                "--dataset",
+                dataset_id,
+                "--version",
+                version_id,
+                "--chunk",
+                str(chunk),
+            ],
+        },
+    }
+
+
+def load_messages_from_checks(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> list[LoadChunk]:
+    """The load messages of a chunk whose job already ran, rebuilt from the checks it wrote."""
+    messages = []
+    for view in plan.chunk_views(chunk):
+        try:
+            check = get_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, view, chunk))
+        except NotFound as exc:
+            raise Permanent(f"the EMR step of chunk {chunk} completed but wrote no check for view {view}") from exc
+        messages.append(
+            LoadChunk(
+                dataset_id=plan.dataset_id,
+                version_id=plan.version_id,
+                chunk=chunk,
+                view=view,
+                hfiles_uri=f"s3://{settings.staging_bucket}/{hfiles_prefix(plan.dataset_id, plan.version_id, view, chunk)}",
+                rows=int(check["rows"]),
+                checksum=str(check["checksum"]),
+            )
+        )
+    return messages
+
+
+async def wait_for_step(emr: Any, cluster_id: str, step_id: str, poll_s: float) -> dict[str, Any]:
+    """Poll `DescribeStep` until the step ends; returns its final `Status`."""
+    while True:
+        with aws_errors("describe EMR step"):
+            status = (await emr.describe_step(ClusterId=cluster_id, StepId=step_id))["Step"]["Status"]
+        if status["State"] == "COMPLETED" or status["State"] in TERMINAL_FAILURES:
+            return status
+        await asyncio.sleep(poll_s)
+
+
+def failure_reason(status: dict[str, Any]) -> str:
+    details = status.get("FailureDetails") or {}
+    change = status.get("StateChangeReason") or {}
+    parts = [details.get("Reason"), details.get("Message"), change.get("Message"), details.get("LogFile")]
+    return "; ".join(p for p in parts if p) or "no reason given"
+
+
+async def run_chunk_emr(emr: Any, s3: Any, settings: Settings, dataset_id: str, version_id: str, chunk: int) -> list[LoadChunk]:
+    """Add (or follow) the chunk's EMR step and wait for it; the load messages once it COMPLETED."""
+    if not settings.emr_cluster_id:
+        raise Permanent("executor is emr but no emr_cluster_id is configured")
+    plan = VersionPlan.model_validate(await asyncio.to_thread(get_json, s3, settings.staging_bucket, plan_key(dataset_id, version_id)))
+    key = step_key(dataset_id, version_id, chunk)
+    step_id = None
+    try:
+        step_id = (await asyncio.to_thread(get_json, s3, settings.staging_bucket, key))["step_id"]
+    except NotFound:
+        pass
+    if step_id is not None:
+        with aws_errors("describe EMR step"):
+            state = (await emr.describe_step(ClusterId=settings.emr_cluster_id, StepId=step_id))["Step"]["Status"]["State"]
+        if state in TERMINAL_FAILURES:
+            step_id = None  # a replay after a failure: run it again
+    if step_id is None:
+        with aws_errors("add EMR step"):
+            resp = await emr.add_job_flow_steps(JobFlowId=settings.emr_cluster_id, Steps=[build_step(settings, dataset_id, version_id, chunk)])
+        step_id = resp["StepIds"][0]
+        await asyncio.to_thread(put_json, s3, settings.staging_bucket, key, {"step_id": step_id, "cluster_id": settings.emr_cluster_id})
+    status = await wait_for_step(emr, settings.emr_cluster_id, step_id, settings.emr_poll_s)
+    if status["State"] != "COMPLETED":
+        raise Permanent(f"EMR step {step_id} of chunk {chunk} ended {status['State']}: {failure_reason(status)}")
+    return await asyncio.to_thread(load_messages_from_checks, s3, settings, plan, chunk)
