@@ -1,0 +1,154 @@
+"""The `emr` executor against a moto server running in this process, whose EMR backend the test drives.
+
+The EMR cluster itself cannot run here, so the test checks the exact step request sent and plays the
+step's life (COMPLETED, FAILED, CANCELLED) through moto's backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto.backends import get_backend
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.server import ThreadedMotoServer
+
+from services.compute.emr import build_step, run_chunk_emr, step_key
+from shared.adapters.aws import open_aws
+from shared.adapters.s3 import put_json
+from shared.config import Settings
+from shared.errors import Permanent
+from shared.staging import GroupingPlan, VersionPlan, check_key, plan_key
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_settings() -> Iterator[Settings]:
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    settings = Settings(aws_endpoint_url=f"http://127.0.0.1:{port}", name_prefix="wvemr", emr_poll_s=0.05)
+    s3 = boto3.client("s3", **settings.aws_client_kwargs())
+    s3.create_bucket(Bucket=settings.staging_bucket)
+    emr = boto3.client("emr", **settings.aws_client_kwargs())
+    cluster = emr.run_job_flow(Name="wideviews-test", ReleaseLabel="emr-7.9.0", Instances={"InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True, "MasterInstanceType": "m5.xlarge"}, JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole")
+    yield settings.model_copy(update={"emr_cluster_id": cluster["JobFlowId"], "emr_code_uri": "s3://wvemr-staging/code/1.0"})
+    server.stop()
+
+
+def _plan(settings: Settings) -> VersionPlan:
+    plan = VersionPlan(
+        dataset_id="emr-test",
+        version_id=uuid.uuid4().hex,
+        upload_key="uploads/emr-test/x.zip",
+        id_column="cell",
+        n_cells=3,
+        features=["A", "B"],
+        chunks=[(0, 2)],
+        groupings=[GroupingPlan(name="type", view="stats_type", groups=["x"], counts=[3])],
+        timestamp_ms=1,
+    )
+    s3 = boto3.client("s3", **settings.aws_client_kwargs())
+    put_json(s3, settings.staging_bucket, plan_key(plan.dataset_id, plan.version_id), plan.model_dump(mode="json"))
+    return plan
+
+
+def _steps(settings: Settings) -> dict[str, Any]:
+    backend = get_backend("emr")[DEFAULT_ACCOUNT_ID][settings.region]
+    return backend.clusters[settings.emr_cluster_id].steps
+
+
+async def _drive(settings: Settings, plan: VersionPlan, final_state: str, reason: str | None = None) -> Any:
+    """Run the executor; once its step appears, write the job's checks (on success) and end the step."""
+    s3 = boto3.client("s3", **settings.aws_client_kwargs())
+    async with open_aws(settings) as aws:
+        task = asyncio.create_task(run_chunk_emr(aws.emr, s3, settings, plan.dataset_id, plan.version_id, 0))
+        before = {s.id for s in _steps(settings)}
+        step = None
+        for _ in range(200):
+            new = [s for s in _steps(settings) if s.id not in before]
+            if new:
+                step = new[0]
+                break
+            await asyncio.sleep(0.02)
+        assert step is not None, "the executor added no step"
+        step.state = "RUNNING"
+        await asyncio.sleep(0.2)
+        assert not task.done(), "the executor must keep polling while the step runs"
+        if final_state == "COMPLETED":
+            for view in plan.chunk_views(0):
+                put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, view, 0), {"rows": 2, "checksum": "00000000000000ab", "cells": 2})
+        if reason:
+            step.last_state_change_reason = reason
+        step.state = final_state
+        try:
+            return step, await asyncio.wait_for(task, timeout=30)
+        except Permanent as exc:
+            return step, exc
+
+
+async def test_step_request_is_the_spark_submit_of_the_job(moto_settings: Settings) -> None:
+    plan = _plan(moto_settings)
+    step, messages = await _drive(moto_settings, plan, "COMPLETED")
+    expected = build_step(moto_settings, plan.dataset_id, plan.version_id, 0)
+    assert step.name == expected["Name"]
+    assert step.jar == "command-runner.jar"
+    args = step.args
+    assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", "s3://wvemr-staging/code/1.0/wideviews.zip"]
+    assert args[5:7] == ["--jars", "s3://wvemr-staging/code/1.0/wideviews-jvm.jar"]
+    assert args[-7:] == ["s3://wvemr-staging/code/1.0/spark_job.py", "--dataset", "emr-test", "--version", plan.version_id, "--chunk", "0"]
+    assert "spark.yarn.appMasterEnv.WIDEVIEWS_NAME_PREFIX=wvemr" in args
+    assert args == expected["HadoopJarStep"]["Args"]
+    # The load messages come from the checks the job wrote, one per view of the chunk.
+    assert sorted(m.view for m in messages) == sorted(plan.chunk_views(0))
+    assert {m.hfiles_uri for m in messages} == {f"s3://wvemr-staging/staging/emr-test/{plan.version_id}/hfiles/{v}/000000/" for v in plan.chunk_views(0)}
+    assert {m.checksum for m in messages} == {"00000000000000ab"}
+    # The step id is remembered for a redelivered message.
+    s3 = boto3.client("s3", **moto_settings.aws_client_kwargs())
+    remembered = s3.get_object(Bucket=moto_settings.staging_bucket, Key=step_key(plan.dataset_id, plan.version_id, 0))["Body"].read()
+    assert step.id.encode() in remembered
+
+
+async def test_failed_step_is_permanent_with_the_steps_reason(moto_settings: Settings) -> None:
+    plan = _plan(moto_settings)
+    _, result = await _drive(moto_settings, plan, "FAILED", reason="Spark application exited with code 1: OutOfMemoryError")
+    assert isinstance(result, Permanent)
+    assert "FAILED" in str(result) and "OutOfMemoryError" in str(result)
+
+
+async def test_cancelled_step_is_permanent(moto_settings: Settings) -> None:
+    plan = _plan(moto_settings)
+    _, result = await _drive(moto_settings, plan, "CANCELLED", reason="cancelled by operator")
+    assert isinstance(result, Permanent)
+    assert "CANCELLED" in str(result) and "cancelled by operator" in str(result)
+
+
+async def test_redelivered_job_follows_the_running_step_instead_of_adding_one(moto_settings: Settings) -> None:
+    plan = _plan(moto_settings)
+    s3 = boto3.client("s3", **moto_settings.aws_client_kwargs())
+    async with open_aws(moto_settings) as aws:
+        first = asyncio.create_task(run_chunk_emr(aws.emr, s3, moto_settings, plan.dataset_id, plan.version_id, 0))
+        key = step_key(plan.dataset_id, plan.version_id, 0)
+        for _ in range(200):
+            if s3.list_objects_v2(Bucket=moto_settings.staging_bucket, Prefix=key).get("KeyCount"):
+                break
+            await asyncio.sleep(0.02)
+        second = asyncio.create_task(run_chunk_emr(aws.emr, s3, moto_settings, plan.dataset_id, plan.version_id, 0))
+        await asyncio.sleep(0.3)
+        ours = [s for s in _steps(moto_settings) if plan.version_id in s.args]
+        assert len(ours) == 1
+        for view in plan.chunk_views(0):
+            put_json(s3, moto_settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, view, 0), {"rows": 1, "checksum": "0000000000000001", "cells": 1})
+        ours[0].state = "COMPLETED"
+        a, b = await asyncio.gather(first, second)
+        assert [m.view for m in a] == [m.view for m in b]

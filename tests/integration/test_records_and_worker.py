@@ -1,0 +1,171 @@
+"""Conditional writes of the version records and the worker loop's error paths, on the real moto server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from shared.adapters.aws import open_aws
+from shared.config import Settings
+from shared.errors import Permanent, Transient
+from shared.messages import LoadChunk, Message, PublishVersion
+from shared.records import Records, State, VersionRecord
+from shared.worker import ERROR_ATTRIBUTE, QueueUrls, Worker
+
+pytestmark = pytest.mark.stack
+
+
+def _ids() -> tuple[str, str]:
+    return f"rec-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+
+
+async def test_version_state_moves_only_along_allowed_transitions(stack: Settings) -> None:
+    dataset_id, version_id = _ids()
+    async with open_aws(stack) as aws:
+        records = Records(aws.dynamodb, stack)
+        created, fresh = await records.create_version(VersionRecord(dataset_id, version_id, State.INGESTING, upload_order="1"))
+        again, fresh_again = await records.create_version(VersionRecord(dataset_id, version_id, State.INGESTING, upload_order="2"))
+        assert (fresh, fresh_again) == (True, False)
+        assert again.upload_order == "1"
+        assert await records.transition(dataset_id, version_id, State.PUBLISHED) is None
+        assert (await records.get_version(dataset_id, version_id)).state == State.INGESTING
+        moved = await records.record_plan(dataset_id, version_id, n_chunks=2, n_cells=10, n_features=4, views=["features"], expected={"0:features", "1:features"})
+        assert moved is not None and moved.state == State.COMPUTING and moved.expected == {"0:features", "1:features"}
+        # The same transition twice: the second is refused, the state stays.
+        assert await records.transition(dataset_id, version_id, State.COMPUTING) is None
+        failed = await records.transition(dataset_id, version_id, State.FAILED, error="boom")
+        assert failed is not None and failed.error == "boom"
+
+
+async def test_duplicate_finished_key_adds_nothing_and_one_claimant_wins(stack: Settings) -> None:
+    dataset_id, version_id = _ids()
+    async with open_aws(stack) as aws:
+        records = Records(aws.dynamodb, stack)
+        await records.create_version(VersionRecord(dataset_id, version_id, State.INGESTING))
+        await records.record_plan(dataset_id, version_id, n_chunks=1, n_cells=1, n_features=1, views=["a"], expected={"0:features", "0:catalog"})
+        first = await records.add_finished(dataset_id, version_id, "0:features")
+        dup = await records.add_finished(dataset_id, version_id, "0:features")
+        assert first.finished == dup.finished == {"0:features"} and not dup.all_finished
+        done = await records.add_finished(dataset_id, version_id, "0:catalog")
+        assert done.all_finished
+        claims = await asyncio.gather(
+            records.claim_publish(dataset_id, version_id, "0:catalog"), records.claim_publish(dataset_id, version_id, "0:features")
+        )
+        assert sorted(claims) == [False, True]
+        winner = "0:catalog" if claims[0] else "0:features"
+        # The winner's redelivered message claims again (so a crash before sending loses nothing); others never.
+        assert await records.claim_publish(dataset_id, version_id, winner) is True
+        loser = "0:features" if winner == "0:catalog" else "0:catalog"
+        assert await records.claim_publish(dataset_id, version_id, loser) is False
+        assert (await records.get_version(dataset_id, version_id)).state == State.VALIDATING
+
+
+async def test_pointer_flip_is_conditional_on_the_generation_read(stack: Settings) -> None:
+    dataset_id, v1 = _ids()
+    v2, v3 = uuid.uuid4().hex, uuid.uuid4().hex
+    async with open_aws(stack) as aws:
+        records = Records(aws.dynamodb, stack)
+        assert await records.flip_pointer(dataset_id, v1, upload_order="1", seen=None, previous=None)
+        assert not await records.flip_pointer(dataset_id, v2, upload_order="2", seen=None, previous=None)
+        seen = await records.get_dataset(dataset_id)
+        assert await records.flip_pointer(dataset_id, v2, upload_order="2", seen=seen, previous=v1)
+        # A writer holding the stale read loses.
+        assert not await records.flip_pointer(dataset_id, v3, upload_order="3", seen=seen, previous=v1)
+        now = await records.get_dataset(dataset_id)
+        assert (now.current_version, now.previous_version, now.generation) == (v2, v1, 2)
+
+
+async def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for _ in range(3):
+        resp = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"], VisibilityTimeout=0)
+        out += resp.get("Messages", [])
+        if out:
+            break
+    return out
+
+
+async def test_permanent_error_fails_version_and_moves_message_to_dlq(stack: Settings) -> None:
+    # A private queue set, so the running services do not consume these messages.
+    settings = stack.model_copy(update={"name_prefix": f"wvt{uuid.uuid4().hex[:6]}", "wait_time_s": 1})
+    dataset_id, version_id = _ids()
+    async with open_aws(stack) as aws:
+        await _create_queues(aws.sqs, settings)
+        records = Records(aws.dynamodb, stack)
+        await records.create_version(VersionRecord(dataset_id, version_id, State.INGESTING))
+        seen: list[str] = []
+
+        async def handler(msg: PublishVersion, deps: None) -> list[Message]:
+            seen.append(msg.version_id)
+            raise Permanent("the upload's matrix.csv is ragged")
+
+        worker = Worker("publish", handler, settings, None, aws)
+        worker.records = records  # private queues, but the version records live in the stack's tables
+        queues = await QueueUrls.resolve(aws.sqs, settings)
+        body = PublishVersion(dataset_id=dataset_id, version_id=version_id).to_body()
+        await aws.sqs.send_message(QueueUrl=queues.of(settings, "publish"), MessageBody=body)
+        task = asyncio.create_task(worker.run())
+        dead = []
+        for _ in range(30):
+            dead = await _drain(aws.sqs, queues.of(settings, "publish", dead_letter=True))
+            if dead:
+                break
+        worker.stop()
+        await task
+        assert seen == [version_id]
+        assert len(dead) == 1 and dead[0]["Body"] == body
+        assert "ragged" in dead[0]["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+        version = await records.get_version(dataset_id, version_id)
+        assert version.state == State.FAILED and "ragged" in (version.error or "")
+        assert await _drain(aws.sqs, queues.of(settings, "publish")) == []
+        await _delete_queues(aws.sqs, queues)
+
+
+async def test_transient_error_is_retried_and_then_succeeds(stack: Settings) -> None:
+    settings = stack.model_copy(update={"name_prefix": f"wvt{uuid.uuid4().hex[:6]}", "wait_time_s": 1, "retry_base_s": 1})
+    dataset_id, version_id = _ids()
+    async with open_aws(stack) as aws:
+        await _create_queues(aws.sqs, settings)
+        attempts: list[int] = []
+
+        async def handler(msg: LoadChunk, deps: None) -> list[Message]:
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise Transient("HBase busy")
+            return [PublishVersion(dataset_id=msg.dataset_id, version_id=msg.version_id)]
+
+        worker = Worker("load", handler, settings, None, aws)
+        queues = await QueueUrls.resolve(aws.sqs, settings)
+        msg = LoadChunk(dataset_id=dataset_id, version_id=version_id, chunk=0, view="features", hfiles_uri="s3://b/k", rows=1, checksum="0" * 16)
+        await aws.sqs.send_message(QueueUrl=queues.of(settings, "load"), MessageBody=msg.to_body())
+        task = asyncio.create_task(worker.run())
+        out = []
+        for _ in range(40):
+            out = await _drain(aws.sqs, queues.of(settings, "publish"))
+            if out:
+                break
+        worker.stop()
+        await task
+        assert len(attempts) == 3
+        assert [json.loads(m["Body"])["type"] for m in out] == ["publish_version"]
+        assert await _drain(aws.sqs, queues.of(settings, "load", dead_letter=True)) == []
+        await _delete_queues(aws.sqs, queues)
+
+
+async def _create_queues(sqs: Any, settings: Settings) -> None:
+    for role in ("ingest", "compute", "load", "publish"):
+        dlq = await sqs.create_queue(QueueName=settings.queue_name(role, dead_letter=True))
+        arn = (await sqs.get_queue_attributes(QueueUrl=dlq["QueueUrl"], AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
+        await sqs.create_queue(
+            QueueName=settings.queue_name(role),
+            Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(settings.max_receive_count)})},
+        )
+
+
+async def _delete_queues(sqs: Any, queues: QueueUrls) -> None:
+    for url in queues.urls.values():
+        await sqs.delete_queue(QueueUrl=url)
