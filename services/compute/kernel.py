@@ -55,6 +55,11 @@ _UNSORTED = -2  # rows not strictly increasing in a column: duplicates possible,
 
 # Ranges this short are insertion sorted instead of partitioned.
 _SMALL_RANGE = 24
+# Rank selection buckets a segment's values into at most this many equal-width value buckets.
+_MAX_BUCKETS = 2048
+# The one-pass shifted variance is kept only while sum of squares / centred sum stays below this
+# (at most ~3 of float64's ~16 digits lost); past it the exact two-pass variance is computed.
+_MAX_CANCELLATION = 1024.0
 # Dense chunks are gathered into CSC this many cells x columns at a time (values + int32 rows).
 _DENSE_BLOCK_ELEMENTS = 1 << 21
 
@@ -212,8 +217,8 @@ def _validated_codes(group_codes: np.ndarray, n_groups: int, n_cells: int) -> np
                 f"group codes must lie in [0, {n_groups}); found {low if low < 0 else high}"
                 " (every cell needs a group: -1 / missing is not allowed)"
             )
-    # int16 codes halve the cache footprint of the per non-zero code lookup.
-    return codes.astype(np.int16 if n_groups <= np.iinfo(np.int16).max else np.int32, copy=False)
+    # uint8 codes keep the per non-zero code lookup in cache (a 100,000-cell chunk: 100 kB, not 400 kB)
+    return codes.astype(np.uint8 if n_groups <= 256 else np.int32, copy=False)
 
 
 def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int) -> GroupStats:
@@ -277,13 +282,37 @@ def _insertion_sort(a, lo, hi):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def _partition_below(a, lo, hi, p):  # type: ignore[no-untyped-def]
+    """Move the values < p of a[lo:hi] to its front without branching; returns where they end."""
+    first = lo
+    for i in range(lo, hi):
+        x = a[i]
+        a[i] = a[first]
+        a[first] = x
+        first += x < p
+    return first
+
+
+@numba.njit(cache=True, nogil=True)
+def _partition_at_most(a, lo, hi, p):  # type: ignore[no-untyped-def]
+    """Move the values <= p of a[lo:hi] to its front without branching; returns where they end."""
+    first = lo
+    for i in range(lo, hi):
+        x = a[i]
+        a[i] = a[first]
+        a[first] = x
+        first += x <= p
+    return first
+
+
+@numba.njit(cache=True, nogil=True)
 def _select_ranks(a, lo, hi, ranks, n_ranks, stack):  # type: ignore[no-untyped-def]
     """Reorder a[lo:hi] so a[r] holds the value of sorted rank r for every r in ranks[:n_ranks].
 
-    ranks are absolute positions in [lo, hi), ascending. Quickselect with median-of-3 and Hoare
-    partition (equal keys stop both scans, so ties split evenly); expected O(hi - lo).
+    ranks are absolute positions in [lo, hi), ascending. Quickselect with a median-of-3 pivot and
+    branch-free Lomuto partitions; a second partition splits off the values equal to the pivot, so
+    heavy ties finish at once instead of degrading. Expected O(hi - lo) per distinct rank cluster.
     """
-    top = 0
     stack[0, 0] = lo
     stack[0, 1] = hi
     stack[0, 2] = 0
@@ -299,52 +328,142 @@ def _select_ranks(a, lo, hi, ranks, n_ranks, stack):  # type: ignore[no-untyped-
             if hi - lo <= _SMALL_RANGE:
                 _insertion_sort(a, lo, hi)
                 break
-            mid = (lo + hi) >> 1
-            if a[mid] < a[lo]:
-                a[mid], a[lo] = a[lo], a[mid]
-            if a[hi - 1] < a[lo]:
-                a[hi - 1], a[lo] = a[lo], a[hi - 1]
-            if a[hi - 1] < a[mid]:
-                a[hi - 1], a[mid] = a[mid], a[hi - 1]
-            p = a[mid]
-            i = lo
-            j = hi - 1
-            while True:
-                i += 1
-                while a[i] < p:
-                    i += 1
-                j -= 1
-                while a[j] > p:
-                    j -= 1
-                if i >= j:
-                    break
-                a[i], a[j] = a[j], a[i]
-            # a[lo:j+1] <= p, a[j+1:i] == p, a[max(i, j+1):hi] >= p
-            right = max(i, j + 1)
+            x = a[lo]
+            y = a[(lo + hi) >> 1]
+            z = a[hi - 1]
+            p = max(min(x, y), min(max(x, y), z))
+            below = _partition_below(a, lo, hi, p)
             split_left = r0
-            while split_left < r1 and ranks[split_left] <= j:
+            while split_left < r1 and ranks[split_left] < below:
                 split_left += 1
-            split_right = split_left
-            while split_right < r1 and ranks[split_right] < right:
-                split_right += 1
-            if split_right < r1:
-                stack[top, 0] = right
-                stack[top, 1] = hi
-                stack[top, 2] = split_right
-                stack[top, 3] = r1
-                top += 1
-            hi = j + 1
+            if split_left < r1:
+                equal_end = _partition_at_most(a, below, hi, p)  # a[below:equal_end] == p
+                split_right = split_left
+                while split_right < r1 and ranks[split_right] < equal_end:
+                    split_right += 1
+                if split_right < r1:
+                    stack[top, 0] = equal_end
+                    stack[top, 1] = hi
+                    stack[top, 2] = split_right
+                    stack[top, 3] = r1
+                    top += 1
+            hi = below
             r1 = split_left
 
 
 @numba.njit(cache=True, nogil=True)
-def _value_at_rank(seg, start, n_neg, n_zero, r) -> float:  # type: ignore[no-untyped-def]
-    # The sorted group is [negatives, zeros, positives]; seg holds negatives then positives.
-    if r < n_neg:
-        return float(seg[start + r])
-    if r < n_neg + n_zero:
+def _values_at_ranks(seg, s0, s1, low, high, ranks, n_ranks, values, work):  # type: ignore[no-untyped-def]
+    """values[i] = sorted(seg[s0:s1])[ranks[i]] for ranks ascending; low, high = min, max of seg[s0:s1].
+
+    One pass counts the values into equal-width value buckets (monotone in the value, so the buckets
+    are ordered), the buckets holding the wanted ranks are known from the counts, a second pass copies
+    out only those buckets' values, and a quickselect finishes inside each. O(m) with small constants;
+    seg[s0:s1] is only read.
+    """
+    hist, target_of, scratch, stack, target_bucket, target_start, target_fill, rank_target, sub_ranks = work
+    m = s1 - s0
+    if low == high:
+        for i in range(n_ranks):
+            values[i] = low
+        return
+    span = high - low
+    if m <= _SMALL_RANGE or not np.isfinite(span):
+        for k in range(m):
+            scratch[k] = seg[s0 + k]
+        for i in range(n_ranks):
+            sub_ranks[i] = ranks[i]
+        _select_ranks(scratch, 0, m, sub_ranks, n_ranks, stack)
+        for i in range(n_ranks):
+            values[i] = scratch[ranks[i]]
+        return
+    n_buckets = min(_MAX_BUCKETS, max(16, m >> 2))
+    last = n_buckets - 1
+    scale = n_buckets / span
+    for b in range(n_buckets):
+        hist[b] = 0
+    for k in range(s0, s1):
+        b = int((np.float64(seg[k]) - low) * scale)
+        hist[min(b, last)] += 1
+    # Walk the counts to the bucket of each rank.
+    n_targets = 0
+    before = 0
+    b = 0
+    for i in range(n_ranks):
+        r = ranks[i]
+        while before + hist[b] <= r:
+            before += hist[b]
+            b += 1
+        if n_targets == 0 or target_bucket[n_targets - 1] != b:
+            target_bucket[n_targets] = b
+            target_start[n_targets] = before
+            n_targets += 1
+        rank_target[i] = n_targets - 1
+    # Copy out the target buckets' values, each bucket to its own stretch of scratch.
+    offset = 0
+    for t in range(n_targets):
+        target_of[target_bucket[t]] = t
+        target_fill[t] = offset
+        offset += hist[target_bucket[t]]
+    for k in range(s0, s1):
+        x = seg[k]
+        t = target_of[min(int((np.float64(x) - low) * scale), last)]
+        if t >= 0:
+            scratch[target_fill[t]] = x
+            target_fill[t] += 1
+    offset = 0
+    for t in range(n_targets):
+        target_of[target_bucket[t]] = -1
+        size = hist[target_bucket[t]]
+        n_sub = 0
+        for i in range(n_ranks):
+            if rank_target[i] == t:
+                sub_ranks[n_sub] = offset + ranks[i] - target_start[t]
+                n_sub += 1
+        _select_ranks(scratch, offset, offset + size, sub_ranks, n_sub, stack)
+        n_sub = 0
+        for i in range(n_ranks):
+            if rank_target[i] == t:
+                values[i] = scratch[sub_ranks[n_sub]]
+                n_sub += 1
+        offset += size
+
+
+@numba.njit(cache=True, nogil=True)
+def _centred_squares(seg, s0, s1, mean, n_zero) -> float:  # type: ignore[no-untyped-def]
+    """Sum of squared deviations from `mean` of seg[s0:s1] plus n_zero zeros: corrected two-pass."""
+    dev0 = 0.0
+    dev1 = 0.0
+    sq0 = 0.0
+    sq1 = 0.0
+    i = s0
+    while i + 2 <= s1:
+        d0 = np.float64(seg[i]) - mean
+        d1 = np.float64(seg[i + 1]) - mean
+        dev0 += d0
+        dev1 += d1
+        sq0 += d0 * d0
+        sq1 += d1 * d1
+        i += 2
+    if i < s1:
+        d0 = np.float64(seg[i]) - mean
+        dev0 += d0
+        sq0 += d0 * d0
+    n = (s1 - s0) + n_zero
+    # each implicit zero deviates by -mean; the correction term removes the rounding left in mean
+    dev = (dev0 + dev1) - n_zero * mean
+    sq = (sq0 + sq1) + n_zero * mean * mean
+    return sq - dev * dev / n
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_value_at_rank(r, n_neg, n_zero, nz_ranks, rank_values, n_ranks) -> float:  # type: ignore[no-untyped-def]
+    if n_neg <= r < n_neg + n_zero:
         return 0.0
-    return float(seg[start + r - n_zero])
+    nz_rank = r if r < n_neg else r - n_zero
+    for i in range(n_ranks):
+        if nz_ranks[i] == nz_rank:
+            return rank_values[i]
+    return np.nan  # unreachable: every non-zero rank asked for was selected
 
 
 @numba.njit(cache=True, nogil=True)
@@ -354,187 +473,196 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
     n_columns = starts.shape[0]
     quantiles = np.array([0.25, 0.5, 0.75])
     q_index = np.array([_Q1, _MEDIAN, _Q3])
-    max_nnz = 0
-    for c in range(n_columns):
-        max_nnz = max(max_nnz, ends[c] - starts[c])
-    code_buf = np.empty(max_nnz, dtype=codes.dtype)
-    seg = np.empty(max_nnz, dtype=vals.dtype)
-    nnz_g = np.empty(n_groups, dtype=np.int64)
-    neg_g = np.empty(n_groups, dtype=np.int64)
-    sum_g = np.empty(n_groups, dtype=np.float64)
-    min_g = np.empty(n_groups, dtype=np.float64)
-    max_g = np.empty(n_groups, dtype=np.float64)
-    mean_g = np.empty(n_groups, dtype=np.float64)
-    dev_g = np.empty(n_groups, dtype=np.float64)
-    sq_g = np.empty(n_groups, dtype=np.float64)
-    need_g = np.empty(n_groups, dtype=np.bool_)
-    seg_start = np.empty(n_groups, dtype=np.int64)
-    neg_cur = np.empty(n_groups, dtype=np.int64)
-    pos_cur = np.empty(n_groups, dtype=np.int64)
-    neg_ranks = np.empty(6, dtype=np.int64)
-    pos_ranks = np.empty(6, dtype=np.int64)
-    stack = np.empty((8, 4), dtype=np.int64)
+    # A group's non-zeros in one column are at most its cells: segment g starts at the cells before it.
+    base = np.zeros(n_groups, dtype=np.int64)
+    for g in range(1, n_groups):
+        base[g] = base[g - 1] + counts[g - 1]
+    n_cells = base[n_groups - 1] + counts[n_groups - 1] if n_groups > 0 else 0
+    seg = np.empty(max(1, n_cells), dtype=vals.dtype)
+    cursor = np.empty(n_groups, dtype=np.int64)
+    nz_ranks = np.empty(6, dtype=np.int64)
+    rank_values = np.empty(6, dtype=np.float64)
+    target_of = np.full(_MAX_BUCKETS, -1, dtype=np.int64)
+    work = (
+        np.empty(_MAX_BUCKETS, dtype=np.int64),  # hist
+        target_of,
+        np.empty(max(1, n_cells), dtype=vals.dtype),  # scratch
+        np.empty((8, 4), dtype=np.int64),  # stack
+        np.empty(6, dtype=np.int64),  # target_bucket
+        np.empty(6, dtype=np.int64),  # target_start
+        np.empty(6, dtype=np.int64),  # target_fill
+        np.empty(6, dtype=np.int64),  # rank_target
+        np.empty(6, dtype=np.int64),  # sub_ranks
+    )
     nan = np.nan
 
     for c in range(n_columns):
         col = col0 + c
         start = starts[c]
         end = ends[c]
-        nnz_g[:] = 0
-        neg_g[:] = 0
-        sum_g[:] = 0.0
-        min_g[:] = np.inf
-        max_g[:] = -np.inf
-        dev_g[:] = 0.0
-        sq_g[:] = 0.0
-
-        # Pass A: per group nnz, negatives, sum, min, max of the non-zeros.
+        cursor[:] = base
+        # Scatter the column's values into their group's segment; an explicit zero is written but
+        # not kept (the next value of its group overwrites it), so no branch is taken per value.
         previous_row = -1
+        unsorted = False
         for k in range(start, end):
             row = rows[k]
-            if row <= previous_row:
-                return _UNSORTED
+            unsorted |= row <= previous_row
             previous_row = row
             v = vals[k]
-            if v == 0:
-                code_buf[k - start] = -1  # an explicit zero is a zero
-                continue
-            if not np.isfinite(v):
-                return col
             g = codes[row]
-            code_buf[k - start] = g
-            x = np.float64(v)
-            nnz_g[g] += 1
-            sum_g[g] += x
-            if x < min_g[g]:
-                min_g[g] = x
-            if x > max_g[g]:
-                max_g[g] = x
-            if x < 0:
-                neg_g[g] += 1
+            position = cursor[g]
+            seg[position] = v
+            cursor[g] = position + (v != 0)
+        if unsorted:
+            return _UNSORTED
 
-        # Which groups have a quantile on a non-zero; lay their segments out.
-        offset = 0
-        any_need = False
         for g in range(n_groups):
             n = counts[g]
-            need_g[g] = False
-            if n == 0:
-                continue
-            mean_g[g] = sum_g[g] / n
-            nz = nnz_g[g]
-            if nz == 0:
-                continue
-            n_neg = neg_g[g]
-            n_zero = n - nz
-            low_q1, _ = _quantile_position(n, 0.25)
-            low_q3, t_q3 = _quantile_position(n, 0.75)
-            high_q3 = low_q3 + 1 if t_q3 > 0 else low_q3
-            if low_q1 < n_neg or high_q3 >= n_neg + n_zero:
-                need_g[g] = True
-                any_need = True
-                seg_start[g] = offset
-                neg_cur[g] = offset
-                pos_cur[g] = offset + nz
-                offset += nz
-
-        # Pass B: two-pass variance deviations; scatter the flagged groups' values.
-        if any_need:
-            for k in range(start, end):
-                g = code_buf[k - start]
-                if g < 0:
-                    continue
-                v = vals[k]
-                d = np.float64(v) - mean_g[g]
-                dev_g[g] += d
-                sq_g[g] += d * d
-                if need_g[g]:
-                    if v < 0:
-                        seg[neg_cur[g]] = v
-                        neg_cur[g] += 1
-                    else:
-                        pos_cur[g] -= 1
-                        seg[pos_cur[g]] = v
-        else:
-            for k in range(start, end):
-                g = code_buf[k - start]
-                if g < 0:
-                    continue
-                d = np.float64(vals[k]) - mean_g[g]
-                dev_g[g] += d
-                sq_g[g] += d * d
-
-        # Finish each group.
-        for g in range(n_groups):
-            n = counts[g]
-            nz = nnz_g[g]
+            nz = cursor[g] - base[g]
             out[_COUNT, col, g] = n
             out[_NNZ, col, g] = nz
-            out[_SUM, col, g] = sum_g[g]
             if n == 0:
+                out[_SUM, col, g] = 0.0
                 for s in (_MEAN, _VAR, _MIN, _MAX, _MEDIAN, _Q1, _Q3, _FRAC, _MEAN_EXPR):
                     out[s, col, g] = nan
                 continue
-            mean = mean_g[g]
+            s0 = base[g]
+            s1 = s0 + nz
+            # One pass over the segment: sum, min, max, negatives, and the shifted sums for the
+            # variance (4 fixed accumulators each: fast, and the order is fixed so results are too).
+            # Shift 0 when zeros are at least half the group (they then sit near the mean), else the
+            # first non-zero: either keeps the sums close to the mean for typical data, and the
+            # cancellation check below falls back to an exact two-pass variance when they are not.
+            shift = 0.0 if 2 * nz <= n else np.float64(seg[s0])
+            sum0 = 0.0
+            sum1 = 0.0
+            sum2 = 0.0
+            sum3 = 0.0
+            dev0 = 0.0
+            dev1 = 0.0
+            dev2 = 0.0
+            dev3 = 0.0
+            sq0 = 0.0
+            sq1 = 0.0
+            sq2 = 0.0
+            sq3 = 0.0
+            low = np.inf
+            high = -np.inf
+            n_neg = 0
+            i = s0
+            while i + 4 <= s1:
+                x0 = np.float64(seg[i])
+                x1 = np.float64(seg[i + 1])
+                x2 = np.float64(seg[i + 2])
+                x3 = np.float64(seg[i + 3])
+                sum0 += x0
+                sum1 += x1
+                sum2 += x2
+                sum3 += x3
+                d0 = x0 - shift
+                d1 = x1 - shift
+                d2 = x2 - shift
+                d3 = x3 - shift
+                dev0 += d0
+                dev1 += d1
+                dev2 += d2
+                dev3 += d3
+                sq0 += d0 * d0
+                sq1 += d1 * d1
+                sq2 += d2 * d2
+                sq3 += d3 * d3
+                # plain compares: nested min()/max() compile to far slower code in numba
+                if x0 < low:
+                    low = x0
+                if x1 < low:
+                    low = x1
+                if x2 < low:
+                    low = x2
+                if x3 < low:
+                    low = x3
+                if x0 > high:
+                    high = x0
+                if x1 > high:
+                    high = x1
+                if x2 > high:
+                    high = x2
+                if x3 > high:
+                    high = x3
+                n_neg += (x0 < 0) + (x1 < 0) + (x2 < 0) + (x3 < 0)
+                i += 4
+            while i < s1:
+                x0 = np.float64(seg[i])
+                sum0 += x0
+                d0 = x0 - shift
+                dev0 += d0
+                sq0 += d0 * d0
+                if x0 < low:
+                    low = x0
+                if x0 > high:
+                    high = x0
+                n_neg += x0 < 0
+                i += 1
+            total = (sum0 + sum1) + (sum2 + sum3)
+            if not np.isfinite(total) or not np.isfinite(sq0 + sq1 + sq2 + sq3):
+                # a NaN or inf makes the sums non-finite (finite values overflow float64 only near 1e154)
+                return col
+            mean = total / n
             n_zero = n - nz
+            out[_SUM, col, g] = total
             out[_MEAN, col, g] = mean
             out[_FRAC, col, g] = nz / n
-            out[_MEAN_EXPR, col, g] = sum_g[g] / nz if nz > 0 else nan
+            out[_MEAN_EXPR, col, g] = total / nz if nz > 0 else nan
+            if nz == 0:
+                out[_MIN, col, g] = 0.0
+                out[_MAX, col, g] = 0.0
+            elif n_zero > 0:
+                out[_MIN, col, g] = min(low, 0.0)
+                out[_MAX, col, g] = max(high, 0.0)
+            else:
+                out[_MIN, col, g] = low
+                out[_MAX, col, g] = high
+
             if n < 2:
                 out[_VAR, col, g] = nan  # ddof=1 as pandas: a one-cell group has var NaN, not 0
             else:
-                # each implicit zero deviates by -mean; the corrected two-pass formula removes the
-                # rounding left in the mean (sum of deviations is ~0 in exact arithmetic)
-                dev = dev_g[g] - n_zero * mean
-                sq = sq_g[g] + n_zero * mean * mean
-                var = (sq - dev * dev / n) / (n - 1)
+                # each implicit zero deviates from the shift by -shift
+                dev = ((dev0 + dev1) + (dev2 + dev3)) - n_zero * shift
+                sq = ((sq0 + sq1) + (sq2 + sq3)) + n_zero * shift * shift
+                centred = sq - dev * dev / n
+                if centred * _MAX_CANCELLATION < sq:
+                    # the shift was far from the mean relative to the spread: sq - dev^2/n lost more
+                    # than log10(_MAX_CANCELLATION) digits, so take the exact two-pass route
+                    centred = _centred_squares(seg, s0, s1, mean, n_zero)
+                var = centred / (n - 1)
                 out[_VAR, col, g] = var if var > 0.0 else 0.0
-            if nz == 0:
-                low = 0.0
-                high = 0.0
-            else:
-                low = min_g[g]
-                high = max_g[g]
-                if n_zero > 0:
-                    low = min(low, 0.0)
-                    high = max(high, 0.0)
-            out[_MIN, col, g] = low
-            out[_MAX, col, g] = high
-            if not need_g[g]:
-                out[_Q1, col, g] = 0.0
-                out[_MEDIAN, col, g] = 0.0
-                out[_Q3, col, g] = 0.0
-                continue
-            s0 = seg_start[g]
-            n_neg = neg_g[g]
-            # Needed ranks, ascending: (lower, upper) of q1, median, q3, each in its sign's sub-array.
-            n_neg_ranks = 0
-            n_pos_ranks = 0
+
+            # The sorted group is [negatives, zeros, positives]: a quantile rank among the zeros is 0
+            # for free; the others are ranks among the sorted non-zeros (past the zeros: r - n_zero).
+            n_ranks = 0
             for qi in range(3):
                 lower, t = _quantile_position(n, quantiles[qi])
                 for r in (lower, lower + 1):
                     if r > lower and t == 0.0:
                         continue
                     if r < n_neg:
-                        target = s0 + r
-                        if n_neg_ranks == 0 or neg_ranks[n_neg_ranks - 1] != target:
-                            neg_ranks[n_neg_ranks] = target
-                            n_neg_ranks += 1
+                        nz_rank = r
                     elif r >= n_neg + n_zero:
-                        target = s0 + r - n_zero
-                        if n_pos_ranks == 0 or pos_ranks[n_pos_ranks - 1] != target:
-                            pos_ranks[n_pos_ranks] = target
-                            n_pos_ranks += 1
-            if n_neg_ranks > 0:
-                _select_ranks(seg, s0, s0 + n_neg, neg_ranks, n_neg_ranks, stack)
-            if n_pos_ranks > 0:
-                _select_ranks(seg, s0 + n_neg, s0 + nz, pos_ranks, n_pos_ranks, stack)
+                        nz_rank = r - n_zero
+                    else:
+                        continue
+                    if n_ranks == 0 or nz_ranks[n_ranks - 1] != nz_rank:
+                        nz_ranks[n_ranks] = nz_rank
+                        n_ranks += 1
+            if n_ranks > 0:
+                _values_at_ranks(seg, s0, s1, low, high, nz_ranks, n_ranks, rank_values, work)
             for qi in range(3):
                 lower, t = _quantile_position(n, quantiles[qi])
-                a = _value_at_rank(seg, s0, n_neg, n_zero, lower)
+                a = _group_value_at_rank(lower, n_neg, n_zero, nz_ranks, rank_values, n_ranks)
                 value = a
                 if t > 0.0:
-                    value = _lerp(a, _value_at_rank(seg, s0, n_neg, n_zero, lower + 1), t)
+                    b = _group_value_at_rank(lower + 1, n_neg, n_zero, nz_ranks, rank_values, n_ranks)
+                    value = _lerp(a, b, t)
                 out[q_index[qi], col, g] = value
     return _OK
 
