@@ -11,6 +11,7 @@ the output is identical bit for bit. Usage as a step:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from shared.messages import LoadChunk
 from shared.staging import VersionPlan, chunk_prefix
 
 _OUT_SCHEMA = pa.schema([("view", pa.string()), ("row", pa.binary()), ("qualifier", pa.binary()), ("value", pa.binary())])
+_OUT_DDL = "view string, row binary, qualifier binary, value binary"
 _session: Any = None
 
 
@@ -39,6 +41,8 @@ def spark_session(master: str = "local[2]") -> Any:
     if _session is None:
         from pyspark.sql import SparkSession
 
+        # PySpark picks the workers' interpreter from this variable: make it ours (numpy, numba, wideviews).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         _session = (
             SparkSession.builder.appName("wideviews-compute")
             .master(master)
@@ -92,14 +96,14 @@ def compute_chunk_views_spark(s3: Any, settings: Settings, plan: VersionPlan, ch
     codes = group_codes(cells_table, plan)
     frame = spark.read.parquet(str(staged))
     n_parts = max(1, min(8, (plan.chunks[chunk][1] - plan.chunks[chunk][0]) // 64))
-    result = frame.repartition(n_parts, "feature").mapInArrow(partition_cells(plan, chunk, codes, settings.features_row_max_nnz), _OUT_SCHEMA)
-    collected = result.toArrow() if hasattr(result, "toArrow") else pa.Table.from_pandas(result.toPandas(), schema=_OUT_SCHEMA)
+    result = frame.repartition(n_parts, "feature").mapInArrow(partition_cells(plan, chunk, codes, settings.features_row_max_nnz), _OUT_DDL)
+    collected = result.toPandas()
     present = set(frame.select("feature").distinct().toPandas()["feature"].astype(int).tolist())
     # Features with no non-zero at all never reach a partition: the driver computes them (all zeros).
     missing = _all_zero_features(plan, chunk, present)
     by_view: dict[str, list[tuple[bytes, bytes, bytes]]] = {}
-    for view, row, qualifier, value in zip(*(collected.column(c).to_pylist() for c in ("view", "row", "qualifier", "value"))):
-        by_view.setdefault(view, []).append((row, qualifier, value))
+    for view, row, qualifier, value in zip(collected["view"], collected["row"], collected["qualifier"], collected["value"]):
+        by_view.setdefault(view, []).append((bytes(row), bytes(qualifier), bytes(value)))
     if missing:
         zeros = sp.csc_array((plan.n_cells, len(missing)), dtype=np.float64)
         extra = [stats_view_cells(g.view, missing, zeros, code, len(g.groups)) for g, code in zip(plan.groupings, codes)]

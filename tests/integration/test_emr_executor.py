@@ -7,16 +7,13 @@ step's life (COMPLETED, FAILED, CANCELLED) through moto's backend.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto.backends import get_backend
 from moto.core import DEFAULT_ACCOUNT_ID
-from moto.server import ThreadedMotoServer
 
 from services.compute.emr import build_step, run_chunk_emr, step_key
 from shared.adapters.aws import open_aws
@@ -26,24 +23,17 @@ from shared.errors import Permanent
 from shared.staging import GroupingPlan, VersionPlan, check_key, plan_key
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def moto_settings() -> Iterator[Settings]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    settings = Settings(aws_endpoint_url=f"http://127.0.0.1:{port}", name_prefix="wvemr", emr_poll_s=0.05)
-    s3 = boto3.client("s3", **settings.aws_client_kwargs())
-    s3.create_bucket(Bucket=settings.staging_bucket)
-    emr = boto3.client("emr", **settings.aws_client_kwargs())
-    cluster = emr.run_job_flow(Name="wideviews-test", ReleaseLabel="emr-7.9.0", Instances={"InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True, "MasterInstanceType": "m5.xlarge"}, JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole")
-    yield settings.model_copy(update={"emr_cluster_id": cluster["JobFlowId"], "emr_code_uri": "s3://wvemr-staging/code/1.0"})
-    server.stop()
+def moto_settings(inprocess_moto: Settings) -> Settings:
+    emr = boto3.client("emr", **inprocess_moto.aws_client_kwargs())
+    cluster = emr.run_job_flow(
+        Name="wideviews-test",
+        ReleaseLabel="emr-7.9.0",
+        Instances={"InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True, "MasterInstanceType": "m5.xlarge"},
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+    )
+    return inprocess_moto.model_copy(update={"emr_cluster_id": cluster["JobFlowId"], "emr_code_uri": "s3://wvinproc-staging/code/1.0"})
 
 
 def _plan(settings: Settings) -> VersionPlan:
@@ -104,14 +94,14 @@ async def test_step_request_is_the_spark_submit_of_the_job(moto_settings: Settin
     assert step.name == expected["Name"]
     assert step.jar == "command-runner.jar"
     args = step.args
-    assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", "s3://wvemr-staging/code/1.0/wideviews.zip"]
-    assert args[5:7] == ["--jars", "s3://wvemr-staging/code/1.0/wideviews-jvm.jar"]
-    assert args[-7:] == ["s3://wvemr-staging/code/1.0/spark_job.py", "--dataset", "emr-test", "--version", plan.version_id, "--chunk", "0"]
-    assert "spark.yarn.appMasterEnv.WIDEVIEWS_NAME_PREFIX=wvemr" in args
+    assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", "s3://wvinproc-staging/code/1.0/wideviews.zip"]
+    assert args[5:7] == ["--jars", "s3://wvinproc-staging/code/1.0/wideviews-jvm.jar"]
+    assert args[-7:] == ["s3://wvinproc-staging/code/1.0/spark_job.py", "--dataset", "emr-test", "--version", plan.version_id, "--chunk", "0"]
+    assert "spark.yarn.appMasterEnv.WIDEVIEWS_NAME_PREFIX=wvinproc" in args
     assert args == expected["HadoopJarStep"]["Args"]
     # The load messages come from the checks the job wrote, one per view of the chunk.
     assert sorted(m.view for m in messages) == sorted(plan.chunk_views(0))
-    assert {m.hfiles_uri for m in messages} == {f"s3://wvemr-staging/staging/emr-test/{plan.version_id}/hfiles/{v}/000000/" for v in plan.chunk_views(0)}
+    assert {m.hfiles_uri for m in messages} == {f"s3://wvinproc-staging/staging/emr-test/{plan.version_id}/hfiles/{v}/000000/" for v in plan.chunk_views(0)}
     assert {m.checksum for m in messages} == {"00000000000000ab"}
     # The step id is remembered for a redelivered message.
     s3 = boto3.client("s3", **moto_settings.aws_client_kwargs())
