@@ -304,6 +304,8 @@ def split_matrix(
                 buffers.add(c, local.astype(np.int32), (rows + row0).astype(np.int32), block_values[rows, local])
             row0 += n
     except pa.ArrowInvalid as exc:
+        if row0 == 0 and "Empty CSV file" in str(exc):
+            raise BadUpload(f"{MATRIX} has a header but no rows") from exc
         raise BadUpload(f"{MATRIX}: {str(exc).strip()} (after data row {row0})") from exc
     except UnicodeDecodeError as exc:
         raise BadUpload(f"{MATRIX}: not valid UTF-8 after data row {row0}") from exc
