@@ -1,0 +1,77 @@
+# wideviews developer entry points. `make setup` is idempotent and quick when nothing changed:
+# every step is a file target with a stamp, redone only when its inputs are newer.
+#
+#   make setup   .venv (python3.11) with the project and its test extras; the jvm/ jar (Maven);
+#                the HBase runtime classpath (Maven); a docker-compose client for validating
+#                docker-compose.yml (Debian's package, installed only when none is present).
+#   make test    the whole test suite; integration tests start their own stack
+#   make demo    setup, `wideviews stack up`, `wideviews stack status`
+#   make down    `wideviews stack down`
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+WIDEVIEWS := $(VENV)/bin/wideviews
+MVN := mvn -q -B
+PYTHON_STAMP := $(VENV)/.wideviews-installed
+HBASE_CLASSPATH := jvm/hbase-runtime/target/classpath.txt
+JVM_JAR := jvm/target/wideviews-jvm.jar
+JVM_SOURCES := $(shell find jvm/src -type f 2>/dev/null)
+
+.PHONY: setup python jvm hbase-classpath compose-client test demo down
+
+setup: python jvm hbase-classpath compose-client
+
+python: $(PYTHON_STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled only when pyproject.toml changes (the install is editable: code changes need nothing).
+$(PYTHON_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+hbase-classpath: $(HBASE_CLASSPATH)
+
+# The jars of HBase 2.6.1 (master, RegionServer, Thrift, bulk load) from Maven; the stack starts
+# Java with this classpath. Resolved again only when the pom changes.
+$(HBASE_CLASSPATH): jvm/hbase-runtime/pom.xml
+	$(MVN) -f jvm/hbase-runtime/pom.xml dependency:build-classpath -Dmdep.outputFile=target/classpath.txt
+	touch $@
+
+ifneq ($(wildcard jvm/pom.xml),)
+jvm: $(JVM_JAR)
+
+$(JVM_JAR): jvm/pom.xml $(JVM_SOURCES)
+	$(MVN) -f jvm/pom.xml package -DskipTests
+	touch $@
+else
+jvm:
+	@echo "jvm/pom.xml does not exist yet: skipping the jvm/ build"
+endif
+
+# `docker-compose config -q` validates docker-compose.yml without a Docker engine. Debian's
+# docker-compose (1.29) is installed when no client is there and apt-get can run; without one the
+# validation test skips itself.
+compose-client:
+	@if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's docker-compose (to validate docker-compose.yml)"; \
+	  mkdir -p build; \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; } \
+	    >build/apt-docker-compose.log 2>&1 \
+	    || echo "warning: docker-compose could not be installed (build/apt-docker-compose.log); its test will skip"; \
+	else echo "no docker compose client and no root apt-get: the docker-compose.yml test will skip"; fi
+
+test: setup
+	@status=0; $(PY) -m pytest -q tests || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; fi; \
+	exit $$status
+
+demo: setup
+	$(WIDEVIEWS) stack up
+	$(WIDEVIEWS) stack status
+
+down:
+	@if [ -x $(WIDEVIEWS) ]; then $(WIDEVIEWS) stack down; else echo "no $(WIDEVIEWS): nothing to stop"; fi
