@@ -1,0 +1,258 @@
+package org.wideviews.hfile;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileStatus;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+import org.apache.hadoop.hbase.CellComparatorImpl;
+import org.apache.hadoop.hbase.HConstants;
+import org.apache.hadoop.hbase.KeyValue;
+import org.apache.hadoop.hbase.client.ColumnFamilyDescriptorBuilder;
+import org.apache.hadoop.hbase.io.compress.Compression;
+import org.apache.hadoop.hbase.io.encoding.DataBlockEncoding;
+import org.apache.hadoop.hbase.io.hfile.CacheConfig;
+import org.apache.hadoop.hbase.io.hfile.HFile;
+import org.apache.hadoop.hbase.io.hfile.HFileContext;
+import org.apache.hadoop.hbase.io.hfile.HFileContextBuilder;
+import org.apache.hadoop.hbase.regionserver.BloomType;
+import org.apache.hadoop.hbase.regionserver.HStoreFile;
+import org.apache.hadoop.hbase.regionserver.StoreFileWriter;
+import org.apache.hadoop.hbase.regionserver.StoreUtils;
+import org.apache.hadoop.hbase.util.Bytes;
+
+/**
+ * Turns sorted cell files (see {@link CellFile} for the format) into HFiles ready for HBase's bulk
+ * load: {@code DIR/FAMILY/<hex name>}, ROW bloom filter, the metadata HFileOutputFormat2 writes.
+ *
+ * <pre>
+ * WriteHFiles --input FILE [--input FILE ...] --output DIR --family F
+ *             [--max-file-bytes N] [--timestamp MS] [--conf KEY=VALUE ...]
+ * </pre>
+ *
+ * <ul>
+ *   <li>The inputs are read in the order given as one stream, which must be sorted by (row,
+ *       qualifier) without repeats.
+ *   <li>{@code DIR} is a local path or a Hadoop file system URI; {@code DIR/F} must be empty or
+ *       absent.
+ *   <li>A new HFile is started at the first row boundary after {@code --max-file-bytes} (default 1
+ *       GiB) of KeyValues, so a row never spans two files.
+ *   <li>Every cell gets the timestamp {@code --timestamp} (ms since the epoch; default now).
+ * </ul>
+ *
+ * <p>Exit codes: 0 with one JSON line on stdout, {@code {"cells": n, "rows": n, "files": [...],
+ * "bytes": n}} (files as local paths, or URIs off the local disk; bytes is their total size); 2
+ * when the input breaks the contract (cells out of order, a repeated cell, a malformed record, a
+ * bad argument), with one line on stderr naming the file, record and row; 1 on any other failure.
+ * On failure the HFiles this run wrote are deleted.
+ */
+public final class WriteHFiles {
+  public static final long DEFAULT_MAX_FILE_BYTES = 1L << 30;
+
+  static final String USAGE = "usage: WriteHFiles --input FILE [--input FILE ...] --output DIR"
+      + " --family F [--max-file-bytes N] [--timestamp MS] [--conf KEY=VALUE ...]";
+
+  private WriteHFiles() {}
+
+  /** What one run wrote. */
+  public record Summary(long cells, long rows, List<String> files, long bytes) {
+    public String toJson() {
+      return "{\"cells\": " + cells + ", \"rows\": " + rows + ", \"files\": "
+          + JsonLine.strings(files) + ", \"bytes\": " + bytes + "}";
+    }
+  }
+
+  public static void main(String[] args) {
+    System.exit(run(args, System.out, System.err));
+  }
+
+  /** The command line: returns the exit code instead of exiting, for tests. */
+  public static int run(String[] argv, PrintStream out, PrintStream err) {
+    try {
+      Args args = Args.parse(argv, Set.of("output", "family", "max-file-bytes", "timestamp"),
+          Set.of("input", "conf"), USAGE);
+      List<java.nio.file.Path> inputs = new ArrayList<>();
+      for (String input : args.all("input")) {
+        inputs.add(Paths.get(input));
+      }
+      if (inputs.isEmpty()) {
+        throw new IllegalArgumentException("--input is required; " + USAGE);
+      }
+      Path output = new Path(args.required("output"));
+      byte[] family = Bytes.toBytes(args.required("family"));
+      long maxFileBytes = args.longValue("max-file-bytes", DEFAULT_MAX_FILE_BYTES);
+      long timestamp = args.longValue("timestamp", System.currentTimeMillis());
+      Summary summary =
+          write(args.configuration(), inputs, output, family, maxFileBytes, timestamp);
+      out.println(summary.toJson());
+      out.flush();
+      return 0;
+    } catch (BadInputException | IllegalArgumentException e) {
+      err.println("WriteHFiles: " + e.getMessage());
+      return 2;
+    } catch (Exception | LinkageError | OutOfMemoryError e) {
+      e.printStackTrace(err);
+      err.println("WriteHFiles failed: " + e);
+      return 1;
+    }
+  }
+
+  /**
+   * Writes the cells of {@code inputs} into HFiles under {@code outputDir/family}.
+   *
+   * @param timestamp the timestamp of every cell, ms since the epoch
+   * @throws BadInputException when the inputs break the cell file contract
+   */
+  public static Summary write(Configuration conf, List<java.nio.file.Path> inputs, Path outputDir,
+      byte[] family, long maxFileBytes, long timestamp) throws IOException {
+    ColumnFamilyDescriptorBuilder.isLegalColumnFamilyName(family);
+    if (maxFileBytes <= 0) {
+      throw new IllegalArgumentException("--max-file-bytes must be positive, not " + maxFileBytes);
+    }
+    FileSystem fs = outputDir.getFileSystem(conf);
+    // HFile blocks carry their own checksums; no .crc files beside local HFiles.
+    fs.setWriteChecksum(false);
+    Path familyDir = new Path(outputDir, Bytes.toString(family));
+    if (fs.exists(familyDir) && fs.listStatus(familyDir).length > 0) {
+      throw new BadInputException(familyDir + " already holds files; write into an empty directory");
+    }
+    fs.mkdirs(familyDir);
+
+    HFileContext context = fileContext(conf, family);
+    List<Path> written = new ArrayList<>();
+    StoreFileWriter writer = null;
+    long fileBytes = 0;
+    long cells = 0;
+    long rows = 0;
+    byte[] previousRow = null;
+    byte[] previousQualifier = null;
+    boolean done = false;
+    try {
+      for (java.nio.file.Path input : inputs) {
+        try (CellFile cellFile = CellFile.open(input)) {
+          while (cellFile.next()) {
+            byte[] row = cellFile.row();
+            byte[] qualifier = cellFile.qualifier();
+            boolean newRow = previousRow == null;
+            if (!newRow) {
+              int byRow = Bytes.compareTo(previousRow, row);
+              if (byRow > 0 || (byRow == 0 && Bytes.compareTo(previousQualifier, qualifier) >= 0)) {
+                throw outOfOrder(cellFile, previousRow, previousQualifier, row, qualifier);
+              }
+              newRow = byRow != 0;
+            }
+            if (newRow) {
+              rows++;
+              // Roll only between rows, as HFileOutputFormat2 does: files hold disjoint whole rows.
+              if (writer != null && fileBytes >= maxFileBytes) {
+                close(writer);
+                writer = null;
+              }
+            }
+            if (writer == null) {
+              writer = new StoreFileWriter.Builder(conf, CacheConfig.DISABLED, fs)
+                  .withOutputDir(familyDir)
+                  .withBloomType(BloomType.ROW)
+                  .withFileContext(context)
+                  .withCellComparator(CellComparatorImpl.COMPARATOR)
+                  .build();
+              written.add(writer.getPath());
+              fileBytes = 0;
+            }
+            KeyValue cell = new KeyValue(row, family, qualifier, timestamp, KeyValue.Type.Put,
+                cellFile.value());
+            writer.append(cell);
+            fileBytes += cell.getLength();
+            cells++;
+            previousRow = row;
+            previousQualifier = qualifier;
+          }
+        }
+      }
+      if (writer != null) {
+        close(writer);
+        writer = null;
+      }
+      done = true;
+    } finally {
+      if (!done) {
+        discard(fs, writer, written);
+      }
+    }
+
+    long bytes = 0;
+    List<String> files = new ArrayList<>();
+    for (Path path : written) {
+      FileStatus status = fs.getFileStatus(path);
+      bytes += status.getLen();
+      files.add(display(fs.makeQualified(path)));
+    }
+    return new Summary(cells, rows, files, bytes);
+  }
+
+  private static HFileContext fileContext(Configuration conf, byte[] family) {
+    HFileContextBuilder builder = new HFileContextBuilder()
+        .withCompression(Compression.Algorithm.NONE)
+        .withDataBlockEncoding(DataBlockEncoding.NONE)
+        .withChecksumType(StoreUtils.getChecksumType(conf))
+        .withBytesPerCheckSum(StoreUtils.getBytesPerChecksum(conf))
+        .withBlockSize(HConstants.DEFAULT_BLOCKSIZE)
+        .withColumnFamily(family);
+    // As HFileOutputFormat2: HFile v3 carries a tags length per cell even when there are none.
+    if (HFile.getFormatVersion(conf) >= HFile.MIN_FORMAT_VERSION_WITH_TAGS) {
+      builder.withIncludesTags(true);
+    }
+    return builder.build();
+  }
+
+  /** Closes a finished HFile with the file info HFileOutputFormat2 gives bulk-load files. */
+  private static void close(StoreFileWriter writer) throws IOException {
+    writer.appendFileInfo(HStoreFile.BULKLOAD_TIME_KEY, Bytes.toBytes(System.currentTimeMillis()));
+    writer.appendFileInfo(HStoreFile.BULKLOAD_TASK_KEY, Bytes.toBytes("wideviews-WriteHFiles"));
+    writer.appendFileInfo(HStoreFile.MAJOR_COMPACTION_KEY, Bytes.toBytes(true));
+    writer.appendFileInfo(HStoreFile.EXCLUDE_FROM_MINOR_COMPACTION_KEY, Bytes.toBytes(false));
+    writer.appendTrackedTimestampsToMetadata();
+    writer.close();
+  }
+
+  /** Best effort after a failure: half a view must never reach a bulk load. */
+  private static void discard(FileSystem fs, StoreFileWriter open, List<Path> written) {
+    if (open != null) {
+      try {
+        open.close();
+      } catch (IOException | RuntimeException ignored) {
+        // The file is deleted next; its close failing changes nothing.
+      }
+    }
+    for (Path path : written) {
+      try {
+        fs.delete(path, false);
+      } catch (IOException ignored) {
+        // Nothing more to do; the caller reports the original failure.
+      }
+    }
+  }
+
+  private static BadInputException outOfOrder(CellFile at, byte[] previousRow,
+      byte[] previousQualifier, byte[] row, byte[] qualifier) {
+    boolean repeat = Bytes.equals(previousRow, row) && Bytes.equals(previousQualifier, qualifier);
+    String what = repeat
+        ? "cell repeated: row " + CellFile.quote(row) + " qualifier " + CellFile.quote(qualifier)
+        : "cells out of order: row " + CellFile.quote(row) + " qualifier "
+            + CellFile.quote(qualifier) + " comes after row " + CellFile.quote(previousRow)
+            + " qualifier " + CellFile.quote(previousQualifier);
+    return new BadInputException(
+        what + " (record " + at.recordIndex() + " of " + at.source() + ")");
+  }
+
+  private static String display(Path qualified) {
+    return "file".equals(qualified.toUri().getScheme())
+        ? qualified.toUri().getPath()
+        : qualified.toString();
+  }
+}
