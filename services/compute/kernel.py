@@ -383,7 +383,9 @@ def _values_at_ranks(seg, s0, s1, low, high, ranks, n_ranks, values, work):  # t
         hist[b] = 0
     for k in range(s0, s1):
         b = int((np.float64(seg[k]) - low) * scale)
-        hist[min(b, last)] += 1
+        if b > last:  # plain compare: numba's min() is slow in a hot loop
+            b = last
+        hist[b] += 1
     # Walk the counts to the bucket of each rank.
     n_targets = 0
     before = 0
@@ -406,7 +408,10 @@ def _values_at_ranks(seg, s0, s1, low, high, ranks, n_ranks, values, work):  # t
         offset += hist[target_bucket[t]]
     for k in range(s0, s1):
         x = seg[k]
-        t = target_of[min(int((np.float64(x) - low) * scale), last)]
+        b = int((np.float64(x) - low) * scale)
+        if b > last:
+            b = last
+        t = target_of[b]
         if t >= 0:
             scratch[target_fill[t]] = x
             target_fill[t] += 1
@@ -535,10 +540,6 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
             # first non-zero: either keeps the sums close to the mean for typical data, and the
             # cancellation check below falls back to an exact two-pass variance when they are not.
             shift = 0.0 if 2 * nz <= n else np.float64(seg[s0])
-            sum0 = 0.0
-            sum1 = 0.0
-            sum2 = 0.0
-            sum3 = 0.0
             dev0 = 0.0
             dev1 = 0.0
             dev2 = 0.0
@@ -556,10 +557,6 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                 x1 = np.float64(seg[i + 1])
                 x2 = np.float64(seg[i + 2])
                 x3 = np.float64(seg[i + 3])
-                sum0 += x0
-                sum1 += x1
-                sum2 += x2
-                sum3 += x3
                 d0 = x0 - shift
                 d1 = x1 - shift
                 d2 = x2 - shift
@@ -572,7 +569,7 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                 sq1 += d1 * d1
                 sq2 += d2 * d2
                 sq3 += d3 * d3
-                # plain compares: nested min()/max() compile to far slower code in numba
+                # plain compares: numba's min()/max() builtins compile to far slower code
                 if x0 < low:
                     low = x0
                 if x1 < low:
@@ -593,7 +590,6 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                 i += 4
             while i < s1:
                 x0 = np.float64(seg[i])
-                sum0 += x0
                 d0 = x0 - shift
                 dev0 += d0
                 sq0 += d0 * d0
@@ -603,8 +599,11 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                     high = x0
                 n_neg += x0 < 0
                 i += 1
-            total = (sum0 + sum1) + (sum2 + sum3)
-            if not np.isfinite(total) or not np.isfinite(sq0 + sq1 + sq2 + sq3):
+            dev_nz = (dev0 + dev1) + (dev2 + dev3)
+            sq_nz = (sq0 + sq1) + (sq2 + sq3)
+            # with shift 0 (the usual sparse case) this is the plain float64 sum of the values
+            total = dev_nz + nz * shift
+            if not (np.isfinite(total) and np.isfinite(sq_nz)):
                 # a NaN or inf makes the sums non-finite (finite values overflow float64 only near 1e154)
                 return col
             mean = total / n
@@ -627,8 +626,8 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                 out[_VAR, col, g] = nan  # ddof=1 as pandas: a one-cell group has var NaN, not 0
             else:
                 # each implicit zero deviates from the shift by -shift
-                dev = ((dev0 + dev1) + (dev2 + dev3)) - n_zero * shift
-                sq = ((sq0 + sq1) + (sq2 + sq3)) + n_zero * shift * shift
+                dev = dev_nz - n_zero * shift
+                sq = sq_nz + n_zero * shift * shift
                 centred = sq - dev * dev / n
                 if centred * _MAX_CANCELLATION < sq:
                     # the shift was far from the mean relative to the spread: sq - dev^2/n lost more
