@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     hbase_heap_mb: int = 1024
     hbase_pool_size: int = 8
 
+    # Run WriteHFiles/BulkLoad in one long-lived JVM per process instead of a JVM per call.
+    jvm_tool_server: bool = True
+
     # Compute.
     executor: Executor = "local"
     emr_cluster_id: str | None = None

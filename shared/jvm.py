@@ -24,11 +24,15 @@ Exit codes of the tools map onto the error kinds: 2 (input breaks the contract, 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
+import select
 import shutil
 import struct
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ from shared.errors import Permanent, Transient
 
 WRITE_HFILES_MAIN = "org.wideviews.hfile.WriteHFiles"
 BULK_LOAD_MAIN = "org.wideviews.hfile.BulkLoad"
+TOOL_SERVER_MAIN = "org.wideviews.hfile.ToolServer"
 
 # What HBase 2.6 needs opened on JDK 17 (reflection into NIO buffers, Unsafe, netty's direct memory).
 ADD_OPENS: tuple[str, ...] = (
@@ -175,24 +180,103 @@ def bulk_load(settings: Settings, table: str, hfile_dir: Path | str, *, heap_mb:
 
 
 def _run_tool(settings: Settings, main_class: str, args: Sequence[str], *, heap_mb: int, timeout_s: float, quick_start: bool = False) -> dict[str, Any]:
-    """Run one tool; its last stdout line is its JSON summary, exit code 2 means bad input."""
+    """Run one tool; its last stdout line is its JSON summary, exit code 2 means bad input.
+
+    Runs in this process's long-lived `ToolServer` JVM when `settings.jvm_tool_server` (the default
+    for workers: a JVM start costs seconds per call on a busy machine), else in a JVM of its own.
+    """
     tool = main_class.rsplit(".", 1)[-1]
-    command = java_command(settings, main_class, args, heap_mb=heap_mb, quick_start=quick_start)
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise Transient(f"{tool} ran past {timeout_s:.0f} s: {_tail(exc.stderr)}") from exc
-    if done.returncode == 2:
+    if settings.jvm_tool_server:
+        exit_code, stdout, stderr = _tool_server(settings).call(tool, args, timeout_s=timeout_s)
+    else:
+        command = java_command(settings, main_class, args, heap_mb=heap_mb, quick_start=quick_start)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise Transient(f"{tool} ran past {timeout_s:.0f} s: {_tail(exc.stderr)}") from exc
+        exit_code, stdout, stderr = done.returncode, done.stdout, done.stderr
+    if exit_code == 2:
         # The tool's last stderr line is its one-line verdict, written for a person to read.
-        raise Permanent(_last_line(done.stderr) or f"{tool} rejected its input")
-    if done.returncode != 0:
-        raise Transient(f"{tool} exited with {done.returncode}: {_tail(done.stderr)}")
-    summary_line = _last_line(done.stdout)
+        raise Permanent(_last_line(stderr) or f"{tool} rejected its input")
+    if exit_code != 0:
+        raise Transient(f"{tool} exited with {exit_code}: {_tail(stderr)}")
+    summary_line = _last_line(stdout)
     try:
         summary: dict[str, Any] = json.loads(summary_line)
     except json.JSONDecodeError as exc:
-        raise Transient(f"{tool} printed no JSON summary (stdout ends {summary_line!r}): {_tail(done.stderr)}") from exc
+        raise Transient(f"{tool} printed no JSON summary (stdout ends {summary_line!r}): {_tail(stderr)}") from exc
     return summary
+
+
+class ToolServer:
+    """One `org.wideviews.hfile.ToolServer` JVM serving WriteHFiles and BulkLoad runs over a pipe.
+
+    Protocol: a request line `TOOL\tARG...`, a response line `{"exit", "stdout", "stderr"}`. Calls are
+    serialised by a lock; a dead or hung JVM is killed and the call raises `Transient` (the next call
+    starts a fresh one).
+    """
+
+    def __init__(self, settings: Settings, *, heap_mb: int) -> None:
+        self._command = java_command(settings, TOOL_SERVER_MAIN, [], heap_mb=heap_mb)
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _ensure(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        return self._proc
+
+    def call(self, tool: str, args: Sequence[str], *, timeout_s: float) -> tuple[int, str, str]:
+        if any("\t" in a or "\n" in a for a in args):
+            raise Permanent(f"{tool}: an argument contains a tab or newline")
+        with self._lock:
+            proc = self._ensure()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(("\t".join([tool, *args]) + "\n").encode())
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError) as exc:
+                self.close()
+                raise Transient(f"{tool}: the tool JVM died ({exc})") from exc
+            ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+            line = proc.stdout.readline() if ready else b""
+            if not line:
+                self.close()
+                raise Transient(f"{tool}: the tool JVM " + (f"ran past {timeout_s:.0f} s" if not ready else "exited"))
+            reply = json.loads(line)
+            return int(reply["exit"]), str(reply["stdout"]), str(reply["stderr"])
+
+    def close(self) -> None:
+        """Stop the JVM (EOF on its stdin; killed if it lingers)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(Exception):
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=5)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+_servers: dict[tuple[str, int], ToolServer] = {}
+_servers_lock = threading.Lock()
+
+
+def _tool_server(settings: Settings, heap_mb: int = 1536) -> ToolServer:
+    """This process's tool JVM for these settings (started on first use, closed at exit)."""
+    key = (str(settings.jvm_jar), heap_mb)
+    with _servers_lock:
+        if key not in _servers:
+            _servers[key] = ToolServer(settings, heap_mb=heap_mb)
+        return _servers[key]
+
+
+@atexit.register
+def _close_servers() -> None:
+    for server in list(_servers.values()):
+        server.close()
 
 
 def _last_line(text: str | bytes | None) -> str:
