@@ -57,12 +57,15 @@ def load_chunk_matrix(s3: Any, settings: Settings, plan: VersionPlan, chunk: int
     return matrix
 
 
-def write_view_hfiles(settings: Settings, cells: ViewCells, workdir: Path) -> Path:
-    """Write one view's sorted cells as HFiles (through the jvm/ writer) under `workdir/<view>/`."""
+def write_view_hfiles(settings: Settings, cells: ViewCells, workdir: Path, timestamp_ms: int) -> Path:
+    """Write one view's sorted cells as HFiles (through the jvm/ writer) under `workdir/<view>/`.
+
+    Every cell gets the version's timestamp, so a recomputed chunk rewrites identical cells.
+    """
     cell_file = workdir / f"{cells.view}.cells"
     jvm.write_cell_file(cell_file, cells.rows, cells.qualifiers, cells.values)
     out = workdir / cells.view / "hfiles"
-    jvm.write_hfiles(settings, [cell_file], out, view_family(cells.view).decode())
+    jvm.write_hfiles(settings, [cell_file], out, view_family(cells.view).decode(), timestamp_ms=timestamp_ms)
     cell_file.unlink()
     return out
 
@@ -71,7 +74,7 @@ def publish_chunk_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk:
     """HFiles and checks of every view of the chunk to staging; the load messages for them."""
     messages = []
     for cells in views:
-        hfiles = write_view_hfiles(settings, cells, workdir)
+        hfiles = write_view_hfiles(settings, cells, workdir, plan.timestamp_ms)
         prefix = hfiles_prefix(plan.dataset_id, plan.version_id, cells.view, chunk)
         upload_dir(s3, hfiles, settings.staging_bucket, prefix)
         checksum = f"{cells.checksum():016x}"
