@@ -93,8 +93,12 @@ class UploadEvent(BaseModel):
 
     @property
     def version_id(self) -> str:
-        """The version this upload creates: derived from the object, so a redelivered event names the same one."""
-        return uuid.uuid5(_UPLOAD_NAMESPACE, f"{self.bucket}/{self.key}/{self.etag}/{self.sequencer}").hex
+        """The version this upload creates: derived from the event, so a redelivered event names the same one.
+
+        The event time is part of it: two PUTs of the same bytes are two uploads, even where the
+        sequencer is not unique (moto sends a constant one).
+        """
+        return uuid.uuid5(_UPLOAD_NAMESPACE, f"{self.bucket}/{self.key}/{self.etag}/{self.sequencer}/{self.event_time}").hex
 
     def to_body(self) -> str:
         return self.model_dump_json()
