@@ -5,7 +5,7 @@
 #                the HBase runtime classpath (Maven); a docker-compose client for validating
 #                docker-compose.yml (Debian's package, installed only when none is present).
 #   make test    the whole test suite; integration tests start their own stack
-#   make demo    setup, `wideviews stack up`, `wideviews stack status`
+#   make demo    setup, `wideviews stack up`, `wideviews demo` (sample upload -> dot plot), status
 #   make down    `wideviews stack down`
 
 PYTHON ?= python3.11
@@ -71,6 +71,7 @@ test: setup
 
 demo: setup
 	$(WIDEVIEWS) stack up
+	$(WIDEVIEWS) demo
 	$(WIDEVIEWS) stack status
 
 down:
