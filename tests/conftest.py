@@ -33,6 +33,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.stack)
 
 
+# The test stack's tuning, inherited by its worker processes: several chunks even for small test
+# matrices, and a short visibility timeout so a killed worker's message comes back within seconds.
+TEST_STACK_ENV = {
+    "WIDEVIEWS_CHUNK_FEATURES": "40",
+    "WIDEVIEWS_VISIBILITY_TIMEOUT_S": "12",
+    "WIDEVIEWS_RETRY_MAX_S": "20",
+}
+
+
 def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # pytest tears fixtures down on KeyboardInterrupt: a CI runner's SIGTERM then stops the stack too.
     raise KeyboardInterrupt(f"signal {signum}")
@@ -45,6 +54,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
     reused = os.environ.get("WIDEVIEWS_TEST_HOME")
     with pytest.MonkeyPatch.context() as env:
+        for key, value in TEST_STACK_ENV.items():
+            env.setenv(key, value)
         if reused:
             home = Path(reused).resolve()
             env.setenv("WIDEVIEWS_HOME", str(home))
