@@ -108,3 +108,21 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def assert_version_matches(settings: Settings, dataset_id: str, version_id: str, ref: Reference, groupings: list[str]) -> None:
+    """Every stat of every grouping and every feature's transpose of one version equal pandas' values."""
+    features = list(ref.matrix.columns)
+    for grouping in groupings:
+        for start in range(0, len(features), 200):
+            batch = features[start : start + 200]
+            status, body = http_json(query_url(settings, f"/v1/datasets/{dataset_id}/aggregates", grouping=grouping, features=",".join(batch), version=version_id))
+            assert status == 200, body
+            assert body["version"] == version_id
+            assert_aggregates_match(body, ref, grouping)
+    for feature in features:
+        status, body = http_json(query_url(settings, f"/v1/datasets/{dataset_id}/features/{feature}/values", version=version_id))
+        assert status == 200, body
+        column = ref.matrix[feature].to_numpy()
+        assert body["indices"] == np.flatnonzero(column).tolist(), feature
+        np.testing.assert_array_equal(np.array(body["values"], dtype=np.float64), column[column != 0])
