@@ -1,26 +1,25 @@
 """The 12 per-group statistics and the transpose of one column chunk: numpy, scipy and numba, no I/O.
 
-A chunk is cells x features. The kernel walks it one feature column at a time (CSC order; a dense chunk
-is gathered into CSC a block of columns at a time, so no full sparse copy is made) and never
+A chunk is cells x features. The kernel walks it one feature column at a time in CSC order (a dense
+chunk is gathered into CSC a block of columns at a time, so no full sparse copy is made) and never
 materialises a zero:
 
-1. Pass A over the column's non-zeros: per group nnz, negatives, float64 sum, min and max of the
-   non-zeros; each non-zero's group code is kept in a small buffer.
-2. From count, nnz and the number of negatives per group, the rank of every quantile (numpy's
-   `linear` method: position (n - 1) * q) is known. The sorted group is [negatives, zeros,
-   positives], so a rank that falls among the zeros has value 0 with no work at all. Only groups
-   with a quantile rank on a non-zero need their values: they are flagged.
-3. Pass B over the non-zeros: the second pass of a two-pass variance (deviations from the group's
-   float64 mean, corrected by their sum; the implicit zeros are added in closed form), and the
-   flagged groups' values are scattered into one segment per group, negatives to the front and
-   positives to the back.
-4. Per flagged segment, a multi-rank quickselect (Hoare partition, ties safe) places only the needed
-   ranks, then numpy's interpolation formula gives median, q1 and q3.
+1. Scatter: each non-zero goes to its group's segment of one buffer; segment g has room for the
+   group's cell count, so no counting pass is needed first. Explicit zeros are written but not kept.
+2. One pass per segment (four fixed accumulator lanes): float64 sum, min, max, negatives, and the
+   sums of (x - shift) and (x - shift)^2 for the variance, shift 0 or the segment's first value. The
+   implicit zeros enter in closed form. If sum of squares / centred sum shows cancellation (more than
+   ~3 digits), the exact corrected two-pass variance is computed instead.
+3. Quantiles (numpy's `linear` rule, position (n - 1) * q): the sorted group is [negatives, zeros,
+   positives], so a rank among the zeros is 0 at no cost. Only ranks on a non-zero need values: one
+   pass counts the segment into equal-width value buckets, a second copies out just the buckets
+   holding the wanted ranks, and a branch-free quickselect (ties split off in one pass) finishes.
 
-Cost: two sequential passes over the non-zeros plus O(segment) selection where a quantile lands on a
-non-zero; no sort. Memory: the chunk, the 12 output arrays and scratch of one column (or one dense
-block). Single threaded by design: the job runs one chunk per core. Results are deterministic (fixed
-summation order, no fastmath), bit for bit across runs and processes.
+Cost: O(nnz) with no sort: the scatter, one pass per segment, and two more over a segment only when
+one of its quantiles lands on a non-zero. Memory: the chunk, the 12 output arrays and two buffers of
+one column's length (n_cells values). Single threaded by design: the job runs one chunk per core.
+Results are deterministic (fixed accumulation order, no fastmath): the same bits on every run and
+in every process.
 """
 
 from __future__ import annotations
