@@ -61,27 +61,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.config import QUEUE_ROLES, Settings
-
-try:
-    from shared.jvm import ADD_OPENS
-except ImportError:  # until shared/jvm.py lands: the same JDK 17 openings HBase needs
-    ADD_OPENS: tuple[str, ...] = (  # type: ignore[no-redef]
-        *(
-            f"--add-opens=java.base/{package}=ALL-UNNAMED"
-            for package in (
-                "java.lang",
-                "java.lang.reflect",
-                "java.nio",
-                "sun.nio.ch",
-                "java.util",
-                "java.util.concurrent",
-                "java.io",
-                "java.net",
-                "jdk.internal.misc",
-            )
-        ),
-        "-Dorg.apache.hbase.thirdparty.io.netty.tryReflectionSetAccessible=true",
-    )
+from shared.jvm import ADD_OPENS
 
 log = logging.getLogger("wideviews.stack")
 
