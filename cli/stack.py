@@ -111,6 +111,12 @@ PORT_FIELDS: tuple[str, ...] = (
     "hbase_regionserver_port",
     "query_port",
 )
+# Settings each infrastructure process was started with; the services read all of them.
+COMPONENT_SETTINGS: dict[str, tuple[str, ...]] = {
+    "moto": ("aws_endpoint_url",),
+    "hbase-master": ("hbase_zk_host", "hbase_zk_port", "hbase_master_port", "hbase_regionserver_port", "hbase_heap_mb"),
+    "hbase-thrift": ("hbase_thrift_host", "hbase_thrift_port", "hbase_zk_host", "hbase_zk_port", "hbase_heap_mb"),
+}
 # The component that listens on each port: its port may be kept while it runs.
 PORT_OWNERS: dict[str, str] = {
     "moto_port": "moto",
@@ -353,10 +359,13 @@ def _stop_processes(settings: Settings, records: dict[str, ProcessRecord]) -> No
                     log.warning("%s (pid %d) still runs after the shutdown request: sending SIGTERM", name, record.pid)
                     _signal_group(record, signal.SIGTERM)
                     pending[name] = (time.monotonic() + STOP_TIMEOUT_S.get(name, SERVICE_STOP_TIMEOUT_S), "kill")
-                else:
+                elif escalation == "kill":
                     log.warning("%s (pid %d) ignored SIGTERM: sending SIGKILL", name, record.pid)
                     _signal_group(record, signal.SIGKILL)
                     pending[name] = (time.monotonic() + 10.0, "kill-again")
+                else:
+                    log.error("%s (pid %d) survives SIGKILL (uninterruptible?): giving up on it", name, record.pid)
+                    del pending[name]
     for helper in helpers:
         if helper.poll() is None:
             helper.kill()
@@ -987,11 +996,13 @@ def up(
     with _locked(settings.home):
         state = StackState.read(settings.home)
         settings = resolve_ports(settings, state, ports)
+        restarting = _stop_outdated(settings, state, state.settings)
         state.settings = stack_settings(settings)
         state.mode = "infra" if infra_only else "full"
         state.write(settings.home)
         _prepare_home(settings)
-        services = [] if infra_only else _available_services(settings)
+        # --infra-only starts no service, but restarts those it had to stop for new settings.
+        services = [n for n in _available_services(settings) if not infra_only or n in restarting]
         started = _bring_up(settings, state, deadline, services)
         _wait_services(settings, state, deadline, services, started)
         state.write(settings.home)
@@ -1011,6 +1022,29 @@ def init_resources(settings: Settings, *, timeout_s: float = 300.0) -> None:
             time.sleep(1.0)
     ensure_aws_resources(settings)
     ensure_namespace(settings, timeout_s=max(30.0, deadline - time.monotonic()), force=True)
+
+
+def _stop_outdated(settings: Settings, state: StackState, previous: dict[str, Any]) -> list[str]:
+    """Stop running components whose settings changed since they started (a new port, a new prefix).
+
+    `up` then starts them again with the new settings; the others keep running. Returns those stopped.
+    """
+    current = stack_settings(settings)
+    changed = {key for key in set(current) | set(previous) if current.get(key) != previous.get(key)}
+    if not previous or not changed:
+        return []
+    outdated = {
+        name: record
+        for name, record in state.components.items()
+        if is_ours(record) and (name not in COMPONENT_SETTINGS or changed & set(COMPONENT_SETTINGS[name]))
+    }
+    if outdated:
+        log.info("settings changed (%s): restarting %s", ", ".join(sorted(changed)), ", ".join(outdated))
+        for tier in _tiers(list(outdated)):
+            _stop_processes(settings, {name: outdated[name] for name in tier})
+        for name in outdated:
+            del state.components[name]
+    return list(outdated)
 
 
 def _tiers(names: Sequence[str]) -> list[list[str]]:
