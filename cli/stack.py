@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -556,7 +557,13 @@ def _class_data_sharing(settings: Settings, name: str, java: str, classpath: str
     warnings are silenced).
     """
     java_path = Path(java).resolve()
-    key_source = f"{classpath}|{java_path}|{java_path.stat().st_mtime_ns}"
+    # The JVM rejects an archive when any jar's size or mtime differs: those are part of the key.
+    stamps = []
+    for entry in [str(java_path), *classpath.split(":")]:
+        with contextlib.suppress(OSError):
+            stat = os.stat(entry)
+            stamps.append(f"{entry}:{stat.st_size}:{stat.st_mtime_ns}")
+    key_source = "|".join(stamps)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:12]
     cache = settings.hbase_classpath_file.parent / "cds"
     cache.mkdir(parents=True, exist_ok=True)
@@ -582,6 +589,11 @@ def _publish_class_data(cmd: Sequence[str]) -> None:
         with contextlib.suppress(OSError):
             if pending.exists() and pending.stat().st_size > 0 and not final.exists():
                 os.replace(pending, final)
+                # Archives of older classpaths or JDKs of the same JVM are dead weight (~60 MB each).
+                name = final.stem.rsplit("-", 1)[0]
+                for old in final.parent.glob(f"{name}-*.jsa"):
+                    if old != final and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{12}}\.jsa", old.name):
+                        old.unlink(missing_ok=True)
             pending.unlink(missing_ok=True)
 
 
