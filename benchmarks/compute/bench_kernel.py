@@ -60,8 +60,8 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale(n_cells=20_000, n_features=500, pandas_columns=50, spark_columns=4, repeats=3),
-    "full": Scale(n_cells=100_000, n_features=2_000, pandas_columns=100, spark_columns=8, repeats=3),
+    "small": Scale(n_cells=20_000, n_features=500, pandas_columns=50, spark_columns=4, repeats=5),
+    "full": Scale(n_cells=100_000, n_features=2_000, pandas_columns=100, spark_columns=16, repeats=5),
 }
 
 
@@ -281,9 +281,11 @@ def bench_density(scale: Scale, density: float, spark: SeedSpark | None) -> dict
     if spark is not None:
         n_spark = min(scale.spark_columns, scale.n_features)
         frame = pd.DataFrame(chunk[:, :n_spark].toarray())
-        spark.median_per_column(frame, codes)  # first call starts the Python workers
-        spark.median_per_column(frame, codes)
-        wall_sp = spark.last_wall_s
+        spark.median_per_column(frame, codes)  # first call starts the Python workers and warms the JVM
+        wall_sp = float("inf")
+        for _ in range(3):  # best of three: the figure most favourable to the seed
+            spark.median_per_column(frame, codes)
+            wall_sp = min(wall_sp, spark.last_wall_s)
         row["seed_spark_median"] = {
             "columns_run": n_spark,
             "wall_s_run": wall_sp,

@@ -224,16 +224,27 @@ def _validated_codes(group_codes: np.ndarray, n_groups: int, n_cells: int) -> np
     return codes.astype(np.uint8 if n_groups <= 256 else np.int32, copy=False)
 
 
+def _value_range(values: np.ndarray) -> tuple[float, float]:
+    """Min and max of the stored values (NaN if there are none or one is NaN): the bucket range."""
+    if values.size == 0:
+        return np.nan, np.nan
+    return float(values.min()), float(values.max())
+
+
 def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int) -> GroupStats:
     codes = _validated_codes(group_codes, n_groups, columns.n_cells)
     counts = np.bincount(codes, minlength=n_groups).astype(np.int64)
     out = np.empty((len(STATS), columns.n_features, n_groups), dtype=np.float64)
     if columns.dense is not None:
         dense = columns.dense
+        value_low, value_high = _value_range(dense)
         block = max(1, min(columns.n_features, _DENSE_BLOCK_ELEMENTS // max(1, columns.n_cells)))
-        status = _stats_of_dense(dense, dense.flags.f_contiguous, block, codes, counts, out)
+        status = _stats_of_dense(dense, dense.flags.f_contiguous, block, codes, counts, out, value_low, value_high)
     else:
-        status = _stats_of_columns(columns.starts, columns.ends, columns.rows, columns.vals, codes, counts, out, 0)
+        value_low, value_high = _value_range(columns.vals)
+        status = _stats_of_columns(
+            columns.starts, columns.ends, columns.rows, columns.vals, codes, counts, out, 0, value_low, value_high
+        )
         if status == _UNSORTED:
             # Unsorted or duplicated row indices: canonicalise a copy (duplicates summed) and rerun.
             csc = sp.csc_array(
@@ -243,7 +254,10 @@ def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int)
             )
             csc.sum_duplicates()
             fixed = _csc_columns(csc)
-            status = _stats_of_columns(fixed.starts, fixed.ends, fixed.rows, fixed.vals, codes, counts, out, 0)
+            value_low, value_high = _value_range(fixed.vals)
+            status = _stats_of_columns(
+                fixed.starts, fixed.ends, fixed.rows, fixed.vals, codes, counts, out, 0, value_low, value_high
+            )
     if status >= 0:
         raise Permanent(
             f"chunk holds NaN or infinite values (feature column {status}); every value must be a finite number"
@@ -389,6 +403,18 @@ def _values_at_ranks(seg, s0, s1, low, high, ranks, n_ranks, values, work):  # t
         if b > last:  # plain compare: numba's min() is slow in a hot loop
             b = last
         hist[_u(b)] += 1
+    _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, work)
+
+
+@numba.njit(cache=True, nogil=True)
+def _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, work):  # type: ignore[no-untyped-def]
+    """values[i] = sorted(seg[s0:s1])[ranks[i]], given hist[b] = how many values have bucket b.
+
+    A value's bucket is int((value - low) * scale) capped at `last`: monotone in the value, so the
+    buckets are ordered and the counts tell which bucket holds each rank. One pass copies out only
+    those buckets' values and a quickselect finishes inside each: O(m) with small constants.
+    """
+    hist, target_of, scratch, stack, target_bucket, target_start, target_fill, rank_target, sub_ranks = work
     # Walk the counts to the bucket of each rank.
     n_targets = 0
     before = 0
@@ -437,6 +463,111 @@ def _values_at_ranks(seg, s0, s1, low, high, ranks, n_ranks, values, work):  # t
 
 
 @numba.njit(cache=True, nogil=True)
+def _segment_moments_bucketed(seg, s0, s1, shift, bucket_low, scale, last, hist):  # type: ignore[no-untyped-def]
+    """Sums of (x - shift) and (x - shift)^2, min and max of seg[s0:s1] (no negatives), counting
+    each value into hist[int((x - bucket_low) * scale) capped at last] on the way.
+
+    The accumulation order is that of the inline pass in `_stats_of_columns`, so both give the same
+    bits. A non-finite value lands in a capped bucket (memory safe) and shows in the sums.
+    """
+    dev0 = 0.0
+    dev1 = 0.0
+    dev2 = 0.0
+    dev3 = 0.0
+    sq0 = 0.0
+    sq1 = 0.0
+    sq2 = 0.0
+    sq3 = 0.0
+    low = np.inf
+    high = -np.inf
+    cap = np.uint64(last)
+    i = s0
+    while i + 4 <= s1:
+        x0 = np.float64(seg[_u(i)])
+        x1 = np.float64(seg[_u(i + 1)])
+        x2 = np.float64(seg[_u(i + 2)])
+        x3 = np.float64(seg[_u(i + 3)])
+        d0 = x0 - shift
+        d1 = x1 - shift
+        d2 = x2 - shift
+        d3 = x3 - shift
+        dev0 += d0
+        dev1 += d1
+        dev2 += d2
+        dev3 += d3
+        sq0 += d0 * d0
+        sq1 += d1 * d1
+        sq2 += d2 * d2
+        sq3 += d3 * d3
+        if x0 < low:
+            low = x0
+        if x1 < low:
+            low = x1
+        if x2 < low:
+            low = x2
+        if x3 < low:
+            low = x3
+        if x0 > high:
+            high = x0
+        if x1 > high:
+            high = x1
+        if x2 > high:
+            high = x2
+        if x3 > high:
+            high = x3
+        # unsigned: one compare caps a too-large bucket and a negative one (a NaN's) alike
+        b0 = _u(np.int64((x0 - bucket_low) * scale))
+        b1 = _u(np.int64((x1 - bucket_low) * scale))
+        b2 = _u(np.int64((x2 - bucket_low) * scale))
+        b3 = _u(np.int64((x3 - bucket_low) * scale))
+        hist[b0 if b0 <= cap else cap] += 1
+        hist[b1 if b1 <= cap else cap] += 1
+        hist[b2 if b2 <= cap else cap] += 1
+        hist[b3 if b3 <= cap else cap] += 1
+        i += 4
+    while i < s1:
+        x0 = np.float64(seg[_u(i)])
+        d0 = x0 - shift
+        dev0 += d0
+        sq0 += d0 * d0
+        if x0 < low:
+            low = x0
+        if x0 > high:
+            high = x0
+        b0 = _u(np.int64((x0 - bucket_low) * scale))
+        hist[b0 if b0 <= cap else cap] += 1
+        i += 1
+    return (dev0 + dev1) + (dev2 + dev3), (sq0 + sq1) + (sq2 + sq3), low, high
+
+
+@numba.njit(cache=True, nogil=True)
+def _nonzero_ranks(n, nz, n_neg, nz_ranks):  # type: ignore[no-untyped-def]
+    """The quantile ranks (q1, median, q3; lower and upper) that fall on a non-zero, as ranks among
+    the sorted non-zeros, ascending and distinct, into nz_ranks; returns how many.
+
+    The sorted group is [negatives, zeros, positives]: a rank among the zeros is 0 with no work, a
+    rank past the zeros is non-zero rank r - n_zero.
+    """
+    n_zero = n - nz
+    n_ranks = 0
+    for qi in range(3):
+        lower, t = _quantile_position(n, 0.25 * (qi + 1))
+        for r in (lower, lower + 1):
+            if r > lower and t == 0.0:
+                continue
+            if r < n_neg:
+                nz_rank = r
+            elif r >= n_neg + n_zero:
+                nz_rank = r - n_zero
+            else:
+                continue
+            if n_ranks == 0 or nz_ranks[n_ranks - 1] != nz_rank:
+                nz_ranks[n_ranks] = nz_rank
+                n_ranks += 1
+    return n_ranks
+
+
+@numba.njit(cache=True, nogil=True)
 def _centred_squares(seg, s0, s1, mean, n_zero) -> float:  # type: ignore[no-untyped-def]
     """Sum of squared deviations from `mean` of seg[s0:s1] plus n_zero zeros: corrected two-pass."""
     dev0 = 0.0
@@ -475,8 +606,11 @@ def _group_value_at_rank(r, n_neg, n_zero, nz_ranks, rank_values, n_ranks) -> fl
 
 
 @numba.njit(cache=True, nogil=True)
-def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # type: ignore[no-untyped-def]
-    """Fill out[:, col0 + c, :] for each column c; returns _OK, _UNSORTED or the column of a NaN/inf."""
+def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_low, value_high):  # type: ignore[no-untyped-def]
+    """Fill out[:, col0 + c, :] for each column c; returns _OK, _UNSORTED or the column of a NaN/inf.
+
+    value_low, value_high: min and max of vals (NaN if unknown), the range of the selection buckets.
+    """
     n_groups = counts.shape[0]
     n_columns = starts.shape[0]
     quantiles = np.array([0.25, 0.5, 0.75])
@@ -491,8 +625,13 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
     nz_ranks = np.empty(6, dtype=np.int64)
     rank_values = np.empty(6, dtype=np.float64)
     target_of = np.full(_MAX_BUCKETS, -1, dtype=np.int64)
+    hist = np.empty(_MAX_BUCKETS, dtype=np.int64)
+    # Without negatives in the chunk every group's quantile ranks are known before its pass, so the
+    # pass can count its values into the selection buckets too (saving a pass over the segment).
+    value_span = value_high - value_low
+    bucket_ready = value_low >= 0 and value_span > 0 and np.isfinite(value_span)
     work = (
-        np.empty(_MAX_BUCKETS, dtype=np.int64),  # hist
+        hist,
         target_of,
         np.empty(max(1, n_cells), dtype=vals.dtype),  # scratch
         np.empty((8, 4), dtype=np.int64),  # stack
@@ -543,67 +682,84 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
             # first non-zero: either keeps the sums close to the mean for typical data, and the
             # cancellation check below falls back to an exact two-pass variance when they are not.
             shift = 0.0 if 2 * nz <= n else np.float64(seg[s0])
-            dev0 = 0.0
-            dev1 = 0.0
-            dev2 = 0.0
-            dev3 = 0.0
-            sq0 = 0.0
-            sq1 = 0.0
-            sq2 = 0.0
-            sq3 = 0.0
-            low = np.inf
-            high = -np.inf
-            n_neg = 0
-            i = s0
-            while i + 4 <= s1:
-                x0 = np.float64(seg[_u(i)])
-                x1 = np.float64(seg[_u(i + 1)])
-                x2 = np.float64(seg[_u(i + 2)])
-                x3 = np.float64(seg[_u(i + 3)])
-                d0 = x0 - shift
-                d1 = x1 - shift
-                d2 = x2 - shift
-                d3 = x3 - shift
-                dev0 += d0
-                dev1 += d1
-                dev2 += d2
-                dev3 += d3
-                sq0 += d0 * d0
-                sq1 += d1 * d1
-                sq2 += d2 * d2
-                sq3 += d3 * d3
-                # plain compares: numba's min()/max() builtins compile to far slower code
-                if x0 < low:
-                    low = x0
-                if x1 < low:
-                    low = x1
-                if x2 < low:
-                    low = x2
-                if x3 < low:
-                    low = x3
-                if x0 > high:
-                    high = x0
-                if x1 > high:
-                    high = x1
-                if x2 > high:
-                    high = x2
-                if x3 > high:
-                    high = x3
-                n_neg += (x0 < 0) + (x1 < 0) + (x2 < 0) + (x3 < 0)
-                i += 4
-            while i < s1:
-                x0 = np.float64(seg[_u(i)])
-                d0 = x0 - shift
-                dev0 += d0
-                sq0 += d0 * d0
-                if x0 < low:
-                    low = x0
-                if x0 > high:
-                    high = x0
-                n_neg += x0 < 0
-                i += 1
-            dev_nz = (dev0 + dev1) + (dev2 + dev3)
-            sq_nz = (sq0 + sq1) + (sq2 + sq3)
+            bucketed = False
+            scale = 1.0
+            last = 0
+            if bucket_ready:
+                n_ranks = _nonzero_ranks(n, nz, 0, nz_ranks)
+                if n_ranks > 0 and nz > _SMALL_RANGE:
+                    n_buckets = min(_MAX_BUCKETS, max(16, nz >> 2))
+                    last = n_buckets - 1
+                    scale = n_buckets / value_span
+                    hist[:n_buckets] = 0
+                    dev_nz, sq_nz, low, high = _segment_moments_bucketed(
+                        seg, s0, s1, shift, value_low, scale, last, hist
+                    )
+                    n_neg = 0
+                    bucketed = True
+            if not bucketed:
+                dev0 = 0.0
+                dev1 = 0.0
+                dev2 = 0.0
+                dev3 = 0.0
+                sq0 = 0.0
+                sq1 = 0.0
+                sq2 = 0.0
+                sq3 = 0.0
+                low = np.inf
+                high = -np.inf
+                n_neg = 0
+                i = s0
+                while i + 4 <= s1:
+                    x0 = np.float64(seg[_u(i)])
+                    x1 = np.float64(seg[_u(i + 1)])
+                    x2 = np.float64(seg[_u(i + 2)])
+                    x3 = np.float64(seg[_u(i + 3)])
+                    d0 = x0 - shift
+                    d1 = x1 - shift
+                    d2 = x2 - shift
+                    d3 = x3 - shift
+                    dev0 += d0
+                    dev1 += d1
+                    dev2 += d2
+                    dev3 += d3
+                    sq0 += d0 * d0
+                    sq1 += d1 * d1
+                    sq2 += d2 * d2
+                    sq3 += d3 * d3
+                    # plain compares: numba's min()/max() builtins compile to far slower code
+                    if x0 < low:
+                        low = x0
+                    if x1 < low:
+                        low = x1
+                    if x2 < low:
+                        low = x2
+                    if x3 < low:
+                        low = x3
+                    if x0 > high:
+                        high = x0
+                    if x1 > high:
+                        high = x1
+                    if x2 > high:
+                        high = x2
+                    if x3 > high:
+                        high = x3
+                    n_neg += (x0 < 0) + (x1 < 0) + (x2 < 0) + (x3 < 0)
+                    i += 4
+                while i < s1:
+                    x0 = np.float64(seg[_u(i)])
+                    d0 = x0 - shift
+                    dev0 += d0
+                    sq0 += d0 * d0
+                    if x0 < low:
+                        low = x0
+                    if x0 > high:
+                        high = x0
+                    n_neg += x0 < 0
+                    i += 1
+                dev_nz = (dev0 + dev1) + (dev2 + dev3)
+                sq_nz = (sq0 + sq1) + (sq2 + sq3)
+                n_ranks = _nonzero_ranks(n, nz, n_neg, nz_ranks)
             # with shift 0 (the usual sparse case) this is the plain float64 sum of the values
             total = dev_nz + nz * shift
             if not (np.isfinite(total) and np.isfinite(sq_nz)):
@@ -639,25 +795,11 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                 var = centred / (n - 1)
                 out[_VAR, col, g] = var if var > 0.0 else 0.0
 
-            # The sorted group is [negatives, zeros, positives]: a quantile rank among the zeros is 0
-            # for free; the others are ranks among the sorted non-zeros (past the zeros: r - n_zero).
-            n_ranks = 0
-            for qi in range(3):
-                lower, t = _quantile_position(n, quantiles[qi])
-                for r in (lower, lower + 1):
-                    if r > lower and t == 0.0:
-                        continue
-                    if r < n_neg:
-                        nz_rank = r
-                    elif r >= n_neg + n_zero:
-                        nz_rank = r - n_zero
-                    else:
-                        continue
-                    if n_ranks == 0 or nz_ranks[n_ranks - 1] != nz_rank:
-                        nz_ranks[n_ranks] = nz_rank
-                        n_ranks += 1
             if n_ranks > 0:
-                _values_at_ranks(seg, s0, s1, low, high, nz_ranks, n_ranks, rank_values, work)
+                if bucketed:
+                    _values_from_buckets(seg, s0, s1, value_low, scale, last, nz_ranks, n_ranks, rank_values, work)
+                else:
+                    _values_at_ranks(seg, s0, s1, low, high, nz_ranks, n_ranks, rank_values, work)
             for qi in range(3):
                 lower, t = _quantile_position(n, quantiles[qi])
                 a = _group_value_at_rank(lower, n_neg, n_zero, nz_ranks, rank_values, n_ranks)
@@ -698,7 +840,7 @@ def _gather_dense_block(dense, f_order, j0, j1, ends, rows, vals):  # type: igno
 
 
 @numba.njit(cache=True, nogil=True)
-def _stats_of_dense(dense, f_order, block, codes, counts, out):  # type: ignore[no-untyped-def]
+def _stats_of_dense(dense, f_order, block, codes, counts, out, value_low, value_high):  # type: ignore[no-untyped-def]
     """`_stats_of_columns` over a dense chunk, gathered `block` columns at a time."""
     n_cells, n_features = dense.shape
     width = min(block, n_features)
@@ -709,7 +851,9 @@ def _stats_of_dense(dense, f_order, block, codes, counts, out):  # type: ignore[
     for j0 in range(0, n_features, width):
         j1 = min(n_features, j0 + width)
         _gather_dense_block(dense, f_order, j0, j1, ends, rows, vals)
-        status = _stats_of_columns(starts[: j1 - j0], ends[: j1 - j0], rows, vals, codes, counts, out, j0)
+        status = _stats_of_columns(
+            starts[: j1 - j0], ends[: j1 - j0], rows, vals, codes, counts, out, j0, value_low, value_high
+        )
         if status != _OK:
             return status
     return _OK
