@@ -464,11 +464,12 @@ def _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, 
 
 @numba.njit(cache=True, nogil=True)
 def _segment_moments_bucketed(seg, s0, s1, shift, bucket_low, scale, last, hist):  # type: ignore[no-untyped-def]
-    """Sums of (x - shift) and (x - shift)^2, min and max of seg[s0:s1] (no negatives), counting
-    each value into hist[int((x - bucket_low) * scale) capped at last] on the way.
+    """Sums of (x - shift) and (x - shift)^2 over seg[s0:s1] (no negatives), counting each value
+    into hist[int((x - bucket_low) * scale) capped at last] on the way.
 
-    The accumulation order is that of the inline pass in `_stats_of_columns`, so both give the same
-    bits. A non-finite value lands in a capped bucket (memory safe) and shows in the sums.
+    Min and max are left to the rank selection (ranks 0 and m - 1): no compares here. The order of
+    the sums is that of the inline pass in `_stats_of_columns`, so both give the same bits. A
+    non-finite value lands in a capped bucket (memory safe) and shows in the sums.
     """
     dev0 = 0.0
     dev1 = 0.0
@@ -478,8 +479,6 @@ def _segment_moments_bucketed(seg, s0, s1, shift, bucket_low, scale, last, hist)
     sq1 = 0.0
     sq2 = 0.0
     sq3 = 0.0
-    low = np.inf
-    high = -np.inf
     cap = np.uint64(last)
     i = s0
     while i + 4 <= s1:
@@ -499,22 +498,6 @@ def _segment_moments_bucketed(seg, s0, s1, shift, bucket_low, scale, last, hist)
         sq1 += d1 * d1
         sq2 += d2 * d2
         sq3 += d3 * d3
-        if x0 < low:
-            low = x0
-        if x1 < low:
-            low = x1
-        if x2 < low:
-            low = x2
-        if x3 < low:
-            low = x3
-        if x0 > high:
-            high = x0
-        if x1 > high:
-            high = x1
-        if x2 > high:
-            high = x2
-        if x3 > high:
-            high = x3
         # unsigned: one compare caps a too-large bucket and a negative one (a NaN's) alike
         b0 = _u(np.int64((x0 - bucket_low) * scale))
         b1 = _u(np.int64((x1 - bucket_low) * scale))
@@ -530,30 +513,30 @@ def _segment_moments_bucketed(seg, s0, s1, shift, bucket_low, scale, last, hist)
         d0 = x0 - shift
         dev0 += d0
         sq0 += d0 * d0
-        if x0 < low:
-            low = x0
-        if x0 > high:
-            high = x0
         b0 = _u(np.int64((x0 - bucket_low) * scale))
         hist[b0 if b0 <= cap else cap] += 1
         i += 1
-    return (dev0 + dev1) + (dev2 + dev3), (sq0 + sq1) + (sq2 + sq3), low, high
+    return (dev0 + dev1) + (dev2 + dev3), (sq0 + sq1) + (sq2 + sq3)
 
 
 @numba.njit(cache=True, nogil=True)
-def _nonzero_ranks(n, nz, n_neg, nz_ranks):  # type: ignore[no-untyped-def]
+def _nonzero_ranks(n, nz, n_neg, q_lower, q_weight, with_extremes, nz_ranks):  # type: ignore[no-untyped-def]
     """The quantile ranks (q1, median, q3; lower and upper) that fall on a non-zero, as ranks among
-    the sorted non-zeros, ascending and distinct, into nz_ranks; returns how many.
+    the sorted non-zeros, ascending and distinct, into nz_ranks; returns how many. With
+    `with_extremes` the first and last non-zero ranks (min and max) are added.
 
     The sorted group is [negatives, zeros, positives]: a rank among the zeros is 0 with no work, a
     rank past the zeros is non-zero rank r - n_zero.
     """
     n_zero = n - nz
     n_ranks = 0
+    if with_extremes:
+        nz_ranks[0] = 0
+        n_ranks = 1
     for qi in range(3):
-        lower, t = _quantile_position(n, 0.25 * (qi + 1))
+        lower = q_lower[qi]
         for r in (lower, lower + 1):
-            if r > lower and t == 0.0:
+            if r > lower and q_weight[qi] == 0.0:
                 continue
             if r < n_neg:
                 nz_rank = r
@@ -564,6 +547,9 @@ def _nonzero_ranks(n, nz, n_neg, nz_ranks):  # type: ignore[no-untyped-def]
             if n_ranks == 0 or nz_ranks[n_ranks - 1] != nz_rank:
                 nz_ranks[n_ranks] = nz_rank
                 n_ranks += 1
+    if with_extremes and nz_ranks[n_ranks - 1] != nz - 1:
+        nz_ranks[n_ranks] = nz - 1
+        n_ranks += 1
     return n_ranks
 
 
@@ -613,7 +599,6 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
     """
     n_groups = counts.shape[0]
     n_columns = starts.shape[0]
-    quantiles = np.array([0.25, 0.5, 0.75])
     q_index = np.array([_Q1, _MEDIAN, _Q3])
     # A group's non-zeros in one column are at most its cells: segment g starts at the cells before it.
     base = np.zeros(n_groups, dtype=np.int64)
@@ -622,9 +607,15 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
     n_cells = base[n_groups - 1] + counts[n_groups - 1] if n_groups > 0 else 0
     seg = np.empty(max(1, n_cells), dtype=vals.dtype)
     cursor = np.empty(n_groups, dtype=np.int64)
-    nz_ranks = np.empty(6, dtype=np.int64)
-    rank_values = np.empty(6, dtype=np.float64)
+    nz_ranks = np.empty(8, dtype=np.int64)
+    rank_values = np.empty(8, dtype=np.float64)
     target_of = np.full(_MAX_BUCKETS, -1, dtype=np.int64)
+    # Quantile positions depend on the group's cell count only: once per group, not per column.
+    q_lower = np.empty((n_groups, 3), dtype=np.int64)
+    q_weight = np.empty((n_groups, 3), dtype=np.float64)
+    for g in range(n_groups):
+        for qi in range(3):
+            q_lower[g, qi], q_weight[g, qi] = _quantile_position(counts[g], 0.25 * (qi + 1))
     hist = np.empty(_MAX_BUCKETS, dtype=np.int64)
     # Without negatives in the chunk every group's quantile ranks are known before its pass, so the
     # pass can count its values into the selection buckets too (saving a pass over the segment).
@@ -634,12 +625,12 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
         hist,
         target_of,
         np.empty(max(1, n_cells), dtype=vals.dtype),  # scratch
-        np.empty((8, 4), dtype=np.int64),  # stack
-        np.empty(6, dtype=np.int64),  # target_bucket
-        np.empty(6, dtype=np.int64),  # target_start
-        np.empty(6, dtype=np.int64),  # target_fill
-        np.empty(6, dtype=np.int64),  # rank_target
-        np.empty(6, dtype=np.int64),  # sub_ranks
+        np.empty((10, 4), dtype=np.int64),  # stack
+        np.empty(8, dtype=np.int64),  # target_bucket
+        np.empty(8, dtype=np.int64),  # target_start
+        np.empty(8, dtype=np.int64),  # target_fill
+        np.empty(8, dtype=np.int64),  # rank_target
+        np.empty(8, dtype=np.int64),  # sub_ranks
     )
     nan = np.nan
 
@@ -685,16 +676,17 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
             bucketed = False
             scale = 1.0
             last = 0
+            low = 0.0
+            high = 0.0
             if bucket_ready:
-                n_ranks = _nonzero_ranks(n, nz, 0, nz_ranks)
+                n_ranks = _nonzero_ranks(n, nz, 0, q_lower[g], q_weight[g], False, nz_ranks)
                 if n_ranks > 0 and nz > _SMALL_RANGE:
+                    n_ranks = _nonzero_ranks(n, nz, 0, q_lower[g], q_weight[g], True, nz_ranks)
                     n_buckets = min(_MAX_BUCKETS, max(16, nz >> 2))
                     last = n_buckets - 1
                     scale = n_buckets / value_span
                     hist[:n_buckets] = 0
-                    dev_nz, sq_nz, low, high = _segment_moments_bucketed(
-                        seg, s0, s1, shift, value_low, scale, last, hist
-                    )
+                    dev_nz, sq_nz = _segment_moments_bucketed(seg, s0, s1, shift, value_low, scale, last, hist)
                     n_neg = 0
                     bucketed = True
             if not bucketed:
@@ -759,7 +751,7 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
                     i += 1
                 dev_nz = (dev0 + dev1) + (dev2 + dev3)
                 sq_nz = (sq0 + sq1) + (sq2 + sq3)
-                n_ranks = _nonzero_ranks(n, nz, n_neg, nz_ranks)
+                n_ranks = _nonzero_ranks(n, nz, n_neg, q_lower[g], q_weight[g], False, nz_ranks)
             # with shift 0 (the usual sparse case) this is the plain float64 sum of the values
             total = dev_nz + nz * shift
             if not (np.isfinite(total) and np.isfinite(sq_nz)):
@@ -771,15 +763,6 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
             out[_MEAN, col, g] = mean
             out[_FRAC, col, g] = nz / n
             out[_MEAN_EXPR, col, g] = total / nz if nz > 0 else nan
-            if nz == 0:
-                out[_MIN, col, g] = 0.0
-                out[_MAX, col, g] = 0.0
-            elif n_zero > 0:
-                out[_MIN, col, g] = min(low, 0.0)
-                out[_MAX, col, g] = max(high, 0.0)
-            else:
-                out[_MIN, col, g] = low
-                out[_MAX, col, g] = high
 
             if n < 2:
                 out[_VAR, col, g] = nan  # ddof=1 as pandas: a one-cell group has var NaN, not 0
@@ -798,10 +781,22 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
             if n_ranks > 0:
                 if bucketed:
                     _values_from_buckets(seg, s0, s1, value_low, scale, last, nz_ranks, n_ranks, rank_values, work)
+                    low = rank_values[0]  # ranks 0 and nz - 1 were selected too
+                    high = rank_values[n_ranks - 1]
                 else:
                     _values_at_ranks(seg, s0, s1, low, high, nz_ranks, n_ranks, rank_values, work)
+            if nz == 0:
+                out[_MIN, col, g] = 0.0
+                out[_MAX, col, g] = 0.0
+            elif n_zero > 0:
+                out[_MIN, col, g] = min(low, 0.0)
+                out[_MAX, col, g] = max(high, 0.0)
+            else:
+                out[_MIN, col, g] = low
+                out[_MAX, col, g] = high
             for qi in range(3):
-                lower, t = _quantile_position(n, quantiles[qi])
+                lower = q_lower[g, qi]
+                t = q_weight[g, qi]
                 a = _group_value_at_rank(lower, n_neg, n_zero, nz_ranks, rank_values, n_ranks)
                 value = a
                 if t > 0.0:
