@@ -11,11 +11,13 @@ materialises a zero:
    implicit zeros enter in closed form. If sum of squares / centred sum shows cancellation (more than
    ~3 digits), the exact corrected two-pass variance is computed instead.
 3. Quantiles (numpy's `linear` rule, position (n - 1) * q): the sorted group is [negatives, zeros,
-   positives], so a rank among the zeros is 0 at no cost. Only ranks on a non-zero need values: one
-   pass counts the segment into equal-width value buckets, a second copies out just the buckets
-   holding the wanted ranks, and a branch-free quickselect (ties split off in one pass) finishes.
+   positives], so a rank among the zeros is 0 at no cost. Only ranks on a non-zero need values:
+   the segment's values are counted into equal-width value buckets, one more pass copies out just
+   the buckets holding the wanted ranks, and a branch-free quickselect (ties split off in one pass)
+   finishes. When the chunk has no negatives the ranks are known before step 2, which then counts
+   the buckets itself and leaves min and max to the selection (ranks 0 and nnz - 1).
 
-Cost: O(nnz) with no sort: the scatter, one pass per segment, and two more over a segment only when
+Cost: O(nnz) with no sort: the scatter, one pass per segment, and one or two more over a segment only when
 one of its quantiles lands on a non-zero. Memory: the chunk, the 12 output arrays and two buffers of
 one column's length (n_cells values). Single threaded by design: the job runs one chunk per core.
 Results are deterministic (fixed accumulation order, no fastmath): the same bits on every run and
