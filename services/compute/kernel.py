@@ -17,8 +17,8 @@ materialises a zero:
    finishes. When the chunk has no negatives the ranks are known before step 2, which then counts
    the buckets itself and leaves min and max to the selection (ranks 0 and nnz - 1).
 
-Cost: O(nnz) with no sort: the scatter, one pass per segment, and one or two more over a segment only when
-one of its quantiles lands on a non-zero. Memory: the chunk, the 12 output arrays and two buffers of
+Cost: O(nnz) with no sort: the scatter, one pass per segment, and one or two more over a segment
+only when one of its quantiles lands on a non-zero. Memory: the chunk, the 12 output arrays and two buffers of
 one column's length (n_cells values). Single threaded by design: the job runs one chunk per core.
 Results are deterministic (fixed accumulation order, no fastmath): the same bits on every run and
 in every process.
