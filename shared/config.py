@@ -70,12 +70,17 @@ class Settings(BaseSettings):
     max_header_bytes: int = 64 * 1024 * 1024
     max_features: int = 200_000
 
+    # Tables of a version are pre-split so that no region starts with more rows than this.
+    rows_per_region: int = 20_000
+
     # Worker loop.
     visibility_timeout_s: int = 60
     max_receive_count: int = 10
     wait_time_s: int = 2
     retry_base_s: int = 2
     retry_max_s: int = 300
+    # Transient failures (HBase or AWS unreachable) retried this often, backoff capped at retry_max_s.
+    max_transient_attempts: int = 40
 
     # Query.
     query_host: str = "127.0.0.1"

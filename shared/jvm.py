@@ -43,6 +43,7 @@ from shared.errors import Permanent, Transient
 WRITE_HFILES_MAIN = "org.wideviews.hfile.WriteHFiles"
 BULK_LOAD_MAIN = "org.wideviews.hfile.BulkLoad"
 TOOL_SERVER_MAIN = "org.wideviews.hfile.ToolServer"
+CREATE_TABLE_MAIN = "org.wideviews.hfile.CreateTable"
 
 # What HBase 2.6 needs opened on JDK 17 (reflection into NIO buffers, Unsafe, netty's direct memory).
 ADD_OPENS: tuple[str, ...] = (
@@ -177,6 +178,19 @@ def bulk_load(settings: Settings, table: str, hfile_dir: Path | str, *, heap_mb:
         "--dir", str(hfile_dir),
     ]  # fmt: skip
     return _run_tool(settings, BULK_LOAD_MAIN, args, heap_mb=heap_mb, timeout_s=timeout_s, quick_start=True)
+
+
+def create_table(settings: Settings, table: str, family: str, split_keys: Sequence[bytes], workdir: Path, *, timeout_s: float = 600.0) -> dict[str, Any]:
+    """Create `table` with one family, pre-split at `split_keys` (sorted, unique), unless it exists.
+
+    Returns `{"table", "created", "regions"}`. Thrift1 (happybase) cannot pre-split, hence the JVM.
+    """
+    args = ["--zk-quorum", settings.hbase_zk_host, "--zk-port", str(settings.hbase_zk_port), "--table", table, "--family", family]
+    if split_keys:
+        splits = workdir / "splits.bin"
+        splits.write_bytes(b"".join(_LENGTH.pack(len(k)) + k for k in split_keys))
+        args += ["--splits", str(splits)]
+    return _run_tool(settings, CREATE_TABLE_MAIN, args, heap_mb=256, timeout_s=timeout_s, quick_start=True)
 
 
 def _run_tool(settings: Settings, main_class: str, args: Sequence[str], *, heap_mb: int, timeout_s: float, quick_start: bool = False) -> dict[str, Any]:

@@ -12,7 +12,15 @@ output instead of adding to it:
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
+
+from shared.adapters.s3 import get_bytes, get_json
+from shared.config import Settings
 
 CHUNK_VIEWS_ALWAYS = ("features", "catalog")
 ONCE_VIEWS = ("cells",)
@@ -97,3 +105,13 @@ class VersionPlan(BaseModel):
     def expected_keys(self) -> set[str]:
         """Every `chunk:view` the loader must finish before the version can be published."""
         return {f"{chunk}:{view}" for chunk in range(self.n_chunks) for view in self.chunk_views(chunk)}
+
+
+def read_plan(s3: Any, settings: Settings, dataset_id: str, version_id: str) -> VersionPlan:
+    """The version's plan from staging (`NotFound` if ingest never finished)."""
+    return VersionPlan.model_validate(get_json(s3, settings.staging_bucket, plan_key(dataset_id, version_id)))
+
+
+def read_cells(s3: Any, settings: Settings, plan: VersionPlan) -> pa.Table:
+    """Cell ids and metadata, in matrix order."""
+    return pq.read_table(io.BytesIO(get_bytes(s3, settings.staging_bucket, cells_key(plan.dataset_id, plan.version_id))))

@@ -5,8 +5,11 @@ the message's visibility, send the handler's outgoing messages, then delete. Fai
 
 - `Permanent` (and anything on the last allowed receive): the version is marked FAILED with the
   reason, the body goes to the dead-letter queue with the reason as an attribute, the original is deleted.
-- `Transient` or an unknown exception: the message is left on the queue and made visible again after
-  an exponential backoff (by receive count) through its visibility timeout.
+- `Transient`: the message is re-sent with a delay (exponential backoff, capped) and an attempt count,
+  and the original deleted, so an outage never uses up the queue's receive limit; after
+  `max_transient_attempts` the version fails.
+- An unknown exception: the message is left on the queue and made visible again after a backoff
+  through its visibility timeout; on the last receive the queue allows it is handled as `Permanent`.
 
 SIGTERM/SIGINT stop receiving; in-flight handlers get `stop_grace_s` to finish, then their messages
 are released (visibility 0) so another worker picks them up at once.
@@ -39,11 +42,17 @@ ROUTES: dict[str, QueueRole] = {"compute_chunk": "compute", "load_chunk": "load"
 REPLAY_ATTRIBUTE = "wideviews-replay-count"
 ERROR_ATTRIBUTE = "wideviews-error"
 SOURCE_ATTRIBUTE = "wideviews-source-queue"
+TRANSIENT_ATTRIBUTE = "wideviews-transient-attempts"
 
 
 def configure_logging() -> None:
     """One line per event on stderr, for the stack's log files."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _transient_attempts(raw: dict[str, Any]) -> int:
+    value = raw.get("MessageAttributes", {}).get(TRANSIENT_ATTRIBUTE, {}).get("StringValue", "0")
+    return int(value) if str(value).isdigit() else 0
 
 
 def backoff_s(receive_count: int, settings: Settings) -> int:
@@ -213,20 +222,25 @@ class Worker(Generic[Deps]):
             outcome = "released"
             with contextlib.suppress(Exception):
                 await self.aws.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0)
+        except Transient as exc:
+            attempts = _transient_attempts(raw) + 1
+            if attempts > self.settings.max_transient_attempts:
+                outcome = f"failed after {attempts - 1} transient retries: {exc}"
+                await self._fail(raw, receipt, dataset_id, version_id, Permanent(f"gave up after {attempts - 1} retries: {exc}"))
+            else:
+                delay = int(exc.retry_after_s) if exc.retry_after_s is not None else backoff_s(attempts, self.settings)
+                outcome = f"retry {attempts} in {delay}s (Transient: {exc})"
+                await self._retry_later(raw, receipt, attempts, delay)
         except Exception as exc:
+            # Unknown errors may be bugs: they count against the queue's receive limit.
             last_try = receive_count >= self.settings.max_receive_count - 1
             if isinstance(exc, Permanent) or last_try:
                 outcome = f"failed: {exc}"
                 await self._fail(raw, receipt, dataset_id, version_id, exc)
             else:
-                delay = (
-                    int(exc.retry_after_s)
-                    if isinstance(exc, Transient) and exc.retry_after_s is not None
-                    else backoff_s(receive_count, self.settings)
-                )
+                delay = backoff_s(receive_count, self.settings)
                 outcome = f"retry in {delay}s ({type(exc).__name__}: {exc})"
-                if not isinstance(exc, Transient):
-                    log.exception("unexpected error in %s handler", self.role)
+                log.exception("unexpected error in %s handler", self.role)
                 with contextlib.suppress(Exception):
                     await self.aws.sqs.change_message_visibility(
                         QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=min(delay, 43_000)
@@ -246,6 +260,27 @@ class Worker(Generic[Deps]):
                     }
                 )
             )
+
+    async def _retry_later(self, raw: dict[str, Any], receipt: str, attempts: int, delay_s: int) -> None:
+        """Re-send the message with a delay and an attempt count, then delete the original.
+
+        A transient outage (HBase restarting, an endpoint cut off) must not use up the queue's
+        receive limit, or a long outage would dead-letter healthy work: the copy starts at receive 1.
+        If the send fails the original stays and comes back after its visibility timeout.
+        """
+        attributes = {k: v for k, v in raw.get("MessageAttributes", {}).items() if "StringValue" in v}
+        attributes = {k: {"DataType": v["DataType"], "StringValue": v["StringValue"]} for k, v in attributes.items()}
+        attributes[TRANSIENT_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(attempts)}
+        try:
+            with aws_errors("re-send for retry"):
+                await self.aws.sqs.send_message(
+                    QueueUrl=self.queue_url, MessageBody=raw["Body"], MessageAttributes=attributes, DelaySeconds=min(900, delay_s)
+                )
+            await self._delete(receipt)
+        except Exception as exc:
+            log.warning("could not re-send for retry (%s); the message returns after its visibility timeout", exc)
+            with contextlib.suppress(Exception):
+                await self.aws.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=min(delay_s, 43_000))
 
     async def _delete(self, receipt: str) -> None:
         with aws_errors("delete message"):

@@ -19,7 +19,7 @@ from shared.adapters.s3 import get_json, put_json
 from shared.config import Settings
 from shared.errors import NotFound, Permanent
 from shared.messages import LoadChunk
-from shared.staging import VersionPlan, check_key, hfiles_prefix, plan_key, version_prefix
+from shared.staging import VersionPlan, check_key, hfiles_prefix, read_plan, version_prefix
 
 TERMINAL_FAILURES = {"FAILED", "CANCELLED", "INTERRUPTED"}
 
@@ -109,7 +109,7 @@ async def run_chunk_emr(emr: Any, s3: Any, settings: Settings, dataset_id: str, 
     """Add (or follow) the chunk's EMR step and wait for it; the load messages once it COMPLETED."""
     if not settings.emr_cluster_id:
         raise Permanent("executor is emr but no emr_cluster_id is configured")
-    plan = VersionPlan.model_validate(await asyncio.to_thread(get_json, s3, settings.staging_bucket, plan_key(dataset_id, version_id)))
+    plan = await asyncio.to_thread(read_plan, s3, settings, dataset_id, version_id)
     key = step_key(dataset_id, version_id, chunk)
     step_id = None
     try:

@@ -25,20 +25,11 @@ import scipy.sparse as sp
 
 from services.compute.views import ViewCells, chunk_view_cells, view_family
 from shared import jvm
-from shared.adapters.s3 import get_bytes, get_json, list_keys, put_json, upload_dir
+from shared.adapters.s3 import get_bytes, list_keys, put_json, upload_dir
 from shared.config import Settings
 from shared.errors import Permanent
 from shared.messages import LoadChunk
-from shared.staging import VersionPlan, cells_key, check_key, chunk_prefix, hfiles_prefix, plan_key
-
-
-def load_plan(s3: Any, settings: Settings, dataset_id: str, version_id: str) -> VersionPlan:
-    return VersionPlan.model_validate(get_json(s3, settings.staging_bucket, plan_key(dataset_id, version_id)))
-
-
-def load_cells(s3: Any, settings: Settings, plan: VersionPlan) -> pa.Table:
-    """Cell ids and metadata, in matrix order."""
-    return pq.read_table(io.BytesIO(get_bytes(s3, settings.staging_bucket, cells_key(plan.dataset_id, plan.version_id))))
+from shared.staging import VersionPlan, check_key, chunk_prefix, hfiles_prefix, read_cells, read_plan
 
 
 def load_chunk_matrix(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> sp.csc_array:
@@ -99,13 +90,13 @@ def compute_chunk_views(s3: Any, settings: Settings, plan: VersionPlan, chunk: i
     if not 0 <= chunk < plan.n_chunks:
         raise Permanent(f"chunk {chunk} is out of range: version {plan.version_id} has {plan.n_chunks} chunks")
     matrix = load_chunk_matrix(s3, settings, plan, chunk)
-    cells = load_cells(s3, settings, plan)
+    cells = read_cells(s3, settings, plan)
     return chunk_view_cells(plan, chunk, matrix, cells, settings.features_row_max_nnz)
 
 
 def run_chunk(s3: Any, settings: Settings, dataset_id: str, version_id: str, chunk: int) -> list[LoadChunk]:
     """The local executor: the whole job of one chunk in this process."""
-    plan = load_plan(s3, settings, dataset_id, version_id)
+    plan = read_plan(s3, settings, dataset_id, version_id)
     views = compute_chunk_views(s3, settings, plan, chunk)
     with tempfile.TemporaryDirectory(prefix=f"wideviews-{version_id[:8]}-{chunk}-") as tmp:
         return publish_chunk_outputs(s3, settings, plan, chunk, views, Path(tmp))

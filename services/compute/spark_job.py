@@ -28,7 +28,7 @@ from shared.adapters.s3 import download_prefix
 from shared.config import Settings
 from shared.errors import Permanent
 from shared.messages import LoadChunk
-from shared.staging import VersionPlan, chunk_prefix
+from shared.staging import VersionPlan, chunk_prefix, read_cells, read_plan
 
 _OUT_SCHEMA = pa.schema([("view", pa.string()), ("row", pa.binary()), ("qualifier", pa.binary()), ("value", pa.binary())])
 _OUT_DDL = "view string, row binary, qualifier binary, value binary"
@@ -92,7 +92,7 @@ def _all_zero_features(plan: VersionPlan, chunk: int, present: set[int]) -> list
 def compute_chunk_views_spark(s3: Any, settings: Settings, plan: VersionPlan, chunk: int, staged: Path) -> list[ViewCells]:
     """Every view's cells of one chunk, the per-feature part computed by Spark partitions."""
     spark = spark_session()
-    cells_table = job.load_cells(s3, settings, plan)
+    cells_table = read_cells(s3, settings, plan)
     codes = group_codes(cells_table, plan)
     frame = spark.read.parquet(str(staged))
     n_parts = max(1, min(8, (plan.chunks[chunk][1] - plan.chunks[chunk][0]) // 64))
@@ -120,7 +120,7 @@ def compute_chunk_views_spark(s3: Any, settings: Settings, plan: VersionPlan, ch
 
 def run_chunk_spark(s3: Any, settings: Settings, dataset_id: str, version_id: str, chunk: int) -> list[LoadChunk]:
     """The spark executor: the chunk's job under Spark, outputs identical to `job.run_chunk`."""
-    plan = job.load_plan(s3, settings, dataset_id, version_id)
+    plan = read_plan(s3, settings, dataset_id, version_id)
     if not 0 <= chunk < plan.n_chunks:
         raise Permanent(f"chunk {chunk} is out of range: version {version_id} has {plan.n_chunks} chunks")
     with tempfile.TemporaryDirectory(prefix=f"wideviews-spark-{version_id[:8]}-{chunk}-") as tmp:

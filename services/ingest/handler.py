@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.adapters.aws import AwsClients
-from shared.adapters.s3 import get_json, s3_client
+from shared.adapters.s3 import s3_client
 from shared.config import Settings
 from shared.errors import BadUpload, NotFound
 from shared.messages import DATASET_ID_PATTERN, ComputeChunk, Message, UploadEvent
 from shared.records import Records, State, VersionRecord
-from shared.staging import VersionPlan, plan_key
+from shared.staging import VersionPlan, read_plan
 
 from services.ingest.split import ingest_upload, open_s3_upload
 
@@ -54,7 +54,7 @@ async def handle_upload(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
             f"upload key {msg.key!r} must be uploads/<dataset_id>/<name>.zip with dataset_id matching {DATASET_ID_PATTERN}"
         )
     if version.state == State.COMPUTING:
-        plan = VersionPlan.model_validate(await asyncio.to_thread(get_json, deps.s3, deps.settings.staging_bucket, plan_key(dataset_id, version_id)))
+        plan = await asyncio.to_thread(read_plan, deps.s3, deps.settings, dataset_id, version_id)
         return compute_jobs(plan)
     if version.state == State.FAILED:
         await deps.records.reset_for_retry(dataset_id, version_id, State.INGESTING)

@@ -9,12 +9,12 @@ from typing import Any
 from services.publisher.verify import verify_version
 from shared.adapters.aws import AwsClients
 from shared.adapters.hbase import HBase
-from shared.adapters.s3 import get_json, s3_client
+from shared.adapters.s3 import s3_client
 from shared.config import Settings
 from shared.errors import NotFound, Transient
 from shared.messages import Message, PublishVersion
 from shared.records import DatasetRecord, Records, State
-from shared.staging import VersionPlan, plan_key
+from shared.staging import read_plan
 
 
 @dataclass
@@ -46,7 +46,7 @@ async def handle_publish_version(msg: PublishVersion, deps: PublisherDeps) -> li
     elif version.state != State.VALIDATING:
         return []  # published, superseded or deleted already: a duplicate
     if pointer is None or pointer.current_version != ver:
-        plan = VersionPlan.model_validate(await asyncio.to_thread(get_json, deps.s3, deps.settings.staging_bucket, plan_key(ds, ver)))
+        plan = await asyncio.to_thread(read_plan, deps.s3, deps.settings, ds, ver)
         await asyncio.to_thread(verify_version, deps.s3, deps.hbase, deps.settings, plan)
         pointer = await _pointer(deps.records, ds)
         if pointer is not None and pointer.current_version and pointer.current_upload_order > version.upload_order:

@@ -29,10 +29,10 @@ from cli import stack as local_stack
 from cli.sample import sample_frames, write_upload_zip
 from services.publisher.verify import verify_version
 from shared.adapters.hbase import HBase, view_table
-from shared.adapters.s3 import get_json, s3_client
+from shared.adapters.s3 import s3_client
 from shared.config import Settings
 from shared.errors import Permanent
-from shared.staging import VersionPlan, plan_key
+from shared.staging import read_plan
 from tests.e2e.reference import Reference, assert_version_matches, cli, http_json, query_url, wait_for
 
 pytestmark = pytest.mark.stack
@@ -371,7 +371,7 @@ def test_publisher_verification_catches_missing_short_and_altered_views(stack: S
     _upload(stack, path, dataset_id)
     version_id = _wait_published(stack, dataset_id, 1, 300)["current_version"]
     s3 = s3_client(stack)
-    plan = VersionPlan.model_validate(get_json(s3, stack.staging_bucket, plan_key(dataset_id, version_id)))
+    plan = read_plan(s3, stack, dataset_id, version_id)
     hbase = HBase(stack, size=1)
     verify_version(s3, hbase, stack, plan)  # intact: passes
     stats = view_table(stack, dataset_id, version_id, "stats_donor")

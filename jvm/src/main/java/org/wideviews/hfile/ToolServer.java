@@ -14,7 +14,7 @@ import java.util.Arrays;
  * <p>Protocol on stdin/stdout, one request and one response per line:
  *
  * <pre>
- *   request:  TOOL \t ARG1 \t ARG2 ...        (TOOL is WriteHFiles or BulkLoad; args as on their command line)
+ *   request:  TOOL \t ARG1 \t ARG2 ...        (TOOL is WriteHFiles, BulkLoad or CreateTable; args as on their command line)
  *   response: {"exit": N, "stdout": "...", "stderr": "..."}
  * </pre>
  *
@@ -49,6 +49,7 @@ public final class ToolServer {
       exit = switch (request[0]) {
         case "WriteHFiles" -> WriteHFiles.run(args, o, e);
         case "BulkLoad" -> BulkLoad.run(args, o, e);
+        case "CreateTable" -> CreateTable.run(args, o, e);
         default -> {
           e.println("ToolServer: unknown tool " + request[0]);
           yield 2;

@@ -1,0 +1,69 @@
+"""Large views are created pre-split, and a bulk load spanning every region reads back whole."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+
+import boto3
+import happybase
+import pytest
+
+from services.loader.load import bulk_load_view_chunk, split_keys
+from shared import jvm, layout
+from shared.adapters.hbase import HBase, view_table
+from shared.adapters.s3 import put_json, upload_dir
+from shared.config import Settings
+from shared.staging import GroupingPlan, VersionPlan, plan_key
+
+pytestmark = pytest.mark.stack
+
+
+def _plan(n_features: int) -> VersionPlan:
+    return VersionPlan(
+        dataset_id=f"split-{uuid.uuid4().hex[:8]}",
+        version_id=uuid.uuid4().hex,
+        upload_key="uploads/x/y.zip",
+        id_column="cell",
+        n_cells=2,
+        features=[f"G{i:04d}" for i in range(n_features)],
+        chunks=[(0, n_features)],
+        groupings=[GroupingPlan(name="t", view="stats_t", groups=["a"], counts=[2])],
+        timestamp_ms=1_700_000_000_000,
+    )
+
+
+def test_split_keys_bound_rows_per_region() -> None:
+    plan = _plan(50)
+    assert split_keys(plan, "stats_t", None, 20) == [b"G0020", b"G0040"]
+    assert split_keys(plan, "features", None, 20) == [b"G0020", b"G0040"]
+    assert split_keys(plan, "catalog", None, 20) == []
+    assert split_keys(plan, "cells", ["c3", "c1", "c2", "c0"], 2) == [b"c2"]
+
+
+def test_large_view_is_pre_split_and_loads_across_regions(stack: Settings) -> None:
+    settings = stack.model_copy(update={"rows_per_region": 20})
+    plan = _plan(50)
+    s3 = boto3.client("s3", **settings.aws_client_kwargs())
+    put_json(s3, settings.staging_bucket, plan_key(plan.dataset_id, plan.version_id), plan.model_dump(mode="json"))
+    rows = [layout.feature_part_row(f, 0) for f in plan.features]
+    values = [layout.encode_feature_part([0], [float(i)]) for i in range(50)]
+    with tempfile.TemporaryDirectory() as tmp:
+        cells = Path(tmp) / "cells"
+        jvm.write_cell_file(cells, rows, [b"v"] * 50, values)
+        jvm.write_hfiles(settings, [cells], Path(tmp) / "out", "f", timestamp_ms=plan.timestamp_ms)
+        prefix = f"staging/{plan.dataset_id}/{plan.version_id}/hfiles/features/000000/"
+        upload_dir(s3, Path(tmp) / "out", settings.staging_bucket, prefix)
+    hbase = HBase(settings, size=1)
+    table = bulk_load_view_chunk(s3, hbase, settings, plan.dataset_id, plan.version_id, "features", f"s3://{settings.staging_bucket}/{prefix}")
+    assert table == view_table(settings, plan.dataset_id, plan.version_id, "features")
+    conn = happybase.Connection(settings.hbase_thrift_host, settings.hbase_thrift_port)
+    try:
+        regions = conn.table(table).regions()
+        assert [r["start_key"] for r in regions] == [b"", b"G0020", b"G0040"]
+        got = dict(conn.table(table).scan())
+    finally:
+        conn.close()
+    assert sorted(got) == sorted(rows)
+    assert [float(layout.decode_feature_part(got[r][b"f:v"])[1][0]) for r in rows] == [float(i) for i in range(50)]
