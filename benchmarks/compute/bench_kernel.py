@@ -22,6 +22,7 @@ in-memory size. Results go to stdout as a table and to benchmarks/results/*.json
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -75,9 +76,18 @@ def _status_kib(field: str) -> int:
     return 0
 
 
+def _release_free_memory() -> None:
+    """Hand freed heap memory back to the OS, so that a method's allocations show as RSS growth."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, float, int, Any]:
     """Best wall time, its CPU time, peak resident growth in bytes over the runs, the last result."""
     gc.collect()
+    _release_free_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         baseline_kib = _status_kib("VmRSS")
@@ -276,7 +286,8 @@ def bench_density(scale: Scale, density: float, spark: SeedSpark | None) -> dict
         "peak_extra_bytes_run": peak_pd,
     }
     del frame
-    print(f"pandas        {row['pandas']['wall_s']:8.3f} s   ({n_pandas} columns in {wall_pd:.2f} s, scaled)", flush=True)
+    scaled = row["pandas"]["wall_s"]
+    print(f"pandas        {scaled:8.3f} s   ({n_pandas} columns in {wall_pd:.2f} s, scaled)", flush=True)
 
     if spark is not None:
         n_spark = min(scale.spark_columns, scale.n_features)
@@ -291,7 +302,8 @@ def bench_density(scale: Scale, density: float, spark: SeedSpark | None) -> dict
             "wall_s_run": wall_sp,
             "wall_s": wall_sp * scale.n_features / n_spark,
         }
-        print(f"seed Spark    {row['seed_spark_median']['wall_s']:8.1f} s   (median only; {n_spark} columns in {wall_sp:.2f} s, scaled)", flush=True)
+        scaled = row["seed_spark_median"]["wall_s"]
+        print(f"seed Spark    {scaled:8.1f} s   (median only; {n_spark} columns in {wall_sp:.2f} s, scaled)")
 
     kernel_s = row["kernel"]["wall_s"]
     row["kernel"]["ns_per_nnz"] = kernel_s / nnz * 1e9
@@ -355,13 +367,18 @@ def main(argv: list[str] | None = None) -> None:
     path = args.out / f"bench_kernel_{args.scale}_{stamp}.json"
     report = {
         "scale": args.scale,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "load_average_at_end": os.getloadavg(),
         "total_s": time.perf_counter() - started,
         "rows": rows,
     }
     path.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {path.relative_to(ROOT)} in {report['total_s']:.0f} s (load average {report['load_average_at_end'][0]:.1f})")
+    load = report["load_average_at_end"][0]
+    print(f"\nwrote {path.relative_to(ROOT)} in {report['total_s']:.0f} s (load average {load:.1f})")
 
 
 if __name__ == "__main__":

@@ -241,11 +241,14 @@ def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int)
         dense = columns.dense
         value_low, value_high = _value_range(dense)
         block = max(1, min(columns.n_features, _DENSE_BLOCK_ELEMENTS // max(1, columns.n_cells)))
-        status = _stats_of_dense(dense, dense.flags.f_contiguous, block, codes, counts, out, value_low, value_high)
+        status = _stats_of_dense(
+            dense, dense.flags.f_contiguous, block, codes, counts, out, value_low, value_high
+        )
     else:
         value_low, value_high = _value_range(columns.vals)
         status = _stats_of_columns(
-            columns.starts, columns.ends, columns.rows, columns.vals, codes, counts, out, 0, value_low, value_high
+            columns.starts, columns.ends, columns.rows, columns.vals, codes, counts, out, 0,
+            value_low, value_high,
         )
         if status == _UNSORTED:
             # Unsorted or duplicated row indices: canonicalise a copy (duplicates summed) and rerun.
@@ -782,7 +785,9 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
 
             if n_ranks > 0:
                 if bucketed:
-                    _values_from_buckets(seg, s0, s1, value_low, scale, last, nz_ranks, n_ranks, rank_values, work)
+                    _values_from_buckets(
+                        seg, s0, s1, value_low, scale, last, nz_ranks, n_ranks, rank_values, work
+                    )
                     low = rank_values[0]  # ranks 0 and nz - 1 were selected too
                     high = rank_values[n_ranks - 1]
                 else:
