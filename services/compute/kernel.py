@@ -192,11 +192,13 @@ def _prepare_columns(chunk: Any) -> _Columns:
 def _csc_columns(csc: Any) -> _Columns:
     dtype = _float_dtype(csc.data.dtype)
     vals = csc.data if csc.data.dtype == dtype else csc.data.astype(dtype)
+    # int64 column bounds (n_features + 1 values: free) keep the compiled variants few
+    indptr = csc.indptr.astype(np.int64, copy=False)
     return _Columns(
         n_cells=csc.shape[0],
         n_features=csc.shape[1],
-        starts=csc.indptr[:-1],
-        ends=csc.indptr[1:],
+        starts=indptr[:-1],
+        ends=indptr[1:],
         rows=csc.indices,
         vals=vals,
     )
