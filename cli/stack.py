@@ -791,7 +791,9 @@ def ensure_aws_resources(settings: Settings) -> None:
         try:
             s3.head_bucket(Bucket=bucket)
         except ClientError:
-            s3.create_bucket(Bucket=bucket)
+            # Outside us-east-1, S3 wants the region spelled out.
+            location = {} if settings.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": settings.region}}
+            s3.create_bucket(Bucket=bucket, **location)
     queue_arns: dict[str, str] = {}
     for role in QUEUE_ROLES:
         dlq_url = sqs.create_queue(QueueName=settings.queue_name(role, dead_letter=True))["QueueUrl"]
@@ -1111,10 +1113,13 @@ def restart_component(settings: Settings, name: str, *, timeout_s: float = 300.0
         if name == "moto":
             _wait_until(settings, state, [name], lambda n: probe_moto(settings), deadline, "answering")
             ensure_aws_resources(settings)
-        elif name in ("hbase-master", "hbase-thrift"):
+        elif name == "hbase-master":
+            # Not through Thrift, which may be down too: ZooKeeper and RPC ports, then an Admin call
+            # that returns once the master has finished initializing.
+            _wait_until(settings, state, [name], lambda n: probe_component(settings, n), deadline, "listening")
+            ensure_namespace(settings, timeout_s=max(30.0, deadline - time.monotonic()), force=True)
+        elif name == "hbase-thrift":
             _wait_until(settings, state, [name], lambda n: probe_thrift(settings), deadline, "answering")
-            if name == "hbase-master":
-                ensure_namespace(settings, timeout_s=max(30.0, deadline - time.monotonic()), force=True)
         else:
             _wait_services(settings, state, deadline, [name], [name])
         state.write(settings.home)

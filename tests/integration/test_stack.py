@@ -196,6 +196,27 @@ def test_up_on_a_running_stack_reuses_every_process(stack: Settings) -> None:
     assert (again.hbase_thrift_port, again.aws_endpoint_url) == (stack.hbase_thrift_port, stack.aws_endpoint_url)
 
 
+def test_hbase_master_restarts_while_thrift_is_down_and_keeps_its_tables(stack: Settings) -> None:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    connection = happybase.Connection(stack.hbase_thrift_host, stack.hbase_thrift_port, table_prefix=stack.hbase_namespace, table_prefix_separator=":")
+    connection.create_table(name, {"v": dict(max_versions=1)})
+    connection.table(name).put(b"GENE00001", {b"v:x": b"kept"})
+    connection.close()
+    old_master = local_stack.StackState.read(stack.home).components["hbase-master"].pid
+
+    local_stack.stop_component(stack, "hbase-thrift")
+    local_stack.restart_component(stack, "hbase-master")
+    local_stack.restart_component(stack, "hbase-thrift")
+
+    assert local_stack.StackState.read(stack.home).components["hbase-master"].pid != old_master
+    connection = happybase.Connection(stack.hbase_thrift_host, stack.hbase_thrift_port, table_prefix=stack.hbase_namespace, table_prefix_separator=":")
+    try:
+        assert connection.table(name).row(b"GENE00001") == {b"v:x": b"kept"}
+    finally:
+        connection.delete_table(name, disable=True)
+        connection.close()
+
+
 def test_down_stops_its_own_processes_and_never_a_reused_pid(tmp_path: Path) -> None:
     settings = Settings.load(home=tmp_path / "home")
     ours = local_stack._spawn(settings, "ingest", ["sleep", "300"], settings.child_env())
