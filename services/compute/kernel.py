@@ -620,9 +620,11 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
     # Quantile positions depend on the group's cell count only: once per group, not per column.
     q_lower = np.empty((n_groups, 3), dtype=np.int64)
     q_weight = np.empty((n_groups, 3), dtype=np.float64)
+    q_top = np.empty(n_groups, dtype=np.int64)
     for g in range(n_groups):
         for qi in range(3):
             q_lower[g, qi], q_weight[g, qi] = _quantile_position(counts[g], 0.25 * (qi + 1))
+        q_top[g] = q_lower[g, 2] + (1 if q_weight[g, 2] > 0.0 else 0)
     hist = np.empty(_MAX_BUCKETS, dtype=np.int64)
     # Without negatives in the chunk every group's quantile ranks are known before its pass, so the
     # pass can count its values into the selection buckets too (saving a pass over the segment).
@@ -685,17 +687,17 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
             last = 0
             low = 0.0
             high = 0.0
-            if bucket_ready:
-                n_ranks = _nonzero_ranks(n, nz, 0, q_lower[g], q_weight[g], False, nz_ranks)
-                if n_ranks > 0 and nz > _SMALL_RANGE:
-                    n_ranks = _nonzero_ranks(n, nz, 0, q_lower[g], q_weight[g], True, nz_ranks)
-                    n_buckets = min(_MAX_BUCKETS, max(16, nz >> 2))
-                    last = n_buckets - 1
-                    scale = n_buckets / value_span
-                    hist[:n_buckets] = 0
-                    dev_nz, sq_nz = _segment_moments_bucketed(seg, s0, s1, shift, value_low, scale, last, hist)
-                    n_neg = 0
-                    bucketed = True
+            # without negatives a quantile lands on a non-zero iff the highest rank asked (q3's upper)
+            # lies past the zeros
+            if bucket_ready and nz > _SMALL_RANGE and q_top[g] >= n - nz:
+                n_ranks = _nonzero_ranks(n, nz, 0, q_lower[g], q_weight[g], True, nz_ranks)
+                n_buckets = min(_MAX_BUCKETS, max(16, nz >> 2))
+                last = n_buckets - 1
+                scale = n_buckets / value_span
+                hist[:n_buckets] = 0
+                dev_nz, sq_nz = _segment_moments_bucketed(seg, s0, s1, shift, value_low, scale, last, hist)
+                n_neg = 0
+                bucketed = True
             if not bucketed:
                 dev0 = 0.0
                 dev1 = 0.0
@@ -798,11 +800,16 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
                 out[_MIN, col, g] = 0.0
                 out[_MAX, col, g] = 0.0
             elif n_zero > 0:
-                out[_MIN, col, g] = min(low, 0.0)
-                out[_MAX, col, g] = max(high, 0.0)
+                out[_MIN, col, g] = low if low < 0.0 else 0.0
+                out[_MAX, col, g] = high if high > 0.0 else 0.0
             else:
                 out[_MIN, col, g] = low
                 out[_MAX, col, g] = high
+            if n_ranks == 0:  # every quantile lands on a zero
+                out[_Q1, col, g] = 0.0
+                out[_MEDIAN, col, g] = 0.0
+                out[_Q3, col, g] = 0.0
+                continue
             for qi in range(3):
                 lower = q_lower[g, qi]
                 t = q_weight[g, qi]
