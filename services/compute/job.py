@@ -16,6 +16,7 @@ import io
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +103,24 @@ def run_chunk(s3: Any, settings: Settings, dataset_id: str, version_id: str, chu
         return publish_chunk_outputs(s3, settings, plan, chunk, views, Path(tmp))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line of the job (what an EMR step or a shell runs): prints the load messages as JSON lines."""
+def run_from_command_line(prog: str, runner: Callable[[Any, Settings, str, str, int], list[LoadChunk]], argv: list[str] | None) -> int:
+    """`--dataset D --version V --chunk N`: run one chunk's job, print its load messages as JSON lines."""
     from shared.adapters.s3 import s3_client
 
-    parser = argparse.ArgumentParser(prog="wideviews-compute-job")
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--version", required=True)
     parser.add_argument("--chunk", type=int, required=True)
     args = parser.parse_args(argv)
     settings = Settings.load()
-    for message in run_chunk(s3_client(settings), settings, args.dataset, args.version, args.chunk):
+    for message in runner(s3_client(settings), settings, args.dataset, args.version, args.chunk):
         sys.stdout.write(message.to_body() + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the local job (a shell or a debugger runs it)."""
+    return run_from_command_line("wideviews-compute-job", run_chunk, argv)
 
 
 if __name__ == "__main__":

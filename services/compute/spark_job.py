@@ -10,7 +10,6 @@ the output is identical bit for bit. Usage as a step:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -133,21 +132,12 @@ def run_chunk_spark(s3: Any, settings: Settings, dataset_id: str, version_id: st
 
 def main(argv: list[str] | None = None) -> int:
     """spark-submit entry point (an EMR step): writes HFiles and checks to staging, prints the load messages."""
-    from shared.adapters.s3 import s3_client
-
-    parser = argparse.ArgumentParser(prog="wideviews-spark-job")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--version", required=True)
-    parser.add_argument("--chunk", type=int, required=True)
-    args = parser.parse_args(argv)
-    settings = Settings.load()
     global _session
     from pyspark.sql import SparkSession
 
-    _session = SparkSession.builder.appName(f"wideviews-{args.dataset}-{args.chunk}").getOrCreate()
-    for message in run_chunk_spark(s3_client(settings), settings, args.dataset, args.version, args.chunk):
-        sys.stdout.write(message.to_body() + "\n")
-    return 0
+    # Under spark-submit the master and resources come from the submission, not from local mode.
+    _session = SparkSession.builder.appName("wideviews-compute").getOrCreate()
+    return job.run_from_command_line("wideviews-spark-job", run_chunk_spark, argv)
 
 
 if __name__ == "__main__":
