@@ -12,9 +12,16 @@ stack.json            {"settings": {...}, "mode": "full"|"infra", "components": 
 stack.lock            held while up/down/restart change processes
 logs/<name>.log       stdout and stderr of each component
 run/<name>.pid        the pid of each running component
-hbase/conf/           hbase-site.xml and log4j.properties, first on every HBase JVM's classpath
+hbase/conf/           hbase-site.xml and log4j.properties (Settings.hbase_conf_dir), for HBase clients
+hbase/args/           the java argfiles holding each JVM's classpath
 hbase/data/           hbase.rootdir; hbase/zookeeper/ and hbase/tmp/ beside it
 ```
+
+`down` stops the services first, then HBase (a cluster shutdown through the Admin API, ~10 s,
+instead of SIGTERM, which can take 30-40 s) and moto. moto keeps S3, SQS and DynamoDB in memory:
+after `down` (or a moto restart) they are empty, while HBase keeps its tables. Class-data archives
+of the HBase JVMs are cached beside the classpath file (jvm/hbase-runtime/target/cds/) and make
+every start after the first on a machine cheaper.
 
 A process is ours only while `/proc/<pid>/cmdline` equals the recorded command and its start time
 (in clock ticks since boot) equals the recorded one, so a reused pid is never signalled. Ports not
@@ -24,7 +31,8 @@ stack.json, so a warm `up` finds its HBase data under the same addresses.
 Why a Java step for the namespace: happybase speaks HBase's Thrift1 API, which has no namespace
 calls. `jvm/src/main/java/org/wideviews/admin/CreateNamespace.java` calls `Admin.createNamespace`;
 the stack runs it from the jvm/ jar when that is built, else straight from the source file with the
-JDK's single-file launcher, once per HBase root directory.
+JDK's single-file launcher: once per HBase root directory, and after every HMaster start, because it
+returns only once the master has finished initializing (Thrift lists tables well before DDL works).
 """
 
 from __future__ import annotations
