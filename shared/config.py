@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     hbase_heap_mb: int = 1024
     hbase_pool_size: int = 8
 
+    # Where the jvm/ tools are when not in this checkout (an EMR step ships the jar beside the job and
+    # uses the cluster's HBase jars): the jar's path and the dependency classpath, `:`-separated.
+    jvm_jar_path: Path | None = None
+    jvm_dependency_classpath: str | None = None
     # Run WriteHFiles/BulkLoad in one long-lived JVM per process instead of a JVM per call.
     jvm_tool_server: bool = True
 
@@ -124,7 +128,7 @@ class Settings(BaseSettings):
 
     @property
     def jvm_jar(self) -> Path:
-        return self.project_root / "jvm" / "target" / "wideviews-jvm.jar"
+        return self.jvm_jar_path or self.project_root / "jvm" / "target" / "wideviews-jvm.jar"
 
     @property
     def jvm_classpath_file(self) -> Path:

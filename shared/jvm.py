@@ -81,10 +81,11 @@ def java_command(settings: Settings, main_class: str, args: Sequence[str], *, he
     suits a JVM that mostly waits (BulkLoad): it starts in about half the time on a busy machine,
     but runs hot loops slower, so WriteHFiles goes without it.
     """
-    for built in (settings.jvm_jar, settings.jvm_classpath_file):
+    needed = [settings.jvm_jar] + ([] if settings.jvm_dependency_classpath else [settings.jvm_classpath_file])
+    for built in needed:
         if not built.is_file():
             raise FileNotFoundError(f"{built} is missing: build it with `mvn -q -B -f jvm/pom.xml package`")
-    dependencies = settings.jvm_classpath_file.read_text().strip()
+    dependencies = settings.jvm_dependency_classpath or settings.jvm_classpath_file.read_text().strip()
     classpath = os.pathsep.join([str(settings.jvm_jar), dependencies])
     tuning = QUICK_START if quick_start else ()
     return ["java", f"-Xmx{heap_mb}m", *tuning, *ADD_OPENS, LOG4J_CONFIG, "-cp", classpath, main_class, *args]

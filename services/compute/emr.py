@@ -35,7 +35,9 @@ def build_step(settings: Settings, dataset_id: str, version_id: str, chunk: int)
         "WIDEVIEWS_NAME_PREFIX": settings.name_prefix,
         "WIDEVIEWS_REGION": settings.region,
         "WIDEVIEWS_FEATURES_ROW_MAX_NNZ": str(settings.features_row_max_nnz),
-        "WIDEVIEWS_JVM_CLASSPATH": settings.emr_hbase_classpath,
+        # --jars puts the jar in the driver's working directory; HBase's jars are the cluster's own.
+        "WIDEVIEWS_JVM_JAR_PATH": "wideviews-jvm.jar",
+        "WIDEVIEWS_JVM_DEPENDENCY_CLASSPATH": settings.emr_hbase_classpath,
     }
     confs: list[str] = []
     for key, value in env.items():
