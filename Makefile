@@ -18,7 +18,7 @@ HBASE_CLASSPATH := jvm/hbase-runtime/target/classpath.txt
 JVM_JAR := jvm/target/wideviews-jvm.jar
 JVM_SOURCES := $(shell find jvm/src -type f 2>/dev/null)
 
-.PHONY: setup python jvm hbase-classpath compose-client test demo down
+.PHONY: setup python jvm hbase-classpath compose-client test demo down package-emr
 
 setup: python jvm hbase-classpath compose-client
 
@@ -76,3 +76,12 @@ demo: setup
 
 down:
 	@if [ -x $(WIDEVIEWS) ]; then $(WIDEVIEWS) stack down; else echo "no $(WIDEVIEWS): nothing to stop"; fi
+
+# What an EMR step needs under WIDEVIEWS_EMR_CODE_URI: the package zip (--py-files), the job script
+# and the jvm/ jar. Copy build/emr/* there (e.g. `aws s3 cp --recursive build/emr s3://…/code/`).
+package-emr: jvm
+	rm -rf build/emr && mkdir -p build/emr
+	$(PY) -c "import pathlib, zipfile; z = zipfile.ZipFile('build/emr/wideviews.zip', 'w', zipfile.ZIP_DEFLATED); [z.write(p) for d in ('shared', 'services') for p in sorted(pathlib.Path(d).rglob('*.py'))]; z.close()"
+	cp services/compute/spark_job.py build/emr/spark_job.py
+	cp $(JVM_JAR) build/emr/wideviews-jvm.jar
+	@ls -l build/emr

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     executor: Executor = "local"
     emr_cluster_id: str | None = None
     emr_poll_s: float = 10.0
-    # Where `make package-emr` puts wideviews.zip, spark_job.py and wideviews-jvm.jar for EMR steps.
+    # Where `make package-emr`'s build/emr/ (wideviews.zip, spark_job.py, wideviews-jvm.jar) is copied for EMR steps.
     emr_code_uri: str = "s3://wideviews-staging/code"
     # HBase jars on an EMR node, for the jvm/ writer the step runs.
     emr_hbase_classpath: str = "/usr/lib/hbase/lib/*:/usr/lib/hbase/*:/etc/hbase/conf"
