@@ -108,7 +108,8 @@ def compute_group_stats(
     implicit and explicit zeros are zeros). An empty group has count 0, nnz 0, sum 0 and NaN elsewhere;
     var is NaN below two cells (ddof=1). Raises `Permanent` on a NaN or infinite value, a group code
     outside [0, n_groups), or a length mismatch. Time O(nnz + n_features * n_groups) plus selection
-    where a quantile lands on a non-zero; memory beyond the chunk is one column's scratch.
+    where a quantile lands on a non-zero; memory beyond the chunk (and its CSC copy if it is not CSC)
+    is the 12 outputs and two buffers of n_cells values.
     """
     columns = _prepare_columns(chunk)
     return _compute_prepared(columns, group_codes, n_groups)
