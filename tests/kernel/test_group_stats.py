@@ -70,6 +70,8 @@ def chunks_with_groups(draw: st.DrawFn, max_cells: int = 40) -> ChunkCase:
     values = np.where(keep, values, 0).astype(dtype)
     if n_features > 1 and draw(st.booleans()):
         values[:, 0] = 0  # an all-zero column
+    if draw(st.booleans()):
+        values = np.abs(values)  # no negatives: the kernel's fused bucket path
     codes = draw(hnp.arrays(np.int64, n_cells, elements=st.integers(0, n_groups - 1)))
     fmt = draw(st.sampled_from(FORMATS))
     return ChunkCase(values=values, group_codes=codes, n_groups=n_groups, fmt=fmt)
@@ -264,6 +266,19 @@ def test_variance_survives_large_means(with_zeros: bool) -> None:
             assert np.abs(naive - exact).max() > 1e3 * np.abs(stats.var[:, g] - exact).max()
 
 
+def test_variance_falls_back_to_two_pass_when_the_shift_is_far_from_the_mean() -> None:
+    # The first cell is an outlier, so a variance shift taken from it sits far from the mean:
+    # sum of squares / centred sum is ~n, past the kernel's cancellation limit (1024).
+    rng = np.random.default_rng(13)
+    values = 5.0 + rng.normal(0, 1e-3, 20_000)
+    values[0] = 1e7
+    shifted = values - values[0]
+    assert (shifted**2).sum() / ((values - values.mean()) ** 2).sum() > 1024
+    for chunk in (values[:, None], sp.csc_array(values[:, None])):
+        stats = compute_group_stats(chunk, np.zeros(values.size, dtype=np.int64), 1)
+        np.testing.assert_allclose(stats.var[0, 0], exact_variance(values), rtol=1e-12)
+
+
 def exact_variance(values: np.ndarray) -> float:
     exact = [Fraction(float(v)) for v in values]
     mean = sum(exact) / len(exact)
@@ -275,6 +290,13 @@ def test_float32_input_is_summed_in_float64() -> None:
     dense = np.ones((2**24 + 1, 1), dtype=np.float32)
     stats = compute_group_stats(sp.csc_array(dense), np.zeros(dense.shape[0], dtype=np.int8), 1)
     assert stats.sum[0, 0] == 2**24 + 1
+
+
+def test_more_groups_than_a_byte_holds() -> None:
+    rng = np.random.default_rng(9)
+    dense = np.where(rng.random((2000, 3)) < 0.5, rng.lognormal(size=(2000, 3)), 0.0)
+    codes = rng.integers(0, 300, 2000)
+    assert_matches_pandas(compute_group_stats(sp.csc_array(dense), codes, 300), dense, codes, 300)
 
 
 def test_integer_chunk_is_computed_as_float64() -> None:
