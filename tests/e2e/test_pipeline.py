@@ -8,11 +8,13 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pandas as pd
 import pytest
 
 from cli.sample import sample_frames, write_upload_zip
+from shared.adapters.hbase import HBase
 from shared.config import Settings
 from tests.e2e.reference import Reference, assert_aggregates_match, cli, http_json, query_url, wait_for
 
@@ -172,3 +174,22 @@ def test_broken_upload_fails_with_reason_and_leaves_published_version_alone(stac
     assert after == before and after[1]["version"] == good
     status_out = json.loads(cli(stack, "status", dataset_id, "--json").stdout)["datasets"][0]
     assert status_out["current_version"] == good
+
+
+@pytest.mark.parametrize("bad_id", ["Upper-Case", "a:b", "a_b", "-leading", "x" * 64])
+def test_dataset_ids_that_would_escape_a_table_name_fail_with_a_reason(stack: Settings, tmp_path: Path, bad_id: str) -> None:
+    m, meta = sample_frames(50, 10, seed=5)
+    path = write_upload_zip(tmp_path / "ok.zip", m, meta)
+    key = f"uploads/{bad_id}/{uuid.uuid4().hex}.zip"
+    boto3.client("s3", **stack.aws_client_kwargs()).upload_file(str(path), stack.uploads_bucket, key)
+
+    def failed() -> dict | None:
+        out = json.loads(cli(stack, "status", "--json").stdout)["datasets"]
+        versions = [v for d in out for v in d["versions"] if v["upload_key"] == key]
+        return versions[0] if versions and versions[0]["state"] == "FAILED" else None
+
+    version = wait_for(failed, 120, f"the upload under {bad_id!r} to fail")
+    assert "dataset_id matching" in version["error"] and key in version["error"]
+    # No table was ever named after it.
+    tables = HBase(stack, size=1).list_tables()
+    assert not any(bad_id.lower() in t for t in tables if bad_id != "x" * 64)
