@@ -8,6 +8,7 @@ from pathlib import Path
 
 import boto3
 import happybase
+import numpy as np
 import pytest
 
 from services.loader.load import bulk_load_view_chunk, split_keys
@@ -48,7 +49,7 @@ def test_large_view_is_pre_split_and_loads_across_regions(stack: Settings) -> No
     s3 = boto3.client("s3", **settings.aws_client_kwargs())
     put_json(s3, settings.staging_bucket, plan_key(plan.dataset_id, plan.version_id), plan.model_dump(mode="json"))
     rows = [layout.feature_part_row(f, 0) for f in plan.features]
-    values = [layout.encode_feature_part([0], [float(i)]) for i in range(50)]
+    values = [layout.encode_feature_part(np.array([0], np.int32), np.array([float(i)])) for i in range(50)]
     with tempfile.TemporaryDirectory() as tmp:
         cells = Path(tmp) / "cells"
         jvm.write_cell_file(cells, rows, [b"v"] * 50, values)
