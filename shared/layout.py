@@ -130,18 +130,3 @@ def decode_json(value: bytes) -> Any:
     _check_header(value, b"J")
     return json.loads(value[2:])
 
-
-def decode_cell(value: bytes) -> Any:
-    """Decode any cell by its kind byte (for tools and verification)."""
-    kind = value[1:2]
-    decoders = {
-        b"S": decode_stats_vector,
-        b"F": decode_feature_part,
-        b"T": decode_text,
-        b"V": decode_vector,
-        b"I": decode_int,
-        b"J": decode_json,
-    }
-    if value[0:1] != _VERSION or kind not in decoders:
-        raise Permanent(f"unknown cell layout {value[:2]!r}")
-    return decoders[kind](value)

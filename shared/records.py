@@ -21,7 +21,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from shared.adapters.aws import aws_errors, error_code
 from shared.config import Settings
-from shared.errors import NotFound, Permanent
+from shared.errors import NotFound
 
 
 class State(StrEnum):
@@ -410,10 +410,4 @@ class Records:
             if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
-
-
-def require_state(record: VersionRecord, *states: State) -> None:
-    """Raise `Permanent` unless the version is in one of `states`."""
-    if record.state not in states:
-        raise Permanent(f"version {record.version_id} is {record.state.value}, expected {'/'.join(s.value for s in states)}")
 

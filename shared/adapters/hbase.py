@@ -154,15 +154,3 @@ class HBase:
             return rows, total % (1 << 64)
 
         return self._call("verify scan", verify)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            while True:
-                conn = self._pool._queue.get_nowait()  # noqa: SLF001 - happybase has no pool close
-                conn.close()
-
-
-def require_table(hbase: HBase, name: str) -> None:
-    """Raise `NotFound` unless the table exists."""
-    if not hbase.table_exists(name):
-        raise NotFound(f"table {name} does not exist")
