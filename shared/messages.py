@@ -81,10 +81,11 @@ class UploadEvent(BaseModel):
     event_time: str
 
     @property
-    def dataset_id(self) -> str | None:
-        """The dataset named by the key `uploads/<dataset_id>/<name>.zip`, or None if the key is off-format."""
-        match = re.fullmatch(r"uploads/([^/]+)/[^/]+\.zip", self.key)
-        return match.group(1) if match else None
+    def dataset_id(self) -> str:
+        """The key's second segment (`uploads/<dataset_id>/…`), unvalidated: the version record is filed
+        under it even when it is invalid, so the failure is visible in `wideviews status`."""
+        parts = self.key.split("/")
+        return (parts[1] if len(parts) >= 3 else self.key)[:200] or "(none)"
 
     @property
     def upload_order(self) -> str:

@@ -42,14 +42,12 @@ async def handle_upload(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
     Redelivery: the version id derives from the S3 object, so the same event finds the same version;
     once the plan is recorded the jobs are emitted again (compute is idempotent) and nothing is redone.
     """
-    raw_id = msg.key.split("/")[1] if msg.key.count("/") >= 2 else msg.key
     dataset_id = msg.dataset_id
     version_id = msg.version_id
-    record_id = (dataset_id or raw_id)[:200] or "(none)"
-    version, created = await deps.records.create_version(
-        VersionRecord(record_id, version_id, State.INGESTING, upload_key=msg.key, upload_order=msg.upload_order)
+    version, _ = await deps.records.create_version(
+        VersionRecord(dataset_id, version_id, State.INGESTING, upload_key=msg.key, upload_order=msg.upload_order)
     )
-    if dataset_id is None or not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
+    if not re.fullmatch(r"uploads/[^/]+/[^/]+\.zip", msg.key) or not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
         raise BadUpload(
             f"upload key {msg.key!r} must be uploads/<dataset_id>/<name>.zip with dataset_id matching {DATASET_ID_PATTERN}"
         )

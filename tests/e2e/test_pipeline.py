@@ -176,7 +176,7 @@ def test_broken_upload_fails_with_reason_and_leaves_published_version_alone(stac
     assert status_out["current_version"] == good
 
 
-@pytest.mark.parametrize("bad_id", ["Upper-Case", "a:b", "a_b", "-leading", "x" * 64])
+@pytest.mark.parametrize("bad_id", ["Upper-Case", "a:b", "a_b", "-leading", "x" * 64, "nested/deeper"])
 def test_dataset_ids_that_would_escape_a_table_name_fail_with_a_reason(stack: Settings, tmp_path: Path, bad_id: str) -> None:
     m, meta = sample_frames(50, 10, seed=5)
     path = write_upload_zip(tmp_path / "ok.zip", m, meta)
