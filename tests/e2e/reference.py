@@ -47,7 +47,9 @@ class Reference:
             "nnz": nonzero,
             "sum": g.sum(),
             "mean": g.mean(),
-            "var": g.var(ddof=1),
+            # Two-pass variance per group: pandas' grouped var loses ~7 digits on large means (a 1e9 +
+            # noise column), which the kernel must not, and numpy's two-pass does not.
+            "var": g.agg(lambda s: np.var(s.to_numpy(), ddof=1) if len(s) > 1 else np.nan),
             "min": g.min(),
             "max": g.max(),
             "median": g.median(),
