@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # HBase jars on an EMR node, for the jvm/ writer the step runs.
     emr_hbase_classpath: str = "/usr/lib/hbase/lib/*:/usr/lib/hbase/*:/etc/hbase/conf"
     chunk_features: int = 512
+    # Cores the local executor's kernel uses for one chunk (0: all); Spark tasks use one each.
+    compute_threads: int = Field(default=0, ge=0)
     chunk_memory_budget_bytes: int = 512 * 1024 * 1024
     # A transpose row holds at most this many non-zeros; more spill into `<feature>#<part>` rows.
     features_row_max_nnz: int = 262_144

@@ -92,7 +92,7 @@ def compute_chunk_views(s3: Any, settings: Settings, plan: VersionPlan, chunk: i
         raise Permanent(f"chunk {chunk} is out of range: version {plan.version_id} has {plan.n_chunks} chunks")
     matrix = load_chunk_matrix(s3, settings, plan, chunk)
     cells = read_cells(s3, settings, plan)
-    return chunk_view_cells(plan, chunk, matrix, cells, settings.features_row_max_nnz)
+    return chunk_view_cells(plan, chunk, matrix, cells, settings.features_row_max_nnz, settings.compute_threads)
 
 
 def run_chunk(s3: Any, settings: Settings, dataset_id: str, version_id: str, chunk: int) -> list[LoadChunk]:

@@ -19,14 +19,20 @@ materialises a zero:
 
 Cost: O(nnz) with no sort: the scatter, one pass per segment, and one or two more over a segment
 only when one of its quantiles lands on a non-zero. Memory: the chunk, the 12 output arrays and two buffers of
-one column's length (n_cells values). Single threaded by design: the job runs one chunk per core.
-Results are deterministic (fixed accumulation order, no fastmath): the same bits on every run and
-in every process.
+one column's length (n_cells values) per thread.
+
+Threads: each feature column is computed on its own, so `threads` > 1 splits the columns into that
+many contiguous ranges of about equal non-zeros, each run by the compiled code with the GIL released.
+The local executor uses every core for its one chunk; a Spark task uses one (Spark runs a task per
+core). Results are deterministic (fixed accumulation order, no fastmath, a column never split): the
+same bits on every run, in every process and for any number of threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +104,7 @@ class _Columns:
 
 
 def compute_group_stats(
-    chunk: np.ndarray | sp.spmatrix | sp.sparray, group_codes: np.ndarray, n_groups: int
+    chunk: np.ndarray | sp.spmatrix | sp.sparray, group_codes: np.ndarray, n_groups: int, *, threads: int = 1
 ) -> GroupStats:
     """Compute the 12 `STATS` for every (feature, group) of one cells x features chunk.
 
@@ -109,18 +115,23 @@ def compute_group_stats(
     var is NaN below two cells (ddof=1). Raises `Permanent` on a NaN or infinite value, a group code
     outside [0, n_groups), or a length mismatch. Time O(nnz + n_features * n_groups) plus selection
     where a quantile lands on a non-zero; memory beyond the chunk (and its CSC copy if it is not CSC)
-    is the 12 outputs and two buffers of n_cells values.
+    is the 12 outputs and two buffers of n_cells values per thread. `threads`: how many cores to use
+    (0: all of them); the result is the same, bit for bit, for any number.
     """
     columns = _prepare_columns(chunk)
-    return _compute_prepared(columns, group_codes, n_groups)
+    return _compute_prepared(columns, group_codes, n_groups, _thread_count(threads))
 
 
 def compute_grouping_stats(
-    chunk: np.ndarray | sp.spmatrix | sp.sparray, groupings: Mapping[str, tuple[np.ndarray, int]]
+    chunk: np.ndarray | sp.spmatrix | sp.sparray,
+    groupings: Mapping[str, tuple[np.ndarray, int]],
+    *,
+    threads: int = 1,
 ) -> dict[str, GroupStats]:
     """`compute_group_stats` for several groupings (name -> (group codes, n_groups)), converting once."""
     columns = _prepare_columns(chunk)
-    return {name: _compute_prepared(columns, codes, n) for name, (codes, n) in groupings.items()}
+    n_threads = _thread_count(threads)
+    return {name: _compute_prepared(columns, codes, n, n_threads) for name, (codes, n) in groupings.items()}
 
 
 def sparse_columns(chunk: np.ndarray | sp.spmatrix | sp.sparray) -> sp.csc_array:
@@ -236,7 +247,49 @@ def _value_range(values: np.ndarray) -> tuple[float, float]:
     return float(values.min()), float(values.max())
 
 
-def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int) -> GroupStats:
+def _thread_count(threads: int) -> int:
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: every core), got {threads}")
+    return threads or os.cpu_count() or 1
+
+
+def _column_ranges(weights: np.ndarray, n_threads: int) -> list[tuple[int, int]]:
+    """At most n_threads contiguous, non-empty column ranges of about equal total weight."""
+    n = weights.shape[0]
+    if n_threads <= 1 or n <= 1:
+        return [(0, n)]
+    cumulative = np.cumsum(weights, dtype=np.float64)
+    targets = cumulative[-1] * np.arange(1, n_threads) / n_threads
+    cuts = np.unique(np.concatenate(([0], np.searchsorted(cumulative, targets, side="right"), [n])))
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def _first_status(ranges: list[tuple[int, int]], run: Callable[[int, int], int]) -> int:
+    """Run `run(a, b)` for each column range, in threads if more than one; the first non-OK status
+    in column order (_UNSORTED before a column index), or _OK."""
+    if len(ranges) == 1:
+        statuses = [run(*ranges[0])]
+    else:
+        with ThreadPoolExecutor(len(ranges), thread_name_prefix="wideviews-kernel") as pool:
+            statuses = list(pool.map(lambda r: run(*r), ranges))
+    if _UNSORTED in statuses:
+        return _UNSORTED
+    return next((s for s in statuses if s != _OK), _OK)
+
+
+def _stats_of_csc(columns: _Columns, codes: np.ndarray, counts: np.ndarray, out: np.ndarray, n_threads: int) -> int:
+    value_low, value_high = _value_range(columns.vals)
+    ranges = _column_ranges(columns.ends - columns.starts + 1, n_threads)
+    return _first_status(
+        ranges,
+        lambda a, b: _stats_of_columns(
+            columns.starts[a:b], columns.ends[a:b], columns.rows, columns.vals, codes, counts, out, a,
+            value_low, value_high,
+        ),
+    )
+
+
+def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int, n_threads: int) -> GroupStats:
     codes = _validated_codes(group_codes, n_groups, columns.n_cells)
     counts = np.bincount(codes, minlength=n_groups).astype(np.int64)
     out = np.empty((len(STATS), columns.n_features, n_groups), dtype=np.float64)
@@ -244,15 +297,14 @@ def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int)
         dense = columns.dense
         value_low, value_high = _value_range(dense)
         block = max(1, min(columns.n_features, _DENSE_BLOCK_ELEMENTS // max(1, columns.n_cells)))
-        status = _stats_of_dense(
-            dense, dense.flags.f_contiguous, block, codes, counts, out, value_low, value_high
+        status = _first_status(
+            _column_ranges(np.ones(columns.n_features), n_threads),
+            lambda a, b: _stats_of_dense(
+                dense, dense.flags.f_contiguous, a, b, block, codes, counts, out, value_low, value_high
+            ),
         )
     else:
-        value_low, value_high = _value_range(columns.vals)
-        status = _stats_of_columns(
-            columns.starts, columns.ends, columns.rows, columns.vals, codes, counts, out, 0,
-            value_low, value_high,
-        )
+        status = _stats_of_csc(columns, codes, counts, out, n_threads)
         if status == _UNSORTED:
             # Unsorted or duplicated row indices: canonicalise a copy (duplicates summed) and rerun.
             csc = sp.csc_array(
@@ -261,11 +313,7 @@ def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int)
                 copy=True,
             )
             csc.sum_duplicates()
-            fixed = _csc_columns(csc)
-            value_low, value_high = _value_range(fixed.vals)
-            status = _stats_of_columns(
-                fixed.starts, fixed.ends, fixed.rows, fixed.vals, codes, counts, out, 0, value_low, value_high
-            )
+            status = _stats_of_csc(_csc_columns(csc), codes, counts, out, n_threads)
     if status >= 0:
         raise Permanent(
             f"chunk holds NaN or infinite values (feature column {status}); every value must be a finite number"
@@ -852,16 +900,16 @@ def _gather_dense_block(dense, f_order, j0, j1, ends, rows, vals):  # type: igno
 
 
 @numba.njit(cache=True, nogil=True)
-def _stats_of_dense(dense, f_order, block, codes, counts, out, value_low, value_high):  # type: ignore[no-untyped-def]
-    """`_stats_of_columns` over a dense chunk, gathered `block` columns at a time."""
-    n_cells, n_features = dense.shape
-    width = min(block, n_features)
+def _stats_of_dense(dense, f_order, first, stop, block, codes, counts, out, value_low, value_high):  # type: ignore[no-untyped-def]
+    """`_stats_of_columns` over columns first:stop of a dense chunk, gathered `block` columns at a time."""
+    n_cells = dense.shape[0]
+    width = max(1, min(block, stop - first))
     starts = np.arange(width) * n_cells
     ends = np.empty(width, dtype=np.int64)
     rows = np.empty(max(1, width * n_cells), dtype=np.int32)
     vals = np.empty(max(1, width * n_cells), dtype=dense.dtype)
-    for j0 in range(0, n_features, width):
-        j1 = min(n_features, j0 + width)
+    for j0 in range(first, stop, width):
+        j1 = min(stop, j0 + width)
         _gather_dense_block(dense, f_order, j0, j1, ends, rows, vals)
         status = _stats_of_columns(
             starts[: j1 - j0], ends[: j1 - j0], rows, vals, codes, counts, out, j0, value_low, value_high

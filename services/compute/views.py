@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from services.compute.kernel import compute_group_stats, sparse_columns
 from shared import layout
 from shared.adapters.hbase import cell_checksum, combine_checksums
+from shared.errors import Permanent
 from shared.stats import STATS
 from shared.staging import VersionPlan
 
@@ -52,15 +54,20 @@ def group_codes(cells: pa.Table, plan: VersionPlan) -> list[np.ndarray]:
     """Per grouping, each cell's group index in the plan's group order."""
     codes = []
     for grouping in plan.groupings:
-        lookup = {name: i for i, name in enumerate(grouping.groups)}
-        values = cells.column(grouping.name).to_pylist()
-        codes.append(np.fromiter((lookup[v] for v in values), dtype=np.int32, count=len(values)))
+        column = cells.column(grouping.name).cast(pa.string())
+        index = pc.index_in(column, value_set=pa.array(grouping.groups, type=pa.string()))
+        if index.null_count:
+            missing = pc.filter(column, pc.is_null(index))[0].as_py()
+            raise Permanent(f"grouping {grouping.name!r}: cell value {missing!r} is not one of the plan's groups")
+        codes.append(index.to_numpy(zero_copy_only=False).astype(np.int32))
     return codes
 
 
-def stats_view_cells(view: str, features: list[str], chunk: sp.csc_array | np.ndarray, codes: np.ndarray, n_groups: int) -> ViewCells:
+def stats_view_cells(
+    view: str, features: list[str], chunk: sp.csc_array | np.ndarray, codes: np.ndarray, n_groups: int, threads: int = 1
+) -> ViewCells:
     """Rows = feature, qualifiers = the 12 stat names, values = a stats vector over the groups."""
-    stats = compute_group_stats(chunk, codes, n_groups)
+    stats = compute_group_stats(chunk, codes, n_groups, threads=threads)
     cells = []
     qualifiers = [s.encode() for s in STATS]
     for f, feature in enumerate(features):
@@ -129,13 +136,15 @@ def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
     return ViewCells.from_unsorted("catalog", out)
 
 
-def chunk_view_cells(plan: VersionPlan, chunk: int, matrix: sp.csc_array, cells: pa.Table, max_nnz: int) -> list[ViewCells]:
-    """Every view's cells for one chunk (the whole compute job, minus I/O)."""
+def chunk_view_cells(
+    plan: VersionPlan, chunk: int, matrix: sp.csc_array, cells: pa.Table, max_nnz: int, threads: int = 1
+) -> list[ViewCells]:
+    """Every view's cells for one chunk (the whole compute job, minus I/O); the kernel on `threads` cores."""
     start, end = plan.chunks[chunk]
     features = plan.features[start:end]
     codes = group_codes(cells, plan)
     out = [
-        stats_view_cells(g.view, features, matrix, code, len(g.groups))
+        stats_view_cells(g.view, features, matrix, code, len(g.groups), threads)
         for g, code in zip(plan.groupings, codes)
     ]
     out.append(features_view_cells(features, matrix, max_nnz))

@@ -352,6 +352,31 @@ def test_results_are_identical_across_runs_and_processes() -> None:
     assert other.stdout.strip() == namespace["RESULT"]
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=chunks_with_groups(max_cells=200), threads=st.sampled_from([2, 3, 7]))
+def test_threads_give_the_same_bits_and_match_pandas(case: ChunkCase, threads: int) -> None:
+    one = compute_group_stats(case.chunk(), case.group_codes, n_groups=case.n_groups)
+    many = compute_group_stats(case.chunk(), case.group_codes, n_groups=case.n_groups, threads=threads)
+    for stat in STATS:
+        assert one.values[stat].tobytes() == many.values[stat].tobytes(), stat
+    assert_matches_pandas(many, case.values, case.group_codes, case.n_groups)
+
+
+@pytest.mark.parametrize("fmt", ["dense_c", "dense_f", "csc"])
+def test_threads_split_columns_of_uneven_density(fmt: str) -> None:
+    # one dense column among very sparse ones: ranges are cut by non-zeros, every column still computed
+    rng = np.random.default_rng(11)
+    values = np.where(rng.random((2000, 9)) < 0.01, rng.lognormal(size=(2000, 9)), 0.0)
+    values[:, 4] = rng.normal(3.0, 1.0, 2000)
+    codes = rng.integers(0, 5, 2000)
+    stats = compute_group_stats(as_format(values, fmt), codes, n_groups=5, threads=0)
+    assert_matches_pandas(stats, values, codes, 5)
+    bad = values.copy()
+    bad[7, 8] = np.nan  # in the last range: still reported, naming its column
+    with pytest.raises(Permanent, match="feature column 8"):
+        compute_group_stats(as_format(bad, fmt), codes, n_groups=5, threads=4)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sparse_columns_is_canonical_csc(fmt: str, dtype: type) -> None:
