@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import re
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -74,13 +75,24 @@ class HBase:
 
     def __init__(self, settings: Settings, *, size: int | None = None, timeout_ms: int = 60_000) -> None:
         self.settings = settings
-        self._pool = happybase.ConnectionPool(
-            size or settings.hbase_pool_size,
-            host=settings.hbase_thrift_host,
-            port=settings.hbase_thrift_port,
-            timeout=timeout_ms,
-            autoconnect=False,
-        )
+        self._size = size or settings.hbase_pool_size
+        self._timeout_ms = timeout_ms
+        # Made on first use: happybase's pool connects once when it is built, and a service may start
+        # (and must stay up) while HBase is still starting or down.
+        self._pool: happybase.ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+
+    def _connections(self) -> happybase.ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = happybase.ConnectionPool(
+                    self._size,
+                    host=self.settings.hbase_thrift_host,
+                    port=self.settings.hbase_thrift_port,
+                    timeout=self._timeout_ms,
+                    autoconnect=False,
+                )
+            return self._pool
 
     def _call(self, action: str, fn: Callable[[happybase.Connection], T]) -> T:
         """Run `fn` on a pooled connection; once more on a fresh one if the first was dead.
@@ -90,7 +102,7 @@ class HBase:
         """
         for attempt in (0, 1):
             try:
-                with hbase_errors(action), self._pool.connection() as conn:
+                with hbase_errors(action), self._connections().connection() as conn:
                     return fn(conn)
             except Transient:
                 if attempt:

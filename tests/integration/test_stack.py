@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import socketserver
+import threading
 import subprocess
 import sys
 import time
@@ -21,7 +24,9 @@ import happybase
 import pytest
 
 from cli import stack as local_stack
+from shared.adapters.hbase import HBase
 from shared.config import QUEUE_ROLES, Settings
+from shared.errors import Transient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,6 +92,48 @@ def _drain_s3_events(settings: Settings, queue_url: str, wanted_key: str, timeou
         if any(unquote_plus(r["s3"]["object"]["key"]) == wanted_key for r in records):
             return records
     raise AssertionError(f"no S3 event for {wanted_key} within {timeout_s} s; saw {records}")
+
+
+class _Forward(socketserver.BaseRequestHandler):
+    """Pipe one client connection to the port in the server's `target`, both ways."""
+
+    def handle(self) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.server.target), timeout=30)  # type: ignore[attr-defined]
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        back = threading.Thread(target=pipe, args=(upstream, self.request), daemon=True)
+        back.start()
+        pipe(self.request, upstream)
+        back.join(30)
+
+
+def test_hbase_client_made_while_thrift_is_down_connects_once_it_answers(stack: Settings) -> None:
+    # Services start while HBase is still starting (stack up overlaps them): making the client must
+    # not need Thrift, a call before it answers is Transient, and a later call connects.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hbase = HBase(stack.model_copy(update={"hbase_thrift_port": port}), size=2)
+    with pytest.raises(Transient, match="unreachable"):
+        hbase.list_tables()
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    with socketserver.ThreadingTCPServer(("127.0.0.1", port), _Forward) as gateway:
+        gateway.daemon_threads = True
+        gateway.target = stack.hbase_thrift_port  # type: ignore[attr-defined]
+        threading.Thread(target=gateway.serve_forever, daemon=True).start()
+        try:
+            tables = hbase.list_tables()
+            assert sorted(tables) == sorted(HBase(stack).list_tables())
+        finally:
+            gateway.shutdown()
 
 
 def test_zip_under_uploads_arrives_as_s3_event_on_ingest_queue_and_other_keys_do_not(stack: Settings) -> None:
