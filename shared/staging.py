@@ -23,7 +23,7 @@ from shared.adapters.s3 import get_bytes, get_json
 from shared.config import Settings
 
 CHUNK_VIEWS_ALWAYS = ("features", "catalog")
-ONCE_VIEWS = ("cells",)
+SPLIT_VIEWS = ("cells",)  # written in shares by the chunks' jobs (see VersionPlan.cell_range)
 
 
 def version_prefix(dataset_id: str, version_id: str) -> str:
@@ -88,6 +88,9 @@ class VersionPlan(BaseModel):
     description: str = ""
     # HBase cell timestamp of every value of the version: a recomputed chunk rewrites identical keys.
     timestamp_ms: int
+    # True: each chunk's job writes an equal share of the cells view (memory bounded by the chunk);
+    # False (plans staged before this field): chunk 0 writes all of it.
+    cells_split: bool = False
 
     @property
     def n_chunks(self) -> int:
@@ -95,12 +98,21 @@ class VersionPlan(BaseModel):
 
     @property
     def views(self) -> list[str]:
-        return [g.view for g in self.groupings] + list(CHUNK_VIEWS_ALWAYS) + list(ONCE_VIEWS)
+        return [g.view for g in self.groupings] + list(CHUNK_VIEWS_ALWAYS) + list(SPLIT_VIEWS)
+
+    def cell_range(self, chunk: int) -> tuple[int, int]:
+        """The cells (by position) whose rows of the cells view this chunk's job writes: [start, end)."""
+        if not self.cells_split:
+            return (0, self.n_cells) if chunk == 0 else (0, 0)
+        return chunk * self.n_cells // self.n_chunks, (chunk + 1) * self.n_cells // self.n_chunks
 
     def chunk_views(self, chunk: int) -> list[str]:
-        """The views one chunk's job produces (chunk 0 also writes the cells view)."""
+        """The views one chunk's job produces: the stats views, the transpose, the catalog, and the
+        cells view when the chunk has a share of it."""
         views = [g.view for g in self.groupings] + list(CHUNK_VIEWS_ALWAYS)
-        return views + (list(ONCE_VIEWS) if chunk == 0 else [])
+        start, end = self.cell_range(chunk)
+        shares_cells = end > start if self.cells_split else chunk == 0
+        return views + (list(SPLIT_VIEWS) if shares_cells else [])
 
     def expected_keys(self) -> set[str]:
         """Every `chunk:view` the loader must finish before the version can be published."""

@@ -112,8 +112,8 @@ def compute_chunk_views_spark(s3: Any, settings: Settings, plan: VersionPlan, ch
     views = [ViewCells.from_unsorted(g.view, by_view.get(g.view, [])) for g in plan.groupings]
     views.append(ViewCells.from_unsorted("features", by_view.get("features", [])))
     views.append(catalog_view_cells(plan, chunk))
-    if chunk == 0:
-        views.append(cells_view_cells(plan, cells_table))
+    if "cells" in plan.chunk_views(chunk):
+        views.append(cells_view_cells(plan, cells_table, *plan.cell_range(chunk)))
     return views
 
 

@@ -94,8 +94,11 @@ def features_view_cells(features: list[str], chunk: sp.csc_array | np.ndarray, m
     return ViewCells.from_unsorted("features", cells)
 
 
-def cells_view_cells(plan: VersionPlan, cells: pa.Table) -> ViewCells:
-    """Rows = cell id: its position, grouping values, embedding coordinates and numeric metadata."""
+def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: int | None = None) -> ViewCells:
+    """Rows = cell id: its position, grouping values, embedding coordinates and numeric metadata; for
+    the cells at positions [start, end) only (the share of one chunk's job)."""
+    end = cells.num_rows if end is None else end
+    cells = cells.slice(start, end - start)
     ids = cells.column("cell_id").to_pylist()
     text = {g.name: cells.column(g.name).to_pylist() for g in plan.groupings}
     numeric = {c: cells.column(c).to_numpy() for c in plan.numeric_columns}
@@ -103,7 +106,7 @@ def cells_view_cells(plan: VersionPlan, cells: pa.Table) -> ViewCells:
     out = []
     for i, cell_id in enumerate(ids):
         row = cell_id.encode()
-        out.append((row, b"pos", layout.encode_int(i)))
+        out.append((row, b"pos", layout.encode_int(start + i)))
         for name, values in text.items():
             out.append((row, b"g:" + name.encode(), layout.encode_text(values[i])))
         if emb is not None and plan.embedding is not None:
@@ -149,6 +152,6 @@ def chunk_view_cells(
     ]
     out.append(features_view_cells(features, matrix, max_nnz))
     out.append(catalog_view_cells(plan, chunk))
-    if chunk == 0:
-        out.append(cells_view_cells(plan, cells))
+    if "cells" in plan.chunk_views(chunk):
+        out.append(cells_view_cells(plan, cells, *plan.cell_range(chunk)))
     return out

@@ -461,6 +461,7 @@ def ingest_upload(reader: io.RawIOBase, upload_key: str, s3: Any, settings: Sett
         title=str(manifest.get("title", "")),
         description=str(manifest.get("description", "")),
         timestamp_ms=int(time.time() * 1000),
+        cells_split=True,
     )
     put_json(s3, settings.staging_bucket, plan_key(dataset_id, version_id), plan.model_dump(mode="json"))
     return plan

@@ -81,13 +81,15 @@ def test_upload_is_published_and_every_stat_matches_pandas(stack: Settings, tmp_
         np.testing.assert_array_equal(np.array(body["values"], dtype=np.float64), column[expected_idx])
         assert body["n_cells"] == len(column)
 
-    # A cell's metadata and embedding come back as uploaded.
-    cell_id = ref.matrix.index[7]
-    status, body = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/cells/{cell_id}"))
-    assert status == 200
-    assert body["position"] == 7
-    assert body["metadata"]["cell_type"] == ref.metadata.loc[cell_id, "cell_type"]
-    assert body["embedding"]["umap"] == pytest.approx([ref.metadata.loc[cell_id, "umap_1"], ref.metadata.loc[cell_id, "umap_2"]])
+    # Every cell's position, metadata and embedding come back as uploaded (the cells view is written
+    # in shares by the chunks' jobs: every share must be there, at the right position).
+    for position, cell_id in enumerate(ref.matrix.index):
+        status, body = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/cells/{cell_id}"))
+        assert status == 200, (cell_id, body)
+        assert body["position"] == position
+        for grouping in ("cell_type", "donor", "region"):
+            assert body["metadata"][grouping] == ref.metadata.loc[cell_id, grouping]
+        assert body["embedding"]["umap"] == pytest.approx([ref.metadata.loc[cell_id, "umap_1"], ref.metadata.loc[cell_id, "umap_2"]])
 
     # Errors are JSON with a message and the right status.
     assert http_json(query_url(stack, f"/v1/datasets/{dataset_id}/aggregates", grouping="cell_type", features="NOPE"))[0] == 404
