@@ -34,6 +34,7 @@ from shared.config import Settings
 from shared.errors import Permanent
 from shared.staging import read_plan
 from tests.e2e.reference import Reference, assert_version_matches, cli, http_json, query_url, wait_for
+from tests.tcp import pipe
 
 pytestmark = pytest.mark.stack
 WORKERS = ("ingest", "compute", "loader", "publisher")
@@ -168,21 +169,8 @@ class CuttableProxy:
                 continue
             self.connections += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
         self.listener.close()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
 
     def cut_off(self) -> None:
         self.cut.set()

@@ -27,6 +27,7 @@ from cli import stack as local_stack
 from shared.adapters.hbase import HBase
 from shared.config import QUEUE_ROLES, Settings
 from shared.errors import Transient
+from tests.tcp import pipe
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,16 +100,6 @@ class _Forward(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.server.target), timeout=30)  # type: ignore[attr-defined]
-
-        def pipe(src: socket.socket, dst: socket.socket) -> None:
-            try:
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
         back = threading.Thread(target=pipe, args=(upstream, self.request), daemon=True)
         back.start()
         pipe(self.request, upstream)
