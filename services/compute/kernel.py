@@ -14,7 +14,7 @@ materialises a zero:
    positives], so a rank among the zeros is 0 at no cost. Only ranks on a non-zero need values:
    the segment's values are counted into equal-width value buckets, one more pass copies out just
    the buckets holding the wanted ranks, and a branch-free quickselect (ties split off in one pass)
-   finishes. When the chunk has no negatives the ranks are known before step 2, which then counts
+   finishes. When the column has no negatives the ranks are known before step 2, which then counts
    the buckets itself and leaves min and max to the selection (ranks 0 and nnz - 1).
 
 Cost: O(nnz) with no sort: the scatter, one pass per segment, and one or two more over a segment
@@ -240,13 +240,6 @@ def _validated_codes(group_codes: np.ndarray, n_groups: int, n_cells: int) -> np
     return codes.astype(np.uint8 if n_groups <= 256 else np.int32, copy=False)
 
 
-def _value_range(values: np.ndarray) -> tuple[float, float]:
-    """Min and max of the stored values (NaN if there are none or one is NaN): the bucket range."""
-    if values.size == 0:
-        return np.nan, np.nan
-    return float(values.min()), float(values.max())
-
-
 def _thread_count(threads: int) -> int:
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: every core), got {threads}")
@@ -278,13 +271,11 @@ def _first_status(ranges: list[tuple[int, int]], run: Callable[[int, int], int])
 
 
 def _stats_of_csc(columns: _Columns, codes: np.ndarray, counts: np.ndarray, out: np.ndarray, n_threads: int) -> int:
-    value_low, value_high = _value_range(columns.vals)
     ranges = _column_ranges(columns.ends - columns.starts + 1, n_threads)
     return _first_status(
         ranges,
         lambda a, b: _stats_of_columns(
-            columns.starts[a:b], columns.ends[a:b], columns.rows, columns.vals, codes, counts, out, a,
-            value_low, value_high,
+            columns.starts[a:b], columns.ends[a:b], columns.rows, columns.vals, codes, counts, out, a
         ),
     )
 
@@ -295,12 +286,11 @@ def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int,
     out = np.empty((len(STATS), columns.n_features, n_groups), dtype=np.float64)
     if columns.dense is not None:
         dense = columns.dense
-        value_low, value_high = _value_range(dense)
         block = max(1, min(columns.n_features, _DENSE_BLOCK_ELEMENTS // max(1, columns.n_cells)))
         status = _first_status(
             _column_ranges(np.ones(columns.n_features), n_threads),
             lambda a, b: _stats_of_dense(
-                dense, dense.flags.f_contiguous, a, b, block, codes, counts, out, value_low, value_high
+                dense, dense.flags.f_contiguous, a, b, block, codes, counts, out
             ),
         )
     else:
@@ -648,10 +638,11 @@ def _group_value_at_rank(r, n_neg, n_zero, nz_ranks, rank_values, n_ranks) -> fl
 
 
 @numba.njit(cache=True, nogil=True)
-def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_low, value_high):  # type: ignore[no-untyped-def]
+def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # type: ignore[no-untyped-def]
     """Fill out[:, col0 + c, :] for each column c; returns _OK, _UNSORTED or the column of a NaN/inf.
 
-    value_low, value_high: min and max of vals (NaN if unknown), the range of the selection buckets.
+    A column's own value range (found during its scatter) spans its selection buckets, so a column
+    depends on nothing but itself: the same bits however the columns are split among threads.
     """
     n_groups = counts.shape[0]
     n_columns = starts.shape[0]
@@ -675,10 +666,6 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
             q_lower[g, qi], q_weight[g, qi] = _quantile_position(counts[g], 0.25 * (qi + 1))
         q_top[g] = q_lower[g, 2] + (1 if q_weight[g, 2] > 0.0 else 0)
     hist = np.empty(_MAX_BUCKETS, dtype=np.int64)
-    # Without negatives in the chunk every group's quantile ranks are known before its pass, so the
-    # pass can count its values into the selection buckets too (saving a pass over the segment).
-    value_span = value_high - value_low
-    bucket_ready = value_low >= 0 and value_span > 0 and np.isfinite(value_span)
     work = (
         hist,
         target_of,
@@ -699,19 +686,31 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, value_
         cursor[:] = base
         # Scatter the column's values into their group's segment; an explicit zero is written but
         # not kept (the next value of its group overwrites it), so no branch is taken per value.
+        # The column's value range comes along (register compares; a NaN never wins one): the
+        # range of its selection buckets.
         previous_row = -1
         unsorted = False
+        value_low = np.inf
+        value_high = -np.inf
         for k in range(start, end):
             row = rows[_u(k)]
             unsorted |= row <= previous_row
             previous_row = row
             v = vals[_u(k)]
+            if v < value_low:
+                value_low = v
+            if v > value_high:
+                value_high = v
             g = codes[_u(row)]
             position = cursor[g]
             seg[_u(position)] = v
             cursor[g] = position + (v != 0)
         if unsorted:
             return _UNSORTED
+        # Without negatives in the column every group's quantile ranks are known before its pass, so
+        # the pass can count its values into the selection buckets too (saving a pass over the segment).
+        value_span = value_high - value_low
+        bucket_ready = value_low >= 0 and value_span > 0 and np.isfinite(value_span)
 
         for g in range(n_groups):
             n = counts[g]
@@ -900,7 +899,7 @@ def _gather_dense_block(dense, f_order, j0, j1, ends, rows, vals):  # type: igno
 
 
 @numba.njit(cache=True, nogil=True)
-def _stats_of_dense(dense, f_order, first, stop, block, codes, counts, out, value_low, value_high):  # type: ignore[no-untyped-def]
+def _stats_of_dense(dense, f_order, first, stop, block, codes, counts, out):  # type: ignore[no-untyped-def]
     """`_stats_of_columns` over columns first:stop of a dense chunk, gathered `block` columns at a time."""
     n_cells = dense.shape[0]
     width = max(1, min(block, stop - first))
@@ -912,7 +911,7 @@ def _stats_of_dense(dense, f_order, first, stop, block, codes, counts, out, valu
         j1 = min(stop, j0 + width)
         _gather_dense_block(dense, f_order, j0, j1, ends, rows, vals)
         status = _stats_of_columns(
-            starts[: j1 - j0], ends[: j1 - j0], rows, vals, codes, counts, out, j0, value_low, value_high
+            starts[: j1 - j0], ends[: j1 - j0], rows, vals, codes, counts, out, j0
         )
         if status != _OK:
             return status
