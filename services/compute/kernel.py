@@ -686,17 +686,19 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
         cursor[:] = base
         # Scatter the column's values into their group's segment; an explicit zero is written but
         # not kept (the next value of its group overwrites it), so no branch is taken per value.
-        # The column's value range comes along (register compares; a NaN never wins one): the
-        # range of its selection buckets.
+        # The column's value range comes along (register compares): the range of its selection
+        # buckets. A NaN wins no compare, so it is noted apart.
         previous_row = -1
         unsorted = False
         value_low = np.inf
         value_high = -np.inf
+        has_nan = False
         for k in range(start, end):
             row = rows[_u(k)]
             unsorted |= row <= previous_row
             previous_row = row
             v = vals[_u(k)]
+            has_nan |= v != v
             if v < value_low:
                 value_low = v
             if v > value_high:
@@ -710,7 +712,8 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
         # Without negatives in the column every group's quantile ranks are known before its pass, so
         # the pass can count its values into the selection buckets too (saving a pass over the segment).
         value_span = value_high - value_low
-        bucket_ready = value_low >= 0 and value_span > 0 and np.isfinite(value_span)
+        # (a NaN or inf column takes the plain pass, whose sums turn non-finite and report it)
+        bucket_ready = value_low >= 0 and value_span > 0 and np.isfinite(value_span) and not has_nan
 
         for g in range(n_groups):
             n = counts[g]

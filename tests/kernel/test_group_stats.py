@@ -224,6 +224,19 @@ def test_nan_and_inf_are_rejected(fmt: str, bad: float) -> None:
         sparse_columns(as_format(dense, fmt))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nan_or_inf_among_many_positive_values_is_reported_by_column(bad: float, threads: int) -> None:
+    # long non-negative columns whose quartiles land on non-zeros: the path that buckets values
+    rng = np.random.default_rng(5)
+    dense = rng.lognormal(size=(600, 4))
+    dense[rng.random((600, 4)) < 0.3] = 0.0
+    dense[417, 3] = bad
+    for fmt in ("csc", "dense_f"):
+        with pytest.raises(Permanent, match="feature column 3"):
+            compute_group_stats(as_format(dense, fmt), rng.integers(0, 2, 600), 2, threads=threads)
+
+
 @pytest.mark.parametrize(
     ("codes", "n_groups", "message"),
     [
