@@ -509,13 +509,15 @@ def _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _segment_moments_bucketed(seg, s0, s1, shift, bucket_low, scale, last, hist):  # type: ignore[no-untyped-def]
-    """Sums of (x - shift) and (x - shift)^2 over seg[s0:s1] (no negatives), counting each value
-    into hist[int((x - bucket_low) * scale) capped at last] on the way.
+def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist):  # type: ignore[no-untyped-def]
+    """One pass over seg[s0:s1]: the sums of (x - shift) and (x - shift)^2 (four fixed lanes, so the
+    order and the bits are fixed), and either (bucketed) each value counted into
+    hist[int((x - bucket_low) * scale) capped at last], or its min, max and negatives.
 
-    Min and max are left to the rank selection (ranks 0 and m - 1): no compares here. The order of
-    the sums is that of the inline pass in `_stats_of_columns`, so both give the same bits. A
-    non-finite value lands in a capped bucket (memory safe) and shows in the sums.
+    Returns (sum of deviations, sum of squares, min, max, negatives); bucketed, min and max are left
+    to the rank selection (ranks 0 and m - 1: inf, -inf) and negatives is 0 (the caller buckets only
+    columns without any). A non-finite value lands in a capped bucket (memory safe) and shows in the
+    sums.
     """
     dev0 = 0.0
     dev1 = 0.0
@@ -525,6 +527,9 @@ def _segment_moments_bucketed(seg, s0, s1, shift, bucket_low, scale, last, hist)
     sq1 = 0.0
     sq2 = 0.0
     sq3 = 0.0
+    low = np.inf
+    high = -np.inf
+    n_neg = 0
     cap = np.uint64(last)
     i = s0
     while i + 4 <= s1:
@@ -544,25 +549,52 @@ def _segment_moments_bucketed(seg, s0, s1, shift, bucket_low, scale, last, hist)
         sq1 += d1 * d1
         sq2 += d2 * d2
         sq3 += d3 * d3
-        # unsigned: one compare caps a too-large bucket and a negative one (a NaN's) alike
-        b0 = _u(np.int64((x0 - bucket_low) * scale))
-        b1 = _u(np.int64((x1 - bucket_low) * scale))
-        b2 = _u(np.int64((x2 - bucket_low) * scale))
-        b3 = _u(np.int64((x3 - bucket_low) * scale))
-        hist[b0 if b0 <= cap else cap] += 1
-        hist[b1 if b1 <= cap else cap] += 1
-        hist[b2 if b2 <= cap else cap] += 1
-        hist[b3 if b3 <= cap else cap] += 1
+        if bucketed:
+            # unsigned: one compare caps a too-large bucket and a negative one (a NaN's) alike
+            b0 = _u(np.int64((x0 - bucket_low) * scale))
+            b1 = _u(np.int64((x1 - bucket_low) * scale))
+            b2 = _u(np.int64((x2 - bucket_low) * scale))
+            b3 = _u(np.int64((x3 - bucket_low) * scale))
+            hist[b0 if b0 <= cap else cap] += 1
+            hist[b1 if b1 <= cap else cap] += 1
+            hist[b2 if b2 <= cap else cap] += 1
+            hist[b3 if b3 <= cap else cap] += 1
+        else:
+            # plain compares: numba's min()/max() builtins compile to far slower code
+            if x0 < low:
+                low = x0
+            if x1 < low:
+                low = x1
+            if x2 < low:
+                low = x2
+            if x3 < low:
+                low = x3
+            if x0 > high:
+                high = x0
+            if x1 > high:
+                high = x1
+            if x2 > high:
+                high = x2
+            if x3 > high:
+                high = x3
+            n_neg += (x0 < 0) + (x1 < 0) + (x2 < 0) + (x3 < 0)
         i += 4
     while i < s1:
         x0 = np.float64(seg[_u(i)])
         d0 = x0 - shift
         dev0 += d0
         sq0 += d0 * d0
-        b0 = _u(np.int64((x0 - bucket_low) * scale))
-        hist[b0 if b0 <= cap else cap] += 1
+        if bucketed:
+            b0 = _u(np.int64((x0 - bucket_low) * scale))
+            hist[b0 if b0 <= cap else cap] += 1
+        else:
+            if x0 < low:
+                low = x0
+            if x0 > high:
+                high = x0
+            n_neg += x0 < 0
         i += 1
-    return (dev0 + dev1) + (dev2 + dev3), (sq0 + sq1) + (sq2 + sq3)
+    return (dev0 + dev1) + (dev2 + dev3), (sq0 + sq1) + (sq2 + sq3), low, high, n_neg
 
 
 @numba.njit(cache=True, nogil=True)
@@ -733,85 +765,20 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
             # first non-zero: either keeps the sums close to the mean for typical data, and the
             # cancellation check below falls back to an exact two-pass variance when they are not.
             shift = 0.0 if 2 * nz <= n else np.float64(seg[s0])
-            bucketed = False
             scale = 1.0
             last = 0
-            low = 0.0
-            high = 0.0
             # without negatives a quantile lands on a non-zero iff the highest rank asked (q3's upper)
             # lies past the zeros
-            if bucket_ready and nz > _SMALL_RANGE and q_top[g] >= n - nz:
-                n_ranks = _nonzero_ranks(n, nz, 0, q_lower[g], q_weight[g], True, nz_ranks)
+            bucketed = bucket_ready and nz > _SMALL_RANGE and q_top[g] >= n - nz
+            if bucketed:
                 n_buckets = min(_MAX_BUCKETS, max(16, nz >> 2))
                 last = n_buckets - 1
                 scale = n_buckets / value_span
                 hist[:n_buckets] = 0
-                dev_nz, sq_nz = _segment_moments_bucketed(seg, s0, s1, shift, value_low, scale, last, hist)
-                n_neg = 0
-                bucketed = True
-            if not bucketed:
-                dev0 = 0.0
-                dev1 = 0.0
-                dev2 = 0.0
-                dev3 = 0.0
-                sq0 = 0.0
-                sq1 = 0.0
-                sq2 = 0.0
-                sq3 = 0.0
-                low = np.inf
-                high = -np.inf
-                n_neg = 0
-                i = s0
-                while i + 4 <= s1:
-                    x0 = np.float64(seg[_u(i)])
-                    x1 = np.float64(seg[_u(i + 1)])
-                    x2 = np.float64(seg[_u(i + 2)])
-                    x3 = np.float64(seg[_u(i + 3)])
-                    d0 = x0 - shift
-                    d1 = x1 - shift
-                    d2 = x2 - shift
-                    d3 = x3 - shift
-                    dev0 += d0
-                    dev1 += d1
-                    dev2 += d2
-                    dev3 += d3
-                    sq0 += d0 * d0
-                    sq1 += d1 * d1
-                    sq2 += d2 * d2
-                    sq3 += d3 * d3
-                    # plain compares: numba's min()/max() builtins compile to far slower code
-                    if x0 < low:
-                        low = x0
-                    if x1 < low:
-                        low = x1
-                    if x2 < low:
-                        low = x2
-                    if x3 < low:
-                        low = x3
-                    if x0 > high:
-                        high = x0
-                    if x1 > high:
-                        high = x1
-                    if x2 > high:
-                        high = x2
-                    if x3 > high:
-                        high = x3
-                    n_neg += (x0 < 0) + (x1 < 0) + (x2 < 0) + (x3 < 0)
-                    i += 4
-                while i < s1:
-                    x0 = np.float64(seg[_u(i)])
-                    d0 = x0 - shift
-                    dev0 += d0
-                    sq0 += d0 * d0
-                    if x0 < low:
-                        low = x0
-                    if x0 > high:
-                        high = x0
-                    n_neg += x0 < 0
-                    i += 1
-                dev_nz = (dev0 + dev1) + (dev2 + dev3)
-                sq_nz = (sq0 + sq1) + (sq2 + sq3)
-                n_ranks = _nonzero_ranks(n, nz, n_neg, q_lower[g], q_weight[g], False, nz_ranks)
+            dev_nz, sq_nz, low, high, n_neg = _segment_moments(
+                seg, s0, s1, shift, bucketed, value_low, scale, last, hist
+            )
+            n_ranks = _nonzero_ranks(n, nz, n_neg, q_lower[g], q_weight[g], bucketed, nz_ranks)
             # with shift 0 (the usual sparse case) this is the plain float64 sum of the values
             total = dev_nz + nz * shift
             if not (np.isfinite(total) and np.isfinite(sq_nz)):
