@@ -9,7 +9,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         path = write_upload_zip(Path(tmp) / "demo.zip", matrix, metadata, manifest)
         made = time.monotonic()
         print(f"sample: {args.cells} cells x {args.genes} genes, {path.stat().st_size / 1e6:.1f} MB zipped ({made - started:.1f} s)", file=sys.stderr)
-        since = datetime.now(timezone.utc)
-        key = upload_file(settings, path, args.dataset)
-    version = wait_for_version(settings, args.dataset, key, since, args.timeout)
+        _, version_id = upload_file(settings, path, args.dataset)
+    version = wait_for_version(settings, args.dataset, version_id, args.timeout)
     done = time.monotonic()
     if version.state != State.PUBLISHED:
         print(f"FAILED: {version.error}", file=sys.stderr)

@@ -802,6 +802,9 @@ def ensure_aws_resources(settings: Settings) -> None:
             # Outside us-east-1, S3 wants the region spelled out.
             location = {} if settings.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": settings.region}}
             s3.create_bucket(Bucket=bucket, **location)
+    # Versioned uploads: every PUT is its own object version, so two uploads of the same bytes are two
+    # versions of the dataset, and any number of events for one object are one (shared.messages).
+    s3.put_bucket_versioning(Bucket=settings.uploads_bucket, VersioningConfiguration={"Status": "Enabled"})
     queue_arns: dict[str, str] = {}
     for role in QUEUE_ROLES:
         dlq_url = sqs.create_queue(QueueName=settings.queue_name(role, dead_letter=True))["QueueUrl"]

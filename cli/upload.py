@@ -8,7 +8,6 @@ import json
 import re
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import boto3
 from shared.adapters.aws import open_aws
 from shared.config import Settings
 from shared.errors import NotFound
-from shared.messages import DATASET_ID_PATTERN
+from shared.messages import DATASET_ID_PATTERN, upload_version_id
 from shared.records import BUILDING, DatasetRecord, Records, State, VersionRecord
 
 
@@ -26,8 +25,9 @@ def upload_key(dataset_id: str, file: Path) -> str:
     return f"uploads/{dataset_id}/{file.name}"
 
 
-def upload_file(settings: Settings, file: Path, dataset_id: str) -> str:
-    """Put the ZIP in the uploads bucket (multipart for large files); returns the key."""
+def upload_file(settings: Settings, file: Path, dataset_id: str) -> tuple[str, str]:
+    """Put the ZIP in the uploads bucket (multipart for large files); returns the key and the id of
+    the version the upload creates (derived from the object, as ingest derives it)."""
     if not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
         raise SystemExit(f"error: dataset id {dataset_id!r} must match {DATASET_ID_PATTERN}")
     if file.suffix.lower() != ".zip":
@@ -37,7 +37,12 @@ def upload_file(settings: Settings, file: Path, dataset_id: str) -> str:
     key = upload_key(dataset_id, file)
     s3 = boto3.session.Session().client("s3", **settings.aws_client_kwargs())
     s3.upload_file(str(file), settings.uploads_bucket, key)
-    return key
+    head = s3.head_object(Bucket=settings.uploads_bucket, Key=key)
+    object_version = head.get("VersionId") if head.get("VersionId") not in (None, "null") else None
+    version_id = upload_version_id(
+        settings.uploads_bucket, key, object_version=object_version, etag=str(head["ETag"]), size_bytes=int(head["ContentLength"])
+    )
+    return key, version_id
 
 
 async def _versions(settings: Settings, dataset_id: str | None) -> list[VersionRecord]:
@@ -45,41 +50,63 @@ async def _versions(settings: Settings, dataset_id: str | None) -> list[VersionR
         return await Records(aws.dynamodb, settings).list_versions(dataset_id)
 
 
+async def _version(settings: Settings, dataset_id: str, version_id: str) -> VersionRecord | None:
+    async with open_aws(settings) as aws:
+        try:
+            return await Records(aws.dynamodb, settings).get_version(dataset_id, version_id)
+        except NotFound:
+            return None
+
+
 async def _datasets(settings: Settings) -> list[DatasetRecord]:
     async with open_aws(settings) as aws:
         return await Records(aws.dynamodb, settings).list_datasets()
 
 
-def wait_for_version(settings: Settings, dataset_id: str, key: str, since: datetime, timeout_s: float, *, out: Any = sys.stderr) -> VersionRecord:
-    """Follow the version created from `key` after `since` until PUBLISHED or FAILED (or timeout)."""
+def progress_line(version: VersionRecord) -> str:
+    """One line: the state and how far the version got within it."""
+    if version.state == State.INGESTING:
+        detail = "reading the upload"
+    elif version.state == State.COMPUTING:
+        detail = f"{len(version.computed)}/{version.n_chunks or '?'} chunks computed, {len(version.finished & version.expected)}/{len(version.expected)} views loaded"
+    elif version.state in (State.LOADING, State.VALIDATING):
+        detail = f"{len(version.finished & version.expected)}/{len(version.expected) or '?'} (chunk, view) loaded"
+    else:
+        detail = version.error or ""
+    return f"{version.version_id[:12]} {version.state.value:<11} {detail}".rstrip()
+
+
+def wait_for_version(settings: Settings, dataset_id: str, version_id: str, timeout_s: float, *, out: Any = sys.stderr) -> VersionRecord:
+    """Follow one version until PUBLISHED or FAILED (or timeout), printing its progress: on a terminal
+    as one line rewritten in place, otherwise a line per change."""
     deadline = time.monotonic() + timeout_s
     last = ""
-    since_iso = (since - timedelta(seconds=5)).isoformat(timespec="milliseconds")
-    while time.monotonic() < deadline:
-        candidates = [
-            v for v in asyncio.run(_versions(settings, dataset_id)) if v.upload_key == key and v.created_at >= since_iso
-        ]
-        if candidates:
-            version = max(candidates, key=lambda v: v.created_at)
-            line = f"{version.version_id[:12]} {version.state.value:<11} {len(version.finished & version.expected)}/{len(version.expected) or '?'} (chunk, view) loaded"
-            if line != last:
-                print(line, file=out, flush=True)
-                last = line
-            if version.state not in BUILDING:
-                return version
-        time.sleep(0.5)
-    raise TimeoutError(f"no PUBLISHED or FAILED version of {dataset_id} from {key} within {timeout_s:.0f} s")
+    live = bool(getattr(out, "isatty", lambda: False)())
+    try:
+        while time.monotonic() < deadline:
+            version = asyncio.run(_version(settings, dataset_id, version_id))
+            if version is not None:
+                line = progress_line(version)
+                if line != last:
+                    print(f"\r\x1b[2K{line}" if live else line, end="" if live else "\n", file=out, flush=True)
+                    last = line
+                if version.state not in BUILDING:
+                    return version
+            time.sleep(0.5)
+    finally:
+        if live and last:
+            print(file=out)
+    raise TimeoutError(f"version {version_id} of {dataset_id} was neither PUBLISHED nor FAILED within {timeout_s:.0f} s")
 
 
 def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
-    since = datetime.now(timezone.utc)
     file = Path(args.file)
-    key = upload_file(settings, file, args.dataset)
-    print(f"uploaded {file} to s3://{settings.uploads_bucket}/{key}", file=sys.stderr)
+    key, version_id = upload_file(settings, file, args.dataset)
+    print(f"uploaded {file} to s3://{settings.uploads_bucket}/{key}: version {version_id}", file=sys.stderr)
     if not args.wait:
         return 0
     try:
-        version = wait_for_version(settings, args.dataset, key, since, args.timeout)
+        version = wait_for_version(settings, args.dataset, version_id, args.timeout)
     except TimeoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

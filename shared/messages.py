@@ -67,6 +67,13 @@ ServiceMessage = Annotated[Union[ComputeChunk, LoadChunk, PublishVersion], Field
 _service_adapter: TypeAdapter[ServiceMessage] = TypeAdapter(ServiceMessage)
 
 
+def upload_version_id(bucket: str, key: str, *, object_version: str | None, etag: str, size_bytes: int) -> str:
+    """The version id of one uploaded object: its S3 version id where the bucket is versioned (two
+    PUTs of the same bytes are two objects), else its ETag and size (the same bytes twice are one)."""
+    identity = f"v:{object_version}" if object_version else f"e:{etag.strip(chr(34))}:{size_bytes}"
+    return uuid.uuid5(_UPLOAD_NAMESPACE, f"{bucket}/{key}/{identity}").hex
+
+
 class UploadEvent(BaseModel):
     """One object-created record of an S3 event notification, keys decoded."""
 
@@ -79,6 +86,9 @@ class UploadEvent(BaseModel):
     etag: str
     sequencer: str
     event_time: str
+    # The S3 object version the event announces: in the event where the bucket is versioned (real
+    # S3), or filled in by ingest from a HEAD of the key (moto's events carry none).
+    object_version: str | None = None
 
     @property
     def dataset_id(self) -> str:
@@ -94,12 +104,12 @@ class UploadEvent(BaseModel):
 
     @property
     def version_id(self) -> str:
-        """The version this upload creates: derived from the event, so a redelivered event names the same one.
+        """The version this upload creates: derived from the object it reads, not from the event.
 
-        The event time is part of it: two PUTs of the same bytes are two uploads, even where the
-        sequencer is not unique (moto sends a constant one).
+        S3 may deliver an event twice, and moto announces one multipart upload with both a `Put` and
+        a `CompleteMultipartUpload` event whose times differ: all of them name one version.
         """
-        return uuid.uuid5(_UPLOAD_NAMESPACE, f"{self.bucket}/{self.key}/{self.etag}/{self.sequencer}/{self.event_time}").hex
+        return upload_version_id(self.bucket, self.key, object_version=self.object_version, etag=self.etag, size_bytes=self.size_bytes)
 
     def to_body(self) -> str:
         return self.model_dump_json()
@@ -133,6 +143,7 @@ def parse_s3_notification(body: dict[str, Any]) -> list[UploadEvent] | S3TestEve
                     etag=str(s3["object"].get("eTag", "")).strip('"'),
                     sequencer=str(s3["object"].get("sequencer", "0")),
                     event_time=str(record.get("eventTime", "")),
+                    object_version=s3["object"].get("versionId") or None,
                 )
             )
         except (KeyError, TypeError, ValueError, ValidationError) as exc:

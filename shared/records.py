@@ -93,6 +93,8 @@ class VersionRecord:
     views: list[str] = field(default_factory=list)
     expected: set[str] = field(default_factory=set)
     finished: set[str] = field(default_factory=set)
+    # Chunks whose views compute has written (`<chunk>`), for progress within COMPUTING.
+    computed: set[str] = field(default_factory=set)
     publish_claimed: bool = False
     error: str | None = None
     history: list[str] = field(default_factory=list)
@@ -117,6 +119,7 @@ class VersionRecord:
             views=list(item.get("views", [])),
             expected=set(item.get("expected", [])),
             finished=set(item.get("finished", [])),
+            computed=set(item.get("computed", [])),
             publish_claimed=bool(item.get("publish_claimed", False)),
             error=item.get("error"),
             history=list(item.get("history", [])),
@@ -135,6 +138,7 @@ class VersionRecord:
             "n_features": self.n_features,
             "n_chunks": self.n_chunks,
             "views": self.views,
+            "computed": len(self.computed),
             "done": len(self.finished & self.expected),
             "expected": len(self.expected),
             "error": self.error,
@@ -295,13 +299,21 @@ class Records:
 
     async def add_finished(self, dataset_id: str, version_id: str, key: str) -> VersionRecord:
         """Add a finished `chunk:view` key (a set ADD: a duplicate adds nothing); returns the new item."""
-        with aws_errors("add finished"):
+        return await self._add_to_set(dataset_id, version_id, "finished", {key})
+
+    async def add_computed(self, dataset_id: str, version_id: str, chunks: list[int]) -> VersionRecord:
+        """Add chunks whose views compute has written (a set ADD: a rerun adds nothing)."""
+        return await self._add_to_set(dataset_id, version_id, "computed", {str(c) for c in chunks})
+
+    async def _add_to_set(self, dataset_id: str, version_id: str, attribute: str, keys: set[str]) -> VersionRecord:
+        with aws_errors(f"add {attribute}"):
             resp = await self._db.update_item(
                 TableName=self._versions,
                 Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
-                UpdateExpression="ADD finished :k SET updated_at = :now",
+                UpdateExpression="ADD #a :k SET updated_at = :now",
                 ConditionExpression="attribute_exists(version_id)",
-                ExpressionAttributeValues=_values({":k": {key}, ":now": now_iso()}),
+                ExpressionAttributeNames={"#a": attribute},
+                ExpressionAttributeValues=_values({":k": keys, ":now": now_iso()}),
                 ReturnValues="ALL_NEW",
             )
         return VersionRecord.from_item(_item(resp["Attributes"]))

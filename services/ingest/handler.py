@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.adapters.aws import AwsClients
-from shared.adapters.s3 import s3_client
+from shared.adapters.s3 import head_object, s3_client
 from shared.config import Settings
-from shared.errors import BadUpload, NotFound
+from shared.errors import BadUpload, NotFound, Permanent
 from shared.messages import DATASET_ID_PATTERN, ComputeChunk, Message, UploadEvent
 from shared.records import Records, State, VersionRecord
 from shared.staging import VersionPlan, read_plan
@@ -36,12 +36,40 @@ def compute_jobs(plan: VersionPlan) -> list[Message]:
     ]
 
 
-async def handle_upload(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
-    """Create the upload's version, split its matrix into chunks in staging, emit one compute job per chunk.
-
-    Redelivery: the version id derives from the S3 object, so the same event finds the same version;
-    once the plan is recorded the jobs are emitted again (compute is idempotent) and nothing is redone.
+def resolve_object_version(s3: Any, msg: UploadEvent) -> UploadEvent:
+    """The event with the S3 version of the object it announces (a HEAD of the key when the event
+    carries none, as moto's do). If the key has been overwritten since (its ETag differs) or is gone,
+    the event is kept as it is: its version is then identified by the ETag and size it announced.
     """
+    if msg.object_version is not None:
+        return msg
+    try:
+        head = head_object(s3, msg.bucket, msg.key)
+    except NotFound:
+        return msg
+    if str(head.get("ETag", "")).strip('"') != msg.etag or not head.get("VersionId") or head["VersionId"] == "null":
+        return msg
+    return msg.model_copy(update={"object_version": head["VersionId"]})
+
+
+async def handle_upload(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
+    """Create the upload's version, split its matrix into chunks in staging, emit the compute jobs.
+
+    One object makes one version however many events announce it: the version id derives from the
+    object's S3 version (or ETag and size). Redelivery finds the same version; once the plan is
+    recorded the jobs are emitted again (compute is idempotent) and nothing is redone.
+    """
+    resolved = await asyncio.to_thread(resolve_object_version, deps.s3, msg)
+    try:
+        return await _ingest(resolved, deps)
+    except Permanent as exc:
+        if resolved.version_id != msg.version_id:
+            # The worker marks the version it can name from the raw event; this one is the real one.
+            await deps.records.transition(resolved.dataset_id, resolved.version_id, State.FAILED, error=str(exc))
+        raise
+
+
+async def _ingest(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
     dataset_id = msg.dataset_id
     version_id = msg.version_id
     version, _ = await deps.records.create_version(
@@ -59,7 +87,7 @@ async def handle_upload(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
     elif version.state != State.INGESTING:
         return []  # already past ingest: a late duplicate
     try:
-        reader = await asyncio.to_thread(open_s3_upload, deps.s3, msg.bucket, msg.key)
+        reader = await asyncio.to_thread(open_s3_upload, deps.s3, msg.bucket, msg.key, msg.object_version)
     except NotFound as exc:
         raise BadUpload(f"upload object s3://{msg.bucket}/{msg.key} no longer exists") from exc
     plan = await asyncio.to_thread(ingest_upload, reader, msg.key, deps.s3, deps.settings, dataset_id, version_id)

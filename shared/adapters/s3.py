@@ -42,11 +42,13 @@ def _translate(exc: Exception, what: str) -> Exception:
 class S3RangeReader(io.RawIOBase):
     """A read-only, seekable view of one S3 object through ranged GETs with a read-ahead buffer."""
 
-    def __init__(self, s3: Any, bucket: str, key: str, *, buffer_bytes: int = 8 << 20) -> None:
+    def __init__(self, s3: Any, bucket: str, key: str, *, object_version: str | None = None, buffer_bytes: int = 8 << 20) -> None:
         super().__init__()
         self._s3, self._bucket, self._key = s3, bucket, key
+        # One object version throughout: a later PUT of the key never mixes into this read.
+        self._version = {"VersionId": object_version} if object_version else {}
         try:
-            head = s3.head_object(Bucket=bucket, Key=key)
+            head = s3.head_object(Bucket=bucket, Key=key, **self._version)
         except Exception as exc:
             raise _translate(exc, f"s3://{bucket}/{key}") from exc
         self.size = int(head["ContentLength"])
@@ -74,7 +76,7 @@ class S3RangeReader(io.RawIOBase):
     def _fetch(self, start: int, length: int) -> bytes:
         end = min(self.size, start + length) - 1
         try:
-            resp = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{end}", IfMatch=self.etag)
+            resp = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{end}", IfMatch=self.etag, **self._version)
             data = resp["Body"].read()
         except Exception as exc:
             raise _translate(exc, f"s3://{self._bucket}/{self._key}") from exc
@@ -95,6 +97,14 @@ class S3RangeReader(io.RawIOBase):
         buffer[: len(chunk)] = chunk
         self._pos += len(chunk)
         return len(chunk)
+
+
+def head_object(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    """The object's HEAD (`NotFound` if the key does not exist)."""
+    try:
+        return dict(s3.head_object(Bucket=bucket, Key=key))
+    except Exception as exc:
+        raise _translate(exc, f"s3://{bucket}/{key}") from exc
 
 
 def put_bytes(s3: Any, bucket: str, key: str, body: bytes) -> None:
