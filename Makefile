@@ -15,12 +15,13 @@ WIDEVIEWS := $(VENV)/bin/wideviews
 MVN := mvn -q -B
 PYTHON_STAMP := $(VENV)/.wideviews-installed
 HBASE_CLASSPATH := jvm/hbase-runtime/target/classpath.txt
+SPARK_S3_CLASSPATH := jvm/spark-runtime/target/classpath.txt
 JVM_JAR := jvm/target/wideviews-jvm.jar
 JVM_SOURCES := $(shell find jvm/src -type f 2>/dev/null)
 
-.PHONY: setup python jvm hbase-classpath compose-client test demo down package-emr
+.PHONY: setup python jvm hbase-classpath spark-s3-classpath compose-client test demo down package-emr
 
-setup: python jvm hbase-classpath compose-client
+setup: python jvm hbase-classpath spark-s3-classpath compose-client
 
 python: $(PYTHON_STAMP)
 
@@ -38,6 +39,13 @@ hbase-classpath: $(HBASE_CLASSPATH)
 # Java with this classpath. Resolved again only when the pom changes.
 $(HBASE_CLASSPATH): jvm/hbase-runtime/pom.xml
 	$(MVN) -f jvm/hbase-runtime/pom.xml dependency:build-classpath -Dmdep.outputFile=target/classpath.txt
+	touch $@
+
+spark-s3-classpath: $(SPARK_S3_CLASSPATH)
+
+# hadoop-aws 3.3.4 + its AWS SDK bundle: Spark's s3a:// filesystem (pyspark ships Hadoop 3.3.4 without it).
+$(SPARK_S3_CLASSPATH): jvm/spark-runtime/pom.xml
+	$(MVN) -f jvm/spark-runtime/pom.xml dependency:build-classpath -Dmdep.outputFile=target/classpath.txt
 	touch $@
 
 ifneq ($(wildcard jvm/pom.xml),)

@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     emr_code_uri: str = "s3://wideviews-staging/code"
     # HBase jars on an EMR node, for the jvm/ writer the step runs.
     emr_hbase_classpath: str = "/usr/lib/hbase/lib/*:/usr/lib/hbase/*:/etc/hbase/conf"
+    # spark/emr: chunks per Spark application (one EMR step each); 0 = the whole version in one.
+    spark_batch_chunks: int = Field(default=0, ge=0)
+    # spark/emr: Spark partitions per batch, at least; more when a partition would pass this many features.
+    spark_min_partitions: int = Field(default=4, ge=1)
+    spark_partition_features: int = Field(default=2048, ge=1)
+    # spark/emr: memory of one Spark executor's task for a chunk's staging (sets the chunk width there).
+    spark_chunk_memory_budget_bytes: int = 4 * 1024 * 1024 * 1024
+    # URI scheme Spark uses for S3: s3a (hadoop-aws, the local stack) or s3 (EMRFS on EMR).
+    spark_s3_scheme: Literal["s3a", "s3"] = "s3a"
     chunk_features: int = 512
     # Cores the local executor's kernel uses for one chunk (0: all); Spark tasks use one each.
     compute_threads: int = Field(default=0, ge=0)
@@ -142,8 +151,22 @@ class Settings(BaseSettings):
         return self.home / "hbase" / "conf"
 
     @property
+    def spark_s3_classpath_file(self) -> Path:
+        """hadoop-aws and the AWS SDK for Spark's s3a:// (resolved by `make setup`)."""
+        return self.project_root / "jvm" / "spark-runtime" / "target" / "classpath.txt"
+
+    @property
     def hbase_classpath_file(self) -> Path:
         return self.project_root / "jvm" / "hbase-runtime" / "target" / "classpath.txt"
+
+    def chunk_width(self, n_cells: int) -> int:
+        """Features per column chunk: the compute task's memory budget over a dense float64 column
+        (the kernel needs about 3x the chunk; dense is the worst case). The local executor's budget is
+        the compute worker's; spark/emr's is an executor task's, so their chunks are wider."""
+        distributed = self.executor in ("spark", "emr")
+        budget = self.spark_chunk_memory_budget_bytes if distributed else self.chunk_memory_budget_bytes
+        cap = max(self.chunk_features, self.spark_partition_features) if distributed else self.chunk_features
+        return max(1, min(cap, budget // max(1, n_cells * 8 * 3)))
 
     def aws_client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for boto3/aiobotocore clients of this deployment."""

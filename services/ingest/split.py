@@ -185,9 +185,7 @@ def _check_names(names: list[str], what: str, member: str) -> None:
 
 def chunk_bounds(n_features: int, est_cells: int, settings: Settings) -> list[tuple[int, int]]:
     """Contiguous feature ranges sized so that a chunk's dense float64 working set fits the memory budget."""
-    # The kernel needs about 3x the chunk in memory; a dense chunk is the worst case.
-    width = settings.chunk_memory_budget_bytes // max(1, est_cells * 8 * 3)
-    width = max(1, min(settings.chunk_features, width))
+    width = settings.chunk_width(est_cells)
     return [(start, min(n_features, start + width)) for start in range(0, n_features, width)]
 
 
@@ -467,6 +465,6 @@ def ingest_upload(reader: io.RawIOBase, upload_key: str, s3: Any, settings: Sett
     return plan
 
 
-def open_s3_upload(s3: Any, bucket: str, key: str) -> S3RangeReader:
-    """The upload object as a seekable reader (ranged GETs)."""
-    return S3RangeReader(s3, bucket, key)
+def open_s3_upload(s3: Any, bucket: str, key: str, object_version: str | None = None) -> S3RangeReader:
+    """The upload object (that S3 version of it, when given) as a seekable reader (ranged GETs)."""
+    return S3RangeReader(s3, bucket, key, object_version=object_version)
