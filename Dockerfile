@@ -3,7 +3,12 @@
 #   jvm-build  Maven resolves the HBase runtime from jvm/hbase-runtime/pom.xml (the same pom as
 #              `make setup`) and builds jvm/ (HFile writing, bulk load, CreateNamespace)
 #   hbase      JRE + those jars: runs the standalone HMaster or the Thrift server
-#   app        Python 3.11 + the project + a JRE and the jars: runs moto, any service, or the CLI
+#   app        Python 3.11 + the project + a JRE and the jars: runs moto, any service, or the CLI.
+#              EXTRAS picks the pyproject extra installed: `local` (default: every service, moto, the
+#              CLI; what docker-compose runs) or one service's (`ingest`, `compute`, `loader`,
+#              `publisher`, `query`: the production images, without moto, pandas or pyspark):
+#                docker build --target app --build-arg EXTRAS=compute -t wideviews:compute-TAG .
+#              The entrypoint is `python -m`: the command names the module (services.compute.main).
 
 FROM maven:3.9-eclipse-temurin-17 AS jvm-build
 WORKDIR /src
@@ -55,6 +60,7 @@ ENTRYPOINT ["java", "-cp", "/opt/hbase/conf:/opt/hbase/lib/*"]
 CMD ["-Xmx1g", "org.apache.hadoop.hbase.master.HMaster", "start"]
 
 FROM python:3.11-slim-bookworm AS app
+ARG EXTRAS=local
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openjdk-17-jre-headless \
  && rm -rf /var/lib/apt/lists/*
@@ -63,7 +69,7 @@ WORKDIR /app
 # Settings.project_root is /app and finds jvm/ below it.
 COPY pyproject.toml ./
 RUN mkdir -p shared services cli && touch shared/__init__.py services/__init__.py cli/__init__.py \
- && pip install --no-cache-dir -e . && rm -rf shared services cli
+ && pip install --no-cache-dir -e ".[${EXTRAS}]" && rm -rf shared services cli
 COPY shared/ shared/
 COPY services/ services/
 COPY cli/ cli/
@@ -75,5 +81,5 @@ COPY --from=jvm-build /opt/wideviews-jvm/wideviews-jvm.jar /opt/wideviews-jvm/ru
 ENV PYTHONUNBUFFERED=1 WIDEVIEWS_HOME=/var/lib/wideviews
 RUN mkdir -p /var/lib/wideviews
 VOLUME /var/lib/wideviews
-ENTRYPOINT ["python"]
-CMD ["-m", "cli.main", "--help"]
+ENTRYPOINT ["python", "-m"]
+CMD ["cli.main", "--help"]

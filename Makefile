@@ -30,7 +30,7 @@ $(PY):
 
 # Reinstalled only when pyproject.toml changes (the install is editable: code changes need nothing).
 $(PYTHON_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[all,test]'
 	touch $@
 
 hbase-classpath: $(HBASE_CLASSPATH)
