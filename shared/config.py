@@ -64,9 +64,11 @@ class Settings(BaseSettings):
     emr_hbase_classpath: str = "/usr/lib/hbase/lib/*:/usr/lib/hbase/*:/etc/hbase/conf"
     # spark/emr: chunks per Spark application (one EMR step each); 0 = the whole version in one.
     spark_batch_chunks: int = Field(default=0, ge=0)
-    # spark/emr: Spark partitions per batch, at least; more when a partition would pass this many features.
+    # spark/emr: Spark partitions per batch, at least; more when a partition would pass this many
+    # features, or (at the matrix's mean density) this many non-zeros.
     spark_min_partitions: int = Field(default=4, ge=1)
     spark_partition_features: int = Field(default=2048, ge=1)
+    spark_partition_nnz: int = Field(default=50_000_000, ge=1)
     # spark/emr: memory of one Spark executor's task for a chunk's staging (sets the chunk width there).
     spark_chunk_memory_budget_bytes: int = 4 * 1024 * 1024 * 1024
     # URI scheme Spark uses for S3: s3a (hadoop-aws, the local stack) or s3 (EMRFS on EMR).
@@ -75,6 +77,9 @@ class Settings(BaseSettings):
     # Cores the local executor's kernel uses for one chunk (0: all); Spark tasks use one each.
     compute_threads: int = Field(default=0, ge=0)
     chunk_memory_budget_bytes: int = 512 * 1024 * 1024
+    # local: the cells of one compute unit (a run of chunks computed one after another, written as one
+    # set of HFiles per view) are held in memory up to about this much.
+    unit_memory_budget_bytes: int = 256 * 1024 * 1024
     # A transpose row holds at most this many non-zeros; more spill into `<feature>#<part>` rows.
     features_row_max_nnz: int = 262_144
 
@@ -167,6 +172,19 @@ class Settings(BaseSettings):
         budget = self.spark_chunk_memory_budget_bytes if distributed else self.chunk_memory_budget_bytes
         cap = max(self.chunk_features, self.spark_partition_features) if distributed else self.chunk_features
         return max(1, min(cap, budget // max(1, n_cells * 8 * 3)))
+
+    def chunk_batches(self, n_chunks: int, nnz: int) -> list[tuple[int, int]]:
+        """The compute units as chunk ranges [first, end): spark/emr, `spark_batch_chunks` chunks per
+        Spark application (0: all); local, as many chunks as keep the unit's cells (~16 bytes per
+        non-zero, at the matrix's mean density) within `unit_memory_budget_bytes`, so a dataset
+        is bulk-loaded in a few large loads per view rather than one per chunk."""
+        if self.executor == "local":
+            per_chunk = 16 * nnz / max(1, n_chunks)
+            size = max(1, int(self.unit_memory_budget_bytes // max(1.0, per_chunk)))
+        else:
+            size = self.spark_batch_chunks or n_chunks
+        size = max(1, min(size, n_chunks))
+        return [(first, min(n_chunks, first + size)) for first in range(0, n_chunks, size)]
 
     def aws_client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for boto3/aiobotocore clients of this deployment."""

@@ -106,6 +106,14 @@ def spark_classpath(settings: Settings) -> list[str]:
     return [str(settings.jvm_jar), *(jar for jar in dependencies if Path(jar).name.startswith(_SPARK_NEEDS))]
 
 
+def spark_s3_classpath(settings: Settings) -> list[str]:
+    """hadoop-aws and its AWS SDK bundle for Spark's `s3a://` (pyspark ships Hadoop 3.3.4 without them)."""
+    path = settings.spark_s3_classpath_file
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: run `make setup` (it resolves jvm/spark-runtime)")
+    return path.read_text().strip().split(os.pathsep)
+
+
 def write_cell_file(path: Path, rows: Sequence[bytes], qualifiers: Sequence[bytes], values: Sequence[bytes]) -> int:
     """Write cells in the cell file format; returns the file's size in bytes.
 

@@ -39,15 +39,17 @@ class Message(BaseModel):
 
 
 class ComputeChunk(Message):
-    """Compute every view's share of one column chunk of a version."""
+    """Compute every view's share of one compute unit of a version: the column chunk `chunk` (local
+    executor), or the chunks [chunk, chunk_end) in one Spark application (spark, emr)."""
 
     type: Literal["compute_chunk"] = "compute_chunk"
     chunk: int = Field(ge=0)
     n_chunks: int = Field(ge=1)
+    chunk_end: int | None = Field(default=None, ge=1)
 
 
 class LoadChunk(Message):
-    """Bulk-load the HFiles of one (chunk, view) into the version's table."""
+    """Bulk-load the HFiles of one (unit, view) into the version's table; `chunk` names the unit."""
 
     type: Literal["load_chunk"] = "load_chunk"
     chunk: int = Field(ge=0)

@@ -6,8 +6,11 @@ output instead of adding to it:
     staging/<dataset>/<version>/plan.json                         the VersionPlan below
     staging/<dataset>/<version>/cells.parquet                     cell ids + metadata, matrix order
     staging/<dataset>/<version>/chunks/<chunk>/part-<n>.parquet   non-zeros of a column chunk (feature, cell, value)
-    staging/<dataset>/<version>/hfiles/<view>/<chunk>/<family>/…  HFiles of one (chunk, view)
-    staging/<dataset>/<version>/checks/<view>/<chunk>.json        rows and checksum of one (chunk, view)
+    staging/<dataset>/<version>/hfiles/<view>/<unit>/<family>/…   HFiles of one (unit, view)
+    staging/<dataset>/<version>/checks/<view>/<unit>.json         rows, checksums and samples of one (unit, view)
+
+A *unit* is what one compute job covers, named by its first chunk: one chunk for the local
+executor, a batch of chunks (one Spark application, one EMR step) for spark and emr.
 """
 
 from __future__ import annotations
@@ -91,10 +94,48 @@ class VersionPlan(BaseModel):
     # True: each chunk's job writes an equal share of the cells view (memory bounded by the chunk);
     # False (plans staged before this field): chunk 0 writes all of it.
     cells_split: bool = False
+    # spark/emr: the chunk ranges [first, end) that one Spark application computes; empty: one unit
+    # per chunk (the local executor).
+    batches: list[tuple[int, int]] = []
+    # Non-zeros of the whole matrix (0 in plans staged before this field): sizes Spark's partitions.
+    nnz: int = 0
 
     @property
     def n_chunks(self) -> int:
         return len(self.chunks)
+
+    @property
+    def units(self) -> list[tuple[int, int]]:
+        """The compute units as chunk ranges [first, end), in order; a unit is named by its first chunk."""
+        return list(self.batches) or [(c, c + 1) for c in range(self.n_chunks)]
+
+    def unit_of(self, first: int) -> tuple[int, int]:
+        """The unit that starts at chunk `first` (`Permanent`-worthy `ValueError` if none does)."""
+        for unit in self.units:
+            if unit[0] == first:
+                return unit
+        raise ValueError(f"no compute unit of version {self.version_id} starts at chunk {first}")
+
+    def unit_cell_range(self, first: int, end: int) -> tuple[int, int]:
+        """The cells whose rows of the cells view the unit writes: its chunks' shares, joined."""
+        return self.cell_range(first)[0], self.cell_range(end - 1)[1]
+
+    def unit_views(self, first: int, end: int) -> list[str]:
+        """The views one unit's job produces (the cells view only where it has a share of it)."""
+        views = [g.view for g in self.groupings] + list(CHUNK_VIEWS_ALWAYS)
+        if self.cells_split:
+            start, stop = self.unit_cell_range(first, end)
+            shares_cells = stop > start
+        else:
+            shares_cells = first == 0
+        return views + (list(SPLIT_VIEWS) if shares_cells else [])
+
+    def feature_split_keys(self, rows_per_region: int) -> list[bytes]:
+        """Row keys the feature-keyed views (stats, transpose) are pre-split at: every
+        `rows_per_region`-th feature in byte order (a transpose row `<feature>\\0<part>` sorts right
+        after its feature, so a feature's parts stay in one region)."""
+        names = sorted(f.encode() for f in self.features)
+        return sorted(set(names[rows_per_region::rows_per_region]))
 
     @property
     def views(self) -> list[str]:
@@ -107,16 +148,12 @@ class VersionPlan(BaseModel):
         return chunk * self.n_cells // self.n_chunks, (chunk + 1) * self.n_cells // self.n_chunks
 
     def chunk_views(self, chunk: int) -> list[str]:
-        """The views one chunk's job produces: the stats views, the transpose, the catalog, and the
-        cells view when the chunk has a share of it."""
-        views = [g.view for g in self.groupings] + list(CHUNK_VIEWS_ALWAYS)
-        start, end = self.cell_range(chunk)
-        shares_cells = end > start if self.cells_split else chunk == 0
-        return views + (list(SPLIT_VIEWS) if shares_cells else [])
+        """The views one chunk's job produces (local executor: a unit is a chunk)."""
+        return self.unit_views(chunk, chunk + 1)
 
     def expected_keys(self) -> set[str]:
-        """Every `chunk:view` the loader must finish before the version can be published."""
-        return {f"{chunk}:{view}" for chunk in range(self.n_chunks) for view in self.chunk_views(chunk)}
+        """Every `unit:view` the loader must finish before the version can be published."""
+        return {f"{first}:{view}" for first, end in self.units for view in self.unit_views(first, end)}
 
 
 def read_plan(s3: Any, settings: Settings, dataset_id: str, version_id: str) -> VersionPlan:

@@ -37,6 +37,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # matrices, and a short visibility timeout so a killed worker's message comes back within seconds.
 TEST_STACK_ENV = {
     "WIDEVIEWS_CHUNK_FEATURES": "40",
+    # Units of about two chunks for the e2e datasets (~10% dense): several units, several chunks each.
+    "WIDEVIEWS_UNIT_MEMORY_BUDGET_BYTES": "60000",
     "WIDEVIEWS_VISIBILITY_TIMEOUT_S": "12",
     "WIDEVIEWS_RETRY_MAX_S": "20",
 }

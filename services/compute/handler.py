@@ -27,7 +27,8 @@ async def make_deps(settings: Settings, aws: AwsClients) -> ComputeDeps:
 
 
 async def handle_compute_chunk(msg: ComputeChunk, deps: ComputeDeps) -> list[Message]:
-    """Run the chunk through the configured executor; outputs overwrite their own keys, so a rerun is harmless."""
+    """Run the unit (a chunk, or a batch of chunks on spark/emr) through the configured executor;
+    outputs overwrite their own keys, so a rerun is harmless."""
     version = await deps.records.get_version(msg.dataset_id, msg.version_id)
     if version.state == State.FAILED:
         # A replayed job of a failed version: retry it (the cause may be gone).
@@ -36,11 +37,14 @@ async def handle_compute_chunk(msg: ComputeChunk, deps: ComputeDeps) -> list[Mes
         return []  # published, superseded or deleted: nothing left to compute
     executor = deps.settings.executor
     if executor == "local":
-        return list(await asyncio.to_thread(job.run_chunk, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk))
-    if executor == "spark":
+        messages = await asyncio.to_thread(job.run_unit, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk)
+    elif executor == "spark":
         from services.compute import spark_job
 
-        return list(await asyncio.to_thread(spark_job.run_chunk_spark, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk))
-    from services.compute import emr
+        messages = await asyncio.to_thread(spark_job.run_batch_spark, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk, msg.chunk_end)
+    else:
+        from services.compute import emr
 
-    return list(await emr.run_chunk_emr(deps.emr, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk))
+        messages = await emr.run_unit_emr(deps.emr, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk)
+    await deps.records.add_computed(msg.dataset_id, msg.version_id, list(range(msg.chunk, msg.chunk_end or msg.chunk + 1)))
+    return list(messages)

@@ -2,7 +2,7 @@
 
 The same job runs three ways (`Settings.executor`):
 
-- `local`: in the worker process (`run_chunk`);
+- `local`: in the worker process (`run_unit`: a unit of one or more chunks, one after another);
 - `spark`: the kernel runs per feature partition inside a local Spark session (`services.compute.spark_job`);
 - `emr`: an EMR step `spark-submit`s `services/compute/spark_job.py` on a cluster (`services.compute.emr`).
 
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from services.compute.views import ViewCells, chunk_view_cells, view_family
+from services.compute.views import ViewCells, summarize_checks, unit_view_cells, view_family
 from shared import jvm
 from shared.adapters.s3 import get_bytes, list_keys, put_json, upload_dir
 from shared.config import Settings
@@ -63,14 +63,15 @@ def write_view_hfiles(settings: Settings, cells: ViewCells, workdir: Path, times
 
 
 def publish_chunk_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk: int, views: list[ViewCells], workdir: Path) -> list[LoadChunk]:
-    """HFiles and checks of every view of the chunk to staging; the load messages for them."""
+    """HFiles and checks of every view of the unit starting at `chunk` to staging; the load messages for them."""
     messages = []
     for cells in views:
         hfiles = write_view_hfiles(settings, cells, workdir, plan.timestamp_ms)
         prefix = hfiles_prefix(plan.dataset_id, plan.version_id, cells.view, chunk)
         upload_dir(s3, hfiles, settings.staging_bucket, prefix)
-        checksum = f"{cells.checksum():016x}"
-        put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, cells.view, chunk), {"rows": cells.n_rows, "checksum": checksum, "cells": len(cells.rows)})
+        check = summarize_checks([cells.check(chunk)])
+        checksum = check["checksum"]
+        put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, cells.view, chunk), check)
         messages.append(
             LoadChunk(
                 dataset_id=plan.dataset_id,
@@ -86,21 +87,30 @@ def publish_chunk_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk:
     return messages
 
 
-def compute_chunk_views(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> list[ViewCells]:
-    """Read the chunk and the cells, run the kernel: every view's cells of the chunk."""
-    if not 0 <= chunk < plan.n_chunks:
-        raise Permanent(f"chunk {chunk} is out of range: version {plan.version_id} has {plan.n_chunks} chunks")
-    matrix = load_chunk_matrix(s3, settings, plan, chunk)
+def compute_unit_views(s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> list[ViewCells]:
+    """Read the unit's chunks (one at a time) and the cells, run the kernel: every view's cells of the unit."""
+    if not (0 <= first < end <= plan.n_chunks):
+        raise Permanent(f"chunks {first}-{end - 1} are out of range: version {plan.version_id} has {plan.n_chunks} chunks")
     cells = read_cells(s3, settings, plan)
-    return chunk_view_cells(plan, chunk, matrix, cells, settings.features_row_max_nnz, settings.compute_threads)
+    matrices = (load_chunk_matrix(s3, settings, plan, chunk) for chunk in range(first, end))
+    return unit_view_cells(plan, first, end, matrices, cells, settings.features_row_max_nnz, settings.compute_threads)
 
 
-def run_chunk(s3: Any, settings: Settings, dataset_id: str, version_id: str, chunk: int) -> list[LoadChunk]:
-    """The local executor: the whole job of one chunk in this process."""
+def compute_chunk_views(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> list[ViewCells]:
+    """Every view's cells of one chunk alone (a unit of one chunk)."""
+    return compute_unit_views(s3, settings, plan, chunk, chunk + 1)
+
+
+def run_unit(s3: Any, settings: Settings, dataset_id: str, version_id: str, first: int) -> list[LoadChunk]:
+    """The local executor: the whole job of the unit starting at chunk `first`, in this process."""
     plan = read_plan(s3, settings, dataset_id, version_id)
-    views = compute_chunk_views(s3, settings, plan, chunk)
-    with tempfile.TemporaryDirectory(prefix=f"wideviews-{version_id[:8]}-{chunk}-") as tmp:
-        return publish_chunk_outputs(s3, settings, plan, chunk, views, Path(tmp))
+    try:
+        first, end = plan.unit_of(first)
+    except ValueError as exc:
+        raise Permanent(str(exc)) from exc
+    views = compute_unit_views(s3, settings, plan, first, end)
+    with tempfile.TemporaryDirectory(prefix=f"wideviews-{version_id[:8]}-{first}-") as tmp:
+        return publish_chunk_outputs(s3, settings, plan, first, views, Path(tmp))
 
 
 def run_from_command_line(prog: str, runner: Callable[[Any, Settings, str, str, int], list[LoadChunk]], argv: list[str] | None) -> int:
@@ -120,7 +130,7 @@ def run_from_command_line(prog: str, runner: Callable[[Any, Settings, str, str, 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line of the local job (a shell or a debugger runs it)."""
-    return run_from_command_line("wideviews-compute-job", run_chunk, argv)
+    return run_from_command_line("wideviews-compute-job", run_unit, argv)
 
 
 if __name__ == "__main__":

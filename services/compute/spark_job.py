@@ -1,133 +1,313 @@
-"""The compute job on Spark: local mode in the worker (`executor=spark`), or `spark-submit` on EMR.
+"""The compute job of a batch of chunks as one Spark application: local mode in the compute worker
+(`executor=spark`), or `spark-submit` as one EMR step (`executor=emr`).
 
-The chunk's non-zeros are read as a DataFrame, repartitioned by feature, and each partition runs
-the same kernel (`services.compute.views`) through `mapInArrow`; the driver collects the cells,
-writes HFiles through the same jvm/ writer and records the same checks as the local executor, so
-the output is identical bit for bit. Usage as a step:
+Nothing of the matrix passes through the driver or a local disk of ours:
 
-    spark-submit --py-files wideviews.zip spark_job.py --dataset D --version V --chunk N
+1. The executors read the batch's staged non-zeros from S3 (`s3a://` with hadoop-aws against the
+   local moto server; EMRFS `s3://` on EMR).
+2. The non-zeros are shuffled into partitions of features contiguous in row-key (byte) order,
+   cut at the views' region boundaries (`VersionPlan.feature_split_keys`). A partition is chosen
+   by a key whose Spark hash lands on exactly that partition, so the partitioner is exact.
+3. Each partition runs the kernel (`services.compute.views`, the local executor's code) and emits
+   its stats and transpose cells already sorted, plus one check row per view (cells, rows,
+   checksum, first and last row, a sampled row and its checksum).
+4. The executors write each view's HFiles to S3 with HFileOutputFormat2 (`org.wideviews.hfile.
+   SparkHFiles`: the cells go from the DataFrame to KeyValues inside the JVM), one HFile per
+   partition. The cells view is computed by tasks over ranges of cells (each reads its rows of
+   the staged cells table from S3), range-partitioned and sorted by cell id, then written alike.
+5. The driver collects only the check rows and writes the checks beside the HFiles.
+
+Usage as an EMR step:
+
+    spark-submit --py-files wideviews.zip spark_job.py --dataset D --version V --chunk FIRST --chunk-end END
 """
 
 from __future__ import annotations
 
+import argparse
+import bisect
+import json
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from services.compute import job
-from services.compute.views import ViewCells, catalog_view_cells, cells_view_cells, features_view_cells, group_codes, stats_view_cells
-from shared.adapters.s3 import download_prefix
+from services.compute.views import (
+    ViewCells,
+    catalog_view_cells,
+    cells_view_cells,
+    features_view_cells,
+    group_codes,
+    stats_view_cells,
+    summarize_checks,
+    view_family,
+)
+from shared.adapters.s3 import S3RangeReader, delete_prefix, put_json, s3_client
 from shared.config import Settings
 from shared.errors import Permanent
 from shared.messages import LoadChunk
-from shared.staging import VersionPlan, chunk_prefix, read_cells, read_plan
+from shared.staging import VersionPlan, cells_key, check_key, chunk_prefix, hfiles_prefix, read_cells, read_plan
 
-_OUT_SCHEMA = pa.schema([("view", pa.string()), ("row", pa.binary()), ("qualifier", pa.binary()), ("value", pa.binary())])
-_OUT_DDL = "view string, row binary, qualifier binary, value binary"
+CELLS_DDL = "view string, row binary, qualifier binary, value binary"
+_CELLS_SCHEMA = pa.schema([("view", pa.string()), ("row", pa.binary()), ("qualifier", pa.binary()), ("value", pa.binary())])
+CHECK_PREFIX = "check:"
 _session: Any = None
 
 
-def spark_session(master: str = "local[2]") -> Any:
-    """One Spark session per process (local mode unless spark-submit chose a master)."""
+def spark_session(settings: Settings) -> Any:
+    """One Spark session per process: local mode with our jars and s3a set up, unless spark-submit
+    already made one (EMR: master, jars and EMRFS come from the submission)."""
     global _session
     if _session is None:
         from pyspark.sql import SparkSession
 
+        from shared import jvm
+
         # PySpark picks the workers' interpreter from this variable: make it ours (numpy, numba, wideviews).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        _session = (
+        classpath = os.pathsep.join([*jvm.spark_classpath(settings), *jvm.spark_s3_classpath(settings)])
+        builder = (
             SparkSession.builder.appName("wideviews-compute")
-            .master(master)
+            .master("local[2]")
+            .config("spark.driver.extraClassPath", classpath)
+            .config("spark.executor.extraClassPath", classpath)
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.shuffle.partitions", "4")
             .config("spark.ui.enabled", "false")
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.driver.host", "127.0.0.1")
-            .getOrCreate()
         )
+        for key, value in s3a_conf(settings).items():
+            builder = builder.config(f"spark.hadoop.{key}", value)
+        _session = builder.getOrCreate()
     return _session
 
 
-def partition_cells(plan: VersionPlan, chunk: int, codes: list[np.ndarray], max_nnz: int) -> Any:
-    """The function each partition runs: its features' non-zeros in, their stats and transpose cells out."""
-    start, _ = plan.chunks[chunk]
-    n_cells = plan.n_cells
-    names = plan.features
+def s3a_conf(settings: Settings) -> dict[str, str]:
+    """Hadoop settings of the s3a filesystem for this deployment (the local moto server: path-style,
+    plain HTTP, its test credentials). Empty on real AWS, where the default providers apply."""
+    if not settings.aws_endpoint_url:
+        return {}
+    return {
+        "fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "fs.s3a.endpoint": settings.aws_endpoint_url,
+        "fs.s3a.endpoint.region": settings.region,
+        "fs.s3a.path.style.access": "true",
+        "fs.s3a.connection.ssl.enabled": str(settings.aws_endpoint_url.startswith("https")).lower(),
+        "fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "fs.s3a.access.key": settings.aws_access_key_id,
+        "fs.s3a.secret.key": settings.aws_secret_access_key,
+        "fs.s3a.change.detection.mode": "none",
+    }
+
+
+def s3_uri(settings: Settings, bucket: str, key: str) -> str:
+    return f"{settings.spark_s3_scheme}://{bucket}/{key}"
+
+
+def feature_partitions(plan: VersionPlan, first: int, end: int, settings: Settings) -> list[np.ndarray]:
+    """The batch's features (global indices) in row-key order, cut into partitions: at every region
+    boundary of the feature views, and into pieces of at most `spark_partition_features` features
+    or `spark_partition_nnz` non-zeros at the matrix's mean density (10 M cells at 10%: 50 features)."""
+    lo, hi = plan.chunks[first][0], plan.chunks[end - 1][1]
+    names = [plan.features[i].encode() for i in range(lo, hi)]
+    order = np.array(sorted(range(hi - lo), key=names.__getitem__), dtype=np.int64) + lo
+    sorted_names = [plan.features[i].encode() for i in order]
+    cuts = {0, len(order)}
+    cuts.update(bisect.bisect_left(sorted_names, key) for key in plan.feature_split_keys(settings.rows_per_region))
+    per_feature_nnz = plan.nnz / max(1, len(plan.features))
+    width = min(settings.spark_partition_features, max(1, int(settings.spark_partition_nnz // max(1.0, per_feature_nnz))))
+    n_pieces = max(settings.spark_min_partitions, -(-len(order) // width))
+    cuts.update(len(order) * i // n_pieces for i in range(n_pieces))
+    bounds = sorted(c for c in cuts if 0 <= c <= len(order))
+    return [order[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def exact_partition_keys(spark: Any, n_partitions: int) -> list[int]:
+    """For each partition p, a bigint whose Spark hash puts it in partition p of `repartition(n, col)`
+    (pmod(murmur3(key, 42), n)): hash partitioning made exact, with no Python in the shuffle."""
+    from pyspark.sql import functions as F
+
+    keys: dict[int, int] = {}
+    span = 16 * n_partitions
+    while len(keys) < n_partitions:
+        rows = spark.range(span - 16 * n_partitions, span).select("id", F.expr(f"pmod(hash(id), {n_partitions})").alias("p")).collect()
+        for row in rows:
+            keys.setdefault(int(row["p"]), int(row["id"]))
+        span += 16 * n_partitions
+    return [keys[p] for p in range(n_partitions)]
+
+
+def check_row(task: int, cells: ViewCells) -> tuple[str, bytes, bytes, bytes]:
+    """One task's check of one view, as a row the driver collects."""
+    return (CHECK_PREFIX + cells.view, task.to_bytes(4, "big"), b"", json.dumps(cells.check(task)).encode())
+
+
+def _batch(rows: list[tuple[str, bytes, bytes, bytes]]) -> pa.RecordBatch:
+    columns = list(zip(*rows)) if rows else [[], [], [], []]
+    return pa.RecordBatch.from_arrays([pa.array(list(c), t) for c, t in zip(columns, [pa.string(), pa.binary(), pa.binary(), pa.binary()])], schema=_CELLS_SCHEMA)
+
+
+def _view_rows(cells: ViewCells, task: int) -> list[tuple[str, bytes, bytes, bytes]]:
+    return [(cells.view, r, q, v) for r, q, v in zip(cells.rows, cells.qualifiers, cells.values)] + [check_row(task, cells)]
+
+
+def kernel_task(plan: VersionPlan, parts: list[np.ndarray], codes: Any, max_nnz: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """What each feature partition runs: its non-zeros in, its stats and transpose cells (sorted) out."""
     groupings = [(g.view, len(g.groups)) for g in plan.groupings]
+    n_cells = plan.n_cells
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
         if not tables:
             return
         table = pa.concat_tables(tables)
-        feature = table.column("feature").to_numpy()
-        local, inverse = np.unique(feature, return_inverse=True)
-        matrix = sp.csc_array((table.column("value").to_numpy(), (table.column("cell").to_numpy(), inverse)), shape=(n_cells, local.size))
+        part = int(table.column("part")[0].as_py())
+        features = parts[part]
+        gfeature = table.column("gfeature").to_numpy()
+        real = gfeature >= 0  # one sentinel row per partition makes sure every partition runs
+        order = np.argsort(features)
+        local = order[np.searchsorted(features[order], gfeature[real])]
+        values = table.column("value").to_numpy()[real]
+        matrix = sp.csc_array((values, (table.column("cell").to_numpy()[real], local)), shape=(n_cells, features.size))
         matrix.sum_duplicates()
-        features = [names[start + int(f)] for f in local]
-        views: list[ViewCells] = [stats_view_cells(view, features, matrix, code, n) for (view, n), code in zip(groupings, codes)]
-        views.append(features_view_cells(features, matrix, max_nnz))
+        names = [plan.features[int(i)] for i in features]
+        views = [stats_view_cells(view, names, matrix, code, n) for (view, n), code in zip(groupings, codes.value)]
+        views.append(features_view_cells(names, matrix, max_nnz))
         for cells in views:
-            yield pa.RecordBatch.from_arrays(
-                [pa.array([cells.view] * len(cells.rows)), pa.array(cells.rows, pa.binary()), pa.array(cells.qualifiers, pa.binary()), pa.array(cells.values, pa.binary())],
-                schema=_OUT_SCHEMA,
-            )
+            yield _batch(_view_rows(cells, part))
 
     return run
 
 
-def _all_zero_features(plan: VersionPlan, chunk: int, present: set[int]) -> list[str]:
-    start, end = plan.chunks[chunk]
-    return [plan.features[start + i] for i in range(end - start) if i not in present]
+def cells_task(plan: VersionPlan, settings: Settings, ranges: list[tuple[int, int]]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """What each cells-view task runs: read its range of the staged cells table from S3 (only the
+    row groups it needs), emit its cells-view cells and a check."""
+    key = cells_key(plan.dataset_id, plan.version_id)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        s3 = s3_client(settings)
+        for batch in batches:
+            for task in batch.column("id").to_pylist():
+                start, stop = ranges[task]
+                reader = pq.ParquetFile(S3RangeReader(s3, settings.staging_bucket, key))
+                offsets = np.cumsum([0] + [reader.metadata.row_group(i).num_rows for i in range(reader.num_row_groups)])
+                groups = [i for i in range(reader.num_row_groups) if offsets[i] < stop and offsets[i + 1] > start]
+                if not groups:
+                    continue
+                base = int(offsets[groups[0]])
+                table = reader.read_row_groups(groups)
+                cells = cells_view_cells(plan, table, start - base, stop - base, offset=base)
+                yield _batch(_view_rows(cells, task))
+
+    return run
 
 
-def compute_chunk_views_spark(s3: Any, settings: Settings, plan: VersionPlan, chunk: int, staged: Path) -> list[ViewCells]:
-    """Every view's cells of one chunk, the per-feature part computed by Spark partitions."""
-    spark = spark_session()
-    cells_table = read_cells(s3, settings, plan)
-    codes = group_codes(cells_table, plan)
-    frame = spark.read.parquet(str(staged))
-    n_parts = max(1, min(8, (plan.chunks[chunk][1] - plan.chunks[chunk][0]) // 64))
-    result = frame.repartition(n_parts, "feature").mapInArrow(partition_cells(plan, chunk, codes, settings.features_row_max_nnz), _OUT_DDL)
-    collected = result.toPandas()
-    present = set(frame.select("feature").distinct().toPandas()["feature"].astype(int).tolist())
-    # Features with no non-zero at all never reach a partition: the driver computes them (all zeros).
-    missing = _all_zero_features(plan, chunk, present)
-    by_view: dict[str, list[tuple[bytes, bytes, bytes]]] = {}
-    for view, row, qualifier, value in zip(collected["view"], collected["row"], collected["qualifier"], collected["value"]):
-        by_view.setdefault(view, []).append((bytes(row), bytes(qualifier), bytes(value)))
-    if missing:
-        zeros = sp.csc_array((plan.n_cells, len(missing)), dtype=np.float64)
-        extra = [stats_view_cells(g.view, missing, zeros, code, len(g.groups)) for g, code in zip(plan.groupings, codes)]
-        extra.append(features_view_cells(missing, zeros, settings.features_row_max_nnz))
-        for cells in extra:
-            by_view.setdefault(cells.view, []).extend(zip(cells.rows, cells.qualifiers, cells.values))
-    views = [ViewCells.from_unsorted(g.view, by_view.get(g.view, [])) for g in plan.groupings]
-    views.append(ViewCells.from_unsorted("features", by_view.get("features", [])))
-    views.append(catalog_view_cells(plan, chunk))
-    if "cells" in plan.chunk_views(chunk):
-        views.append(cells_view_cells(plan, cells_table, *plan.cell_range(chunk)))
-    return views
+def write_view_hfiles(spark: Any, settings: Settings, rows: Any, view: str, uri: str, timestamp_ms: int) -> None:
+    """HFiles of one view from a DataFrame (row, qualifier, value) sorted within partitions, written by the executors."""
+    jvm = spark.sparkContext._jvm
+    jvm.org.wideviews.hfile.SparkHFiles.write(rows.select("row", "qualifier", "value")._jdf.javaRDD(), view_family(view).decode(), str(timestamp_ms), uri, {})
 
 
-def run_chunk_spark(s3: Any, settings: Settings, dataset_id: str, version_id: str, chunk: int) -> list[LoadChunk]:
-    """The spark executor: the chunk's job under Spark, outputs identical to `job.run_chunk`."""
+def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> dict[str, dict[str, Any]]:
+    """Every view of the batch [first, end) as HFiles under its staging prefix; returns the checks."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    views = plan.unit_views(first, end)
+    for view in views:
+        delete_prefix(s3, settings.staging_bucket, hfiles_prefix(plan.dataset_id, plan.version_id, view, first))
+    parts = feature_partitions(plan, first, end, settings)
+    keys = exact_partition_keys(spark, len(parts))
+    codes = spark.sparkContext.broadcast(group_codes(read_cells(s3, settings, plan), plan))
+
+    # (chunk, local feature) -> global feature, its partition and that partition's hash key.
+    starts = np.array([plan.chunks[c][0] for c in range(first, end)])
+    mapping = []
+    for p, features in enumerate(parts):
+        chunks = first + np.searchsorted(starts, features, side="right") - 1
+        local = features - starts[chunks - first]
+        mapping += zip(chunks.tolist(), local.tolist(), features.tolist(), [p] * features.size, [keys[p]] * features.size)
+    mapping_df = spark.createDataFrame(mapping, "chunk int, feature int, gfeature int, part int, pkey bigint")
+    paths = [s3_uri(settings, settings.staging_bucket, chunk_prefix(plan.dataset_id, plan.version_id, c)) for c in range(first, end)]
+    staged = spark.read.parquet(*paths)
+    staged = staged.withColumn("chunk", F.regexp_extract(F.input_file_name(), r"/chunks/0*(\d+)/", 1).cast("int"))
+    nonzeros = staged.join(F.broadcast(mapping_df), ["chunk", "feature"]).select("cell", "gfeature", "value", "part", "pkey")
+    value_type = staged.schema["value"].dataType
+    sentinels = spark.createDataFrame([(-1, -1, p, keys[p]) for p in range(len(parts))], "cell int, gfeature int, part int, pkey bigint")
+    sentinels = sentinels.withColumn("value", F.lit(0).cast(value_type)).select("cell", "gfeature", "value", "part", "pkey")
+    cells_df = (
+        nonzeros.unionByName(sentinels)
+        .repartition(len(parts), "pkey")
+        .mapInArrow(kernel_task(plan, parts, codes, settings.features_row_max_nnz), CELLS_DDL)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    checks: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for row in cells_df.filter(F.col("view").startswith(CHECK_PREFIX)).select("view", "value").collect():
+            checks.setdefault(row["view"][len(CHECK_PREFIX) :], []).append(json.loads(bytes(row["value"])))
+        for view in [g.view for g in plan.groupings] + ["features"]:
+            uri = s3_uri(settings, settings.staging_bucket, hfiles_prefix(plan.dataset_id, plan.version_id, view, first))
+            write_view_hfiles(spark, settings, cells_df.filter(F.col("view") == view), view, uri, plan.timestamp_ms)
+    finally:
+        cells_df.unpersist()
+        codes.unpersist()
+
+    if "cells" in views:
+        start, stop = plan.unit_cell_range(first, end)
+        n_tasks = max(1, min(len(parts), -(-(stop - start) // 50_000)))
+        ranges = [(start + (stop - start) * i // n_tasks, start + (stop - start) * (i + 1) // n_tasks) for i in range(n_tasks)]
+        produced = spark.range(n_tasks, numPartitions=n_tasks).mapInArrow(cells_task(plan, settings, ranges), CELLS_DDL).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            for row in produced.filter(F.col("view").startswith(CHECK_PREFIX)).select("view", "value").collect():
+                checks.setdefault("cells", []).append(json.loads(bytes(row["value"])))
+            sorted_cells = produced.filter(F.col("view") == "cells").repartitionByRange(n_tasks, "row").sortWithinPartitions("row", "qualifier")
+            uri = s3_uri(settings, settings.staging_bucket, hfiles_prefix(plan.dataset_id, plan.version_id, "cells", first))
+            write_view_hfiles(spark, settings, sorted_cells, "cells", uri, plan.timestamp_ms)
+        finally:
+            produced.unpersist()
+
+    # The catalog: a few rows per chunk, made on the driver.
+    catalog_cells: list[tuple[bytes, bytes, bytes]] = []
+    for chunk in range(first, end):
+        part = catalog_view_cells(plan, chunk)
+        catalog_cells += zip(part.rows, part.qualifiers, part.values)
+    catalog = ViewCells.from_unsorted("catalog", catalog_cells)
+    checks["catalog"] = [catalog.check(0)]
+    frame = spark.createDataFrame([(r, q, v) for r, q, v in zip(catalog.rows, catalog.qualifiers, catalog.values)], "row binary, qualifier binary, value binary").coalesce(1)
+    uri = s3_uri(settings, settings.staging_bucket, hfiles_prefix(plan.dataset_id, plan.version_id, "catalog", first))
+    write_view_hfiles(spark, settings, frame.sortWithinPartitions("row", "qualifier"), "catalog", uri, plan.timestamp_ms)
+    return {view: summarize_checks(checks.get(view, [])) for view in views}
+
+
+def run_batch_spark(s3: Any, settings: Settings, dataset_id: str, version_id: str, first: int, end: int | None = None) -> list[LoadChunk]:
+    """The spark executor: the unit [first, end) as one Spark application; its load messages."""
     plan = read_plan(s3, settings, dataset_id, version_id)
-    if not 0 <= chunk < plan.n_chunks:
-        raise Permanent(f"chunk {chunk} is out of range: version {version_id} has {plan.n_chunks} chunks")
-    with tempfile.TemporaryDirectory(prefix=f"wideviews-spark-{version_id[:8]}-{chunk}-") as tmp:
-        staged = Path(tmp) / "chunk"
-        if not download_prefix(s3, settings.staging_bucket, chunk_prefix(dataset_id, version_id, chunk), staged):
-            raise Permanent(f"chunk {chunk} of version {version_id} has no staged parts")
-        views = compute_chunk_views_spark(s3, settings, plan, chunk, staged)
-        return job.publish_chunk_outputs(s3, settings, plan, chunk, views, Path(tmp))
+    try:
+        first, end = plan.unit_of(first)
+    except ValueError as exc:
+        raise Permanent(str(exc)) from exc
+    checks = compute_batch(spark_session(settings), s3, settings, plan, first, end)
+    messages = []
+    for view, check in checks.items():
+        put_json(s3, settings.staging_bucket, check_key(dataset_id, version_id, view, first), check)
+        messages.append(
+            LoadChunk(
+                dataset_id=dataset_id,
+                version_id=version_id,
+                chunk=first,
+                view=view,
+                hfiles_uri=f"s3://{settings.staging_bucket}/{hfiles_prefix(dataset_id, version_id, view, first)}",
+                rows=int(check["rows"]),
+                checksum=check["checksum"],
+            )
+        )
+    return messages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,9 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     global _session
     from pyspark.sql import SparkSession
 
-    # Under spark-submit the master and resources come from the submission, not from local mode.
+    parser = argparse.ArgumentParser(prog="wideviews-spark-job")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--chunk", type=int, required=True, help="the unit's first chunk")
+    parser.add_argument("--chunk-end", type=int, default=None)
+    args = parser.parse_args(argv)
+    # Under spark-submit the master, the jars and the S3 filesystem come from the submission.
     _session = SparkSession.builder.appName("wideviews-compute").getOrCreate()
-    return job.run_from_command_line("wideviews-spark-job", run_chunk_spark, argv)
+    settings = Settings.load()
+    for message in run_batch_spark(s3_client(settings), settings, args.dataset, args.version, args.chunk, args.chunk_end):
+        sys.stdout.write(message.to_body() + "\n")
+    return 0
 
 
 if __name__ == "__main__":

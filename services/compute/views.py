@@ -6,7 +6,10 @@ unsigned byte order, with rows and checksums counted for the publisher's verific
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -44,10 +47,28 @@ class ViewCells:
     def checksum(self) -> int:
         return combine_checksums(cell_checksum(r, q, v) for r, q, v in zip(self.rows, self.qualifiers, self.values))
 
+    def check(self, task: int) -> dict[str, Any]:
+        """What one task's HFile of this view holds, for the publisher: cells, rows, checksum, key
+        range, and one sampled row (the middle one) with the checksum of its cells."""
+        doc: dict[str, Any] = {"task": task, "cells": len(self.rows), "rows": self.n_rows, "checksum": f"{self.checksum():016x}"}
+        if self.rows:
+            sample = self.rows[len(self.rows) // 2]
+            lo, hi = bisect.bisect_left(self.rows, sample), bisect.bisect_right(self.rows, sample)
+            picked = combine_checksums(cell_checksum(r, q, v) for r, q, v in zip(self.rows[lo:hi], self.qualifiers[lo:hi], self.values[lo:hi]))
+            doc.update(first_row=self.rows[0].hex(), last_row=self.rows[-1].hex(), sample_row=sample.hex(), sample_checksum=f"{picked:016x}")
+        return doc
+
     @classmethod
     def from_unsorted(cls, view: str, cells: list[tuple[bytes, bytes, bytes]]) -> "ViewCells":
         cells.sort(key=lambda c: (c[0], c[1]))
         return cls(view, [c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells])
+
+
+def summarize_checks(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """One (unit, view)'s check: totals over its tasks' checks (`ViewCells.check`), which it keeps."""
+    tasks = sorted(tasks, key=lambda t: t["task"])
+    checksum = sum(int(t["checksum"], 16) for t in tasks) % (1 << 64)
+    return {"rows": sum(t["rows"] for t in tasks), "cells": sum(t["cells"] for t in tasks), "checksum": f"{checksum:016x}", "hfiles": tasks}
 
 
 def group_codes(cells: pa.Table, plan: VersionPlan) -> list[np.ndarray]:
@@ -94,9 +115,10 @@ def features_view_cells(features: list[str], chunk: sp.csc_array | np.ndarray, m
     return ViewCells.from_unsorted("features", cells)
 
 
-def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: int | None = None) -> ViewCells:
+def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: int | None = None, *, offset: int = 0) -> ViewCells:
     """Rows = cell id: its position, grouping values, embedding coordinates and numeric metadata; for
-    the cells at positions [start, end) only (the share of one chunk's job)."""
+    the cells at rows [start, end) of `cells` only (the share of one job). `cells` starts at the
+    cell at position `offset` of the matrix (a slice of the staged table)."""
     end = cells.num_rows if end is None else end
     cells = cells.slice(start, end - start)
     ids = cells.column("cell_id").to_pylist()
@@ -106,7 +128,7 @@ def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: in
     out = []
     for i, cell_id in enumerate(ids):
         row = cell_id.encode()
-        out.append((row, b"pos", layout.encode_int(start + i)))
+        out.append((row, b"pos", layout.encode_int(offset + start + i)))
         for name, values in text.items():
             out.append((row, b"g:" + name.encode(), layout.encode_text(values[i])))
         if emb is not None and plan.embedding is not None:
@@ -139,19 +161,23 @@ def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
     return ViewCells.from_unsorted("catalog", out)
 
 
-def chunk_view_cells(
-    plan: VersionPlan, chunk: int, matrix: sp.csc_array, cells: pa.Table, max_nnz: int, threads: int = 1
+def unit_view_cells(
+    plan: VersionPlan, first: int, end: int, matrices: Iterable[sp.csc_array], cells: pa.Table, max_nnz: int, threads: int = 1
 ) -> list[ViewCells]:
-    """Every view's cells for one chunk (the whole compute job, minus I/O); the kernel on `threads` cores."""
-    start, end = plan.chunks[chunk]
-    features = plan.features[start:end]
+    """Every view's cells of the compute unit [first, end) (the whole local job, minus I/O): each
+    chunk's matrix (in order, read lazily) through the kernel on `threads` cores, the rows of all
+    the unit's chunks merged in row order, so each view is one sorted run of HFiles."""
     codes = group_codes(cells, plan)
-    out = [
-        stats_view_cells(g.view, features, matrix, code, len(g.groups), threads)
-        for g, code in zip(plan.groupings, codes)
-    ]
-    out.append(features_view_cells(features, matrix, max_nnz))
-    out.append(catalog_view_cells(plan, chunk))
-    if "cells" in plan.chunk_views(chunk):
-        out.append(cells_view_cells(plan, cells, *plan.cell_range(chunk)))
-    return out
+    views = plan.unit_views(first, end)
+    collected: dict[str, list[tuple[bytes, bytes, bytes]]] = {view: [] for view in views}
+    for chunk, matrix in zip(range(first, end), matrices):
+        start, stop = plan.chunks[chunk]
+        features = plan.features[start:stop]
+        parts = [stats_view_cells(g.view, features, matrix, code, len(g.groups), threads) for g, code in zip(plan.groupings, codes)]
+        parts += [features_view_cells(features, matrix, max_nnz), catalog_view_cells(plan, chunk)]
+        for part in parts:
+            collected[part.view].extend(zip(part.rows, part.qualifiers, part.values))
+    if "cells" in collected:
+        part = cells_view_cells(plan, cells, *plan.unit_cell_range(first, end))
+        collected["cells"].extend(zip(part.rows, part.qualifiers, part.values))
+    return [ViewCells.from_unsorted(view, collected[view]) for view in views]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
 
 from shared.adapters.aws import AwsClients
-from shared.adapters.s3 import head_object, s3_client
+from shared.adapters.s3 import list_object_versions, s3_client
 from shared.config import Settings
 from shared.errors import BadUpload, NotFound, Permanent
 from shared.messages import DATASET_ID_PATTERN, ComputeChunk, Message, UploadEvent
@@ -30,26 +31,39 @@ async def make_deps(settings: Settings, aws: AwsClients) -> IngestDeps:
 
 
 def compute_jobs(plan: VersionPlan) -> list[Message]:
+    """One job per compute unit (a run of chunks: one local job, or one Spark application)."""
     return [
-        ComputeChunk(dataset_id=plan.dataset_id, version_id=plan.version_id, chunk=c, n_chunks=plan.n_chunks)
-        for c in range(plan.n_chunks)
+        ComputeChunk(dataset_id=plan.dataset_id, version_id=plan.version_id, chunk=first, n_chunks=plan.n_chunks, chunk_end=end)
+        for first, end in plan.units
     ]
 
 
 def resolve_object_version(s3: Any, msg: UploadEvent) -> UploadEvent:
-    """The event with the S3 version of the object it announces (a HEAD of the key when the event
-    carries none, as moto's do). If the key has been overwritten since (its ETag differs) or is gone,
-    the event is kept as it is: its version is then identified by the ETag and size it announced.
+    """The event with the S3 version of the object it announces, when the event carries none (moto's
+    never do): of the key's versions with the event's ETag, the newest made at or before the event.
+    The same event always resolves the same way. Where the bucket is not versioned, or that version
+    no longer exists, the event is kept as it is: its version is identified by ETag and size.
     """
     if msg.object_version is not None:
         return msg
+    event_time = _parse_time(msg.event_time)
+    best: tuple[datetime, str] | None = None
+    for version in list_object_versions(s3, msg.bucket, msg.key):
+        made = version["LastModified"]
+        if version["ETag"].strip('"') != msg.etag or version["VersionId"] in (None, "null"):
+            continue
+        if event_time is not None and made > event_time:
+            continue
+        if best is None or made > best[0]:
+            best = (made, version["VersionId"])
+    return msg if best is None else msg.model_copy(update={"object_version": best[1]})
+
+
+def _parse_time(text: str) -> datetime | None:
     try:
-        head = head_object(s3, msg.bucket, msg.key)
-    except NotFound:
-        return msg
-    if str(head.get("ETag", "")).strip('"') != msg.etag or not head.get("VersionId") or head["VersionId"] == "null":
-        return msg
-    return msg.model_copy(update={"object_version": head["VersionId"]})
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 async def handle_upload(msg: UploadEvent, deps: IngestDeps) -> list[Message]:

@@ -460,6 +460,8 @@ def ingest_upload(reader: io.RawIOBase, upload_key: str, s3: Any, settings: Sett
         description=str(manifest.get("description", "")),
         timestamp_ms=int(time.time() * 1000),
         cells_split=True,
+        batches=settings.chunk_batches(len(matrix.chunks), matrix.nnz),
+        nnz=matrix.nnz,
     )
     put_json(s3, settings.staging_bucket, plan_key(dataset_id, version_id), plan.model_dump(mode="json"))
     return plan

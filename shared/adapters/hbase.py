@@ -166,3 +166,22 @@ class HBase:
             return rows, total % (1 << 64)
 
         return self._call("verify scan", verify)
+
+    def region_row_counts(self, table: str, *, batch_size: int = 10_000) -> list[tuple[bytes, bytes, int]]:
+        """(start key, end key, rows) of every region of the table, counted by key-only scans: the
+        region servers send one bare key per row (`FirstKeyOnlyFilter`, `KeyOnlyFilter`), never a
+        value, so the cost grows with the rows, not with the bytes stored."""
+
+        def count(conn: happybase.Connection) -> list[tuple[bytes, bytes, int]]:
+            handle = conn.table(table)
+            out = []
+            for region in sorted(handle.regions(), key=lambda r: r["start_key"]):
+                start, end = region["start_key"], region["end_key"]
+                scan = handle.scan(
+                    row_start=start or None, row_stop=end or None, filter=b"FirstKeyOnlyFilter() AND KeyOnlyFilter()", batch_size=batch_size
+                )
+                out.append((start, end, sum(1 for _ in scan)))
+            return out
+
+        return self._call("count rows", count)
+

@@ -99,12 +99,15 @@ class S3RangeReader(io.RawIOBase):
         return len(chunk)
 
 
-def head_object(s3: Any, bucket: str, key: str) -> dict[str, Any]:
-    """The object's HEAD (`NotFound` if the key does not exist)."""
+def list_object_versions(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    """Every version of exactly `key` (VersionId, ETag, LastModified as an aware datetime), newest first."""
+    versions: list[dict[str, Any]] = []
     try:
-        return dict(s3.head_object(Bucket=bucket, Key=key))
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+            versions += [v for v in page.get("Versions", []) if v["Key"] == key]
     except Exception as exc:
         raise _translate(exc, f"s3://{bucket}/{key}") from exc
+    return versions
 
 
 def put_bytes(s3: Any, bucket: str, key: str, body: bytes) -> None:

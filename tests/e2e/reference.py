@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from shared.config import Settings
@@ -128,3 +129,15 @@ def assert_version_matches(settings: Settings, dataset_id: str, version_id: str,
         column = ref.matrix[feature].to_numpy()
         assert body["indices"] == np.flatnonzero(column).tolist(), feature
         np.testing.assert_array_equal(np.array(body["values"], dtype=np.float64), column[column != 0])
+
+
+def assert_cells_match(settings: Settings, dataset_id: str, ref: Reference, groupings: list[str]) -> None:
+    """Every cell's position, metadata and umap embedding come back as uploaded."""
+    for position, cell_id in enumerate(ref.matrix.index):
+        status, body = http_json(query_url(settings, f"/v1/datasets/{dataset_id}/cells/{cell_id}"))
+        assert status == 200, (cell_id, body)
+        assert body["position"] == position
+        for grouping in groupings:
+            assert body["metadata"][grouping] == ref.metadata.loc[cell_id, grouping]
+        assert body["embedding"]["umap"] == pytest.approx([ref.metadata.loc[cell_id, "umap_1"], ref.metadata.loc[cell_id, "umap_2"]])
+

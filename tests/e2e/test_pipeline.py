@@ -16,7 +16,7 @@ import pytest
 from cli.sample import sample_frames, write_upload_zip
 from shared.adapters.hbase import HBase
 from shared.config import Settings
-from tests.e2e.reference import Reference, assert_aggregates_match, cli, http_json, query_url, wait_for
+from tests.e2e.reference import Reference, assert_aggregates_match, assert_cells_match, cli, http_json, query_url, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -83,13 +83,7 @@ def test_upload_is_published_and_every_stat_matches_pandas(stack: Settings, tmp_
 
     # Every cell's position, metadata and embedding come back as uploaded (the cells view is written
     # in shares by the chunks' jobs: every share must be there, at the right position).
-    for position, cell_id in enumerate(ref.matrix.index):
-        status, body = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/cells/{cell_id}"))
-        assert status == 200, (cell_id, body)
-        assert body["position"] == position
-        for grouping in ("cell_type", "donor", "region"):
-            assert body["metadata"][grouping] == ref.metadata.loc[cell_id, grouping]
-        assert body["embedding"]["umap"] == pytest.approx([ref.metadata.loc[cell_id, "umap_1"], ref.metadata.loc[cell_id, "umap_2"]])
+    assert_cells_match(stack, dataset_id, ref, ["cell_type", "donor", "region"])
 
     # Errors are JSON with a message and the right status.
     assert http_json(query_url(stack, f"/v1/datasets/{dataset_id}/aggregates", grouping="cell_type", features="NOPE"))[0] == 404

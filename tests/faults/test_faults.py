@@ -29,10 +29,10 @@ from cli import stack as local_stack
 from cli.sample import sample_frames, write_upload_zip
 from services.publisher.verify import verify_version
 from shared.adapters.hbase import HBase, view_table
-from shared.adapters.s3 import s3_client
+from shared.adapters.s3 import get_json, s3_client
 from shared.config import Settings
 from shared.errors import Permanent
-from shared.staging import read_plan
+from shared.staging import check_key, read_plan
 from tests.e2e.reference import Reference, assert_version_matches, cli, http_json, query_url, wait_for
 from tests.tcp import pipe
 
@@ -328,7 +328,9 @@ def test_failed_ingest_is_replayed_from_the_dlq_once_the_cause_is_gone(stack: Se
     local_stack.stop_component(stack, "ingest")
     try:
         s3.upload_file(str(path), stack.uploads_bucket, key)
-        s3.delete_object(Bucket=stack.uploads_bucket, Key=key)  # the cause: the object vanished before ingest
+        # The cause: the object vanished before ingest (the uploads bucket is versioned: delete the version).
+        gone = s3.head_object(Bucket=stack.uploads_bucket, Key=key)["VersionId"]
+        s3.delete_object(Bucket=stack.uploads_bucket, Key=key, VersionId=gone)
     finally:
         local_stack.restart_component(stack, "ingest")
     entry = _wait_published(stack, dataset_id, 1, 120)
@@ -359,13 +361,15 @@ def test_publisher_verification_catches_missing_short_and_altered_views(stack: S
     hbase = HBase(stack, size=1)
     verify_version(s3, hbase, stack, plan)  # intact: passes
     stats = view_table(stack, dataset_id, version_id, "stats_donor")
+    # The publisher reads back only the rows compute recorded as samples (one per HFile): alter one.
+    sampled = bytes.fromhex(get_json(s3, stack.staging_bucket, check_key(dataset_id, version_id, "stats_donor", 0))["hfiles"][0]["sample_row"])
     with _thrift(stack) as conn:
-        original = conn.table(stats).row(b"GENE00003")
-        conn.table(stats).put(b"GENE00003", {b"s:mean": original[b"s:mean"][:-1] + b"\x00"})
-    with pytest.raises(Permanent, match="stats_donor: checksum"):
+        original = conn.table(stats).row(sampled)
+        conn.table(stats).put(sampled, {b"s:mean": original[b"s:mean"][:-1] + bytes([original[b"s:mean"][-1] ^ 1])})
+    with pytest.raises(Permanent, match=f"stats_donor: sampled row {sampled!r} differs from what compute wrote"):
         verify_version(s3, hbase, stack, plan)
     with _thrift(stack) as conn:
-        conn.table(stats).put(b"GENE00003", original)
+        conn.table(stats).put(sampled, original)
     verify_version(s3, hbase, stack, plan)  # mended: passes again
     with _thrift(stack) as conn:
         conn.table(stats).delete(b"GENE00003")

@@ -15,7 +15,7 @@ import pytest
 from moto.backends import get_backend
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from services.compute.emr import build_step, run_chunk_emr, step_key
+from services.compute.emr import build_step, run_unit_emr, step_key
 from shared.adapters.aws import open_aws
 from shared.adapters.s3 import put_json
 from shared.config import Settings
@@ -44,7 +44,8 @@ def _plan(settings: Settings) -> VersionPlan:
         id_column="cell",
         n_cells=3,
         features=["A", "B"],
-        chunks=[(0, 2)],
+        chunks=[(0, 1), (1, 2)],
+        batches=[(0, 2)],  # one Spark application (one step) for both chunks
         groupings=[GroupingPlan(name="type", view="stats_type", groups=["x"], counts=[3])],
         timestamp_ms=1,
     )
@@ -62,7 +63,7 @@ async def _drive(settings: Settings, plan: VersionPlan, final_state: str, reason
     """Run the executor; once its step appears, write the job's checks (on success) and end the step."""
     s3 = boto3.client("s3", **settings.aws_client_kwargs())
     async with open_aws(settings) as aws:
-        task = asyncio.create_task(run_chunk_emr(aws.emr, s3, settings, plan.dataset_id, plan.version_id, 0))
+        task = asyncio.create_task(run_unit_emr(aws.emr, s3, settings, plan.dataset_id, plan.version_id, 0))
         before = {s.id for s in _steps(settings)}
         step = None
         for _ in range(200):
@@ -76,7 +77,7 @@ async def _drive(settings: Settings, plan: VersionPlan, final_state: str, reason
         await asyncio.sleep(0.2)
         assert not task.done(), "the executor must keep polling while the step runs"
         if final_state == "COMPLETED":
-            for view in plan.chunk_views(0):
+            for view in plan.unit_views(0, 2):
                 put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, view, 0), {"rows": 2, "checksum": "00000000000000ab", "cells": 2})
         if reason:
             step.last_state_change_reason = reason
@@ -90,18 +91,21 @@ async def _drive(settings: Settings, plan: VersionPlan, final_state: str, reason
 async def test_step_request_is_the_spark_submit_of_the_job(moto_settings: Settings) -> None:
     plan = _plan(moto_settings)
     step, messages = await _drive(moto_settings, plan, "COMPLETED")
-    expected = build_step(moto_settings, plan.dataset_id, plan.version_id, 0)
+    expected = build_step(moto_settings, plan.dataset_id, plan.version_id, 0, 2)
     assert step.name == expected["Name"]
     assert step.jar == "command-runner.jar"
     args = step.args
     assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", "s3://wvinproc-staging/code/1.0/wideviews.zip"]
     assert args[5:7] == ["--jars", "s3://wvinproc-staging/code/1.0/wideviews-jvm.jar"]
-    assert args[-7:] == ["s3://wvinproc-staging/code/1.0/spark_job.py", "--dataset", "emr-test", "--version", plan.version_id, "--chunk", "0"]
+    assert args[-9:] == ["s3://wvinproc-staging/code/1.0/spark_job.py", "--dataset", "emr-test", "--version", plan.version_id, "--chunk", "0", "--chunk-end", "2"]
     assert "spark.yarn.appMasterEnv.WIDEVIEWS_NAME_PREFIX=wvinproc" in args
+    # EMRFS on the cluster, and HBase's jars for the executors' HFileOutputFormat2.
+    assert "spark.executorEnv.WIDEVIEWS_SPARK_S3_SCHEME=s3" in args
+    assert f"spark.executor.extraClassPath={moto_settings.emr_hbase_classpath}" in args
     assert args == expected["HadoopJarStep"]["Args"]
-    # The load messages come from the checks the job wrote, one per view of the chunk.
-    assert sorted(m.view for m in messages) == sorted(plan.chunk_views(0))
-    assert {m.hfiles_uri for m in messages} == {f"s3://wvinproc-staging/staging/emr-test/{plan.version_id}/hfiles/{v}/000000/" for v in plan.chunk_views(0)}
+    # The load messages come from the checks the job wrote, one per view of the unit.
+    assert sorted(m.view for m in messages) == sorted(plan.unit_views(0, 2))
+    assert {m.hfiles_uri for m in messages} == {f"s3://wvinproc-staging/staging/emr-test/{plan.version_id}/hfiles/{v}/000000/" for v in plan.unit_views(0, 2)}
     assert {m.checksum for m in messages} == {"00000000000000ab"}
     # The step id is remembered for a redelivered message.
     s3 = boto3.client("s3", **moto_settings.aws_client_kwargs())
@@ -127,17 +131,17 @@ async def test_redelivered_job_follows_the_running_step_instead_of_adding_one(mo
     plan = _plan(moto_settings)
     s3 = boto3.client("s3", **moto_settings.aws_client_kwargs())
     async with open_aws(moto_settings) as aws:
-        first = asyncio.create_task(run_chunk_emr(aws.emr, s3, moto_settings, plan.dataset_id, plan.version_id, 0))
+        first = asyncio.create_task(run_unit_emr(aws.emr, s3, moto_settings, plan.dataset_id, plan.version_id, 0))
         key = step_key(plan.dataset_id, plan.version_id, 0)
         for _ in range(200):
             if s3.list_objects_v2(Bucket=moto_settings.staging_bucket, Prefix=key).get("KeyCount"):
                 break
             await asyncio.sleep(0.02)
-        second = asyncio.create_task(run_chunk_emr(aws.emr, s3, moto_settings, plan.dataset_id, plan.version_id, 0))
+        second = asyncio.create_task(run_unit_emr(aws.emr, s3, moto_settings, plan.dataset_id, plan.version_id, 0))
         await asyncio.sleep(0.3)
         ours = [s for s in _steps(moto_settings) if plan.version_id in s.args]
         assert len(ours) == 1
-        for view in plan.chunk_views(0):
+        for view in plan.unit_views(0, 2):
             put_json(s3, moto_settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, view, 0), {"rows": 1, "checksum": "0000000000000001", "cells": 1})
         ours[0].state = "COMPLETED"
         a, b = await asyncio.gather(first, second)

@@ -1,47 +1,89 @@
-"""The `spark` executor runs for real (local Spark) and produces exactly the local executor's cells."""
+"""The `spark` executor runs for real: one local Spark application per batch of chunks, reading the
+staged chunks through s3a:// from the stack's moto server and writing HFiles there from its
+executors. Loaded into HBase, its cells are exactly the local executor's, byte for byte."""
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from pathlib import Path
 
 import boto3
+import happybase
 import numpy as np
+import pytest
 
 from cli.sample import sample_frames, write_upload_zip
 from services.compute import job
-from services.compute.spark_job import compute_chunk_views_spark
+from services.compute.spark_job import feature_partitions, run_batch_spark
 from services.ingest.split import ingest_upload
-from shared.adapters.s3 import S3RangeReader, download_prefix
+from services.loader.load import bulk_load_view_chunk
+from shared.adapters.hbase import HBase, view_table
+from shared.adapters.s3 import S3RangeReader, list_keys
 from shared.config import Settings
-from shared.staging import chunk_prefix
+from shared.staging import version_prefix
+
+pytestmark = pytest.mark.stack
 
 
-def test_spark_executor_output_equals_local_bit_for_bit(inprocess_moto: Settings, tmp_path: Path) -> None:
-    settings = inprocess_moto.model_copy(update={"chunk_features": 25, "features_row_max_nnz": 16})
+def _scan(settings: Settings, table: str) -> list[tuple[bytes, bytes, bytes, int]]:
+    connection = happybase.Connection(settings.hbase_thrift_host, settings.hbase_thrift_port)
+    try:
+        return [
+            (row, qualifier.split(b":", 1)[1], value, ts)
+            for row, data in connection.table(table).scan(include_timestamp=True)
+            for qualifier, (value, ts) in sorted(data.items())
+        ]
+    finally:
+        connection.close()
+
+
+def test_spark_batch_writes_the_local_executors_cells_through_s3a(stack: Settings, tmp_path: Path) -> None:
+    settings = stack.model_copy(
+        update={
+            "executor": "spark",
+            "chunk_features": 25,
+            "spark_partition_features": 20,  # several partitions per batch
+            "spark_batch_chunks": 2,  # two batches: [0, 2) and [2, 3)
+            "features_row_max_nnz": 16,  # transpose rows split in parts
+            "rows_per_region": 17,  # region boundaries inside the batch cut partitions too
+        }
+    )
     matrix, metadata = sample_frames(240, 60, seed=5)
-    matrix["ALL_ZERO"] = 0.0  # no non-zero reaches any Spark partition
+    matrix["ALL_ZERO"] = 0.0  # no non-zero reaches its partition
     matrix["NEGATIVE"] = np.round(np.random.default_rng(1).normal(0, 1, len(matrix)), 3)
     path = write_upload_zip(tmp_path / "up.zip", matrix, metadata)
     s3 = boto3.client("s3", **settings.aws_client_kwargs())
-    key = f"uploads/spark-eq/{uuid.uuid4().hex}.zip"
+    dataset_id = f"spark-{uuid.uuid4().hex[:8]}"
+    key = f"uploads/{dataset_id}/x.zip"
     s3.upload_file(str(path), settings.uploads_bucket, key)
     version_id = uuid.uuid4().hex
-    plan = ingest_upload(S3RangeReader(s3, settings.uploads_bucket, key), key, s3, settings, "spark-eq", version_id)
-    assert plan.n_chunks == 3
+    plan = ingest_upload(S3RangeReader(s3, settings.uploads_bucket, key), key, s3, settings, dataset_id, version_id)
+    assert plan.batches == [(0, 2), (2, 3)]
+    assert len(feature_partitions(plan, 0, 2, settings)) >= 3
+
+    # The local executor's cells of every chunk, per view: the reference.
+    expected: dict[str, list[tuple[bytes, bytes, bytes]]] = {}
     for chunk in range(plan.n_chunks):
-        local = job.compute_chunk_views(s3, settings, plan, chunk)
-        with tempfile.TemporaryDirectory() as tmp:
-            staged = Path(tmp) / "chunk"
-            download_prefix(s3, settings.staging_bucket, chunk_prefix(plan.dataset_id, plan.version_id, chunk), staged)
-            spark = compute_chunk_views_spark(s3, settings, plan, chunk, staged)
-        assert [v.view for v in spark] == [v.view for v in local]
-        for a, b in zip(spark, local):
-            assert a.rows == b.rows, a.view
-            assert a.qualifiers == b.qualifiers, a.view
-            assert a.values == b.values, a.view
-            assert a.checksum() == b.checksum()
+        for cells in job.compute_chunk_views(s3, settings, plan, chunk):
+            expected.setdefault(cells.view, []).extend(zip(cells.rows, cells.qualifiers, cells.values))
+
+    hbase = HBase(settings, size=1)
+    loaded: dict[str, int] = {}
+    for first, end in plan.batches:
+        messages = run_batch_spark(s3, settings, dataset_id, version_id, first, end)
+        assert sorted(m.view for m in messages) == sorted(plan.unit_views(first, end))
+        for message in messages:
+            assert message.chunk == first
+            bulk_load_view_chunk(s3, hbase, settings, dataset_id, version_id, message.view, message.hfiles_uri)
+            loaded[message.view] = loaded.get(message.view, 0) + message.rows
+
+    for view, cells in expected.items():
+        got = _scan(settings, view_table(settings, dataset_id, version_id, view))
+        assert [(r, q, v) for r, q, v, _ in got] == sorted(cells), view
+        assert {ts for *_, ts in got} == {plan.timestamp_ms}, view
+        assert loaded[view] == len({r for r, _, _ in cells}), view
     # The transpose really was split into parts of at most 16 non-zeros.
-    features = job.compute_chunk_views(s3, settings, plan, 0)
-    assert any(row.endswith(b"\x00\x00\x01") for row in next(v for v in features if v.view == "features").rows)
+    assert any(row.endswith(b"\x00\x00\x01") for row, _, _ in expected["features"])
+    # Nothing but HFiles and checks was written by the job; no HFile staged twice.
+    keys = list_keys(s3, settings.staging_bucket, version_prefix(dataset_id, version_id) + "hfiles/")
+    assert keys and all("/_temporary/" not in k for k in keys)
