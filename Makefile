@@ -7,6 +7,9 @@
 #   make test    the whole test suite; integration tests start their own stack
 #   make demo    setup, `wideviews stack up`, `wideviews demo` (sample upload -> dot plot), status
 #   make down    `wideviews stack down`
+#   make package-lambda   build/lambda/wideviews-query.zip, the query Lambda (Lambda's platform wheels)
+#   make package-emr      build/emr/: what an EMR step needs
+#   make images TAG=…     the four worker images and the local one (needs Docker)
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -19,7 +22,7 @@ SPARK_S3_CLASSPATH := jvm/spark-runtime/target/classpath.txt
 JVM_JAR := jvm/target/wideviews-jvm.jar
 JVM_SOURCES := $(shell find jvm/src -type f 2>/dev/null)
 
-.PHONY: setup python jvm hbase-classpath spark-s3-classpath compose-client test demo down package-emr
+.PHONY: setup python jvm hbase-classpath spark-s3-classpath compose-client test demo down package-emr package-lambda images
 
 setup: python jvm hbase-classpath spark-s3-classpath compose-client
 
@@ -91,5 +94,22 @@ package-emr: jvm
 	rm -rf build/emr && mkdir -p build/emr
 	$(PY) -c "import pathlib, zipfile; z = zipfile.ZipFile('build/emr/wideviews.zip', 'w', zipfile.ZIP_DEFLATED); [z.write(p) for d in ('shared', 'services') for p in sorted(pathlib.Path(d).rglob('*.py'))]; z.close()"
 	cp services/compute/spark_job.py build/emr/spark_job.py
+	cp deploy/emr-bootstrap.sh build/emr/emr-bootstrap.sh
+	$(PY) deploy/package_lambda.py --requirements compute > build/emr/requirements-compute.txt
 	cp $(JVM_JAR) build/emr/wideviews-jvm.jar
 	@ls -l build/emr
+
+# The query Lambda's zip: the core and `query` extra as Lambda's (manylinux, CPython 3.11) wheels,
+# plus shared/ and services/query/. Fails over Lambda's limits; prints the sizes.
+package-lambda: python
+	$(PY) deploy/package_lambda.py --out build/lambda
+
+# One image per worker, each with its own extra (no moto, pandas or pyspark), tagged as the template
+# expects (<repository>:<service>-<TAG>), and the local stack's image for docker-compose.
+IMAGE_REPOSITORY ?= wideviews
+TAG ?= dev
+images:
+	for service in ingest compute loader publisher; do \
+	  docker build --target app --build-arg EXTRAS=$$service -t $(IMAGE_REPOSITORY):$$service-$(TAG) . || exit 1; \
+	done
+	docker build --target app --build-arg EXTRAS=local -t wideviews-app:local .

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     # Transient failures (HBase or AWS unreachable) retried this often, backoff capped at retry_max_s.
     max_transient_attempts: int = 40
 
+    # Logging: one JSON object per line on stderr (shared/logs.py).
+    # The service a process runs, on each of its log lines (set per ECS service and on the Lambda).
+    service: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     # Query.
     query_host: str = "127.0.0.1"
     query_port: int = 8080

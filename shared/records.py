@@ -98,6 +98,8 @@ class VersionRecord:
     publish_claimed: bool = False
     error: str | None = None
     history: list[str] = field(default_factory=list)
+    # Per stage (the worker's queue role): messages handled for this version and the handlers' seconds.
+    work: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def all_finished(self) -> bool:
@@ -123,6 +125,7 @@ class VersionRecord:
             publish_claimed=bool(item.get("publish_claimed", False)),
             error=item.get("error"),
             history=list(item.get("history", [])),
+            work=_stage_work(item),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -142,7 +145,18 @@ class VersionRecord:
             "done": len(self.finished & self.expected),
             "expected": len(self.expected),
             "error": self.error,
+            "work": self.work,
         }
+
+
+def _stage_work(item: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """`work_<stage>_messages` and `work_<stage>_seconds` attributes as {stage: {"messages", "seconds"}}."""
+    work: dict[str, dict[str, float]] = {}
+    for name, value in item.items():
+        if name.startswith("work_") and name.endswith(("_messages", "_seconds")):
+            stage, measure = name[len("work_") :].rsplit("_", 1)
+            work.setdefault(stage, {"messages": 0, "seconds": 0.0})[measure] = value
+    return work
 
 
 @dataclass
@@ -317,6 +331,21 @@ class Records:
                 ReturnValues="ALL_NEW",
             )
         return VersionRecord.from_item(_item(resp["Attributes"]))
+
+    async def add_stage_work(self, dataset_id: str, version_id: str, stage: str, seconds: float) -> None:
+        """Count one handled message of a stage and its handler's seconds (ADDs: concurrent workers lose none).
+
+        Conditional on the version existing, so a message naming an unknown version creates no item.
+        """
+        with aws_errors("add stage work"):
+            await self._db.update_item(
+                TableName=self._versions,
+                Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
+                UpdateExpression="ADD #m :one, #s :seconds",
+                ConditionExpression="attribute_exists(version_id)",
+                ExpressionAttributeNames={"#m": f"work_{stage}_messages", "#s": f"work_{stage}_seconds"},
+                ExpressionAttributeValues=_values({":one": 1, ":seconds": Decimal(str(round(seconds, 3)))}),
+            )
 
     async def claim_publish(self, dataset_id: str, version_id: str, claimant: str) -> bool:
         """Claim the right to ask for publication; moves to VALIDATING.

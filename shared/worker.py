@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import signal
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from shared.adapters.aws import AwsClients, aws_errors, open_aws
 from shared.config import QUEUE_ROLES, QueueRole, Settings
 from shared.errors import Permanent, Transient
+from shared.logs import configure_logging, log_context
 from shared.messages import AnyMessage, Message, S3TestEvent, UploadEvent, parse_message
 from shared.records import Records, State
 
@@ -42,12 +41,11 @@ ROUTES: dict[str, QueueRole] = {"compute_chunk": "compute", "load_chunk": "load"
 REPLAY_ATTRIBUTE = "wideviews-replay-count"
 ERROR_ATTRIBUTE = "wideviews-error"
 SOURCE_ATTRIBUTE = "wideviews-source-queue"
+# Set on a dead letter by the worker that moved it: what `wideviews dlq list` names it by.
+DATASET_ATTRIBUTE = "wideviews-dataset"
+VERSION_ATTRIBUTE = "wideviews-version"
+UPLOAD_KEY_ATTRIBUTE = "wideviews-upload-key"
 TRANSIENT_ATTRIBUTE = "wideviews-transient-attempts"
-
-
-def configure_logging() -> None:
-    """One line per event on stderr, for the stack's log files."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 def _transient_attempts(raw: dict[str, Any]) -> int:
@@ -63,19 +61,30 @@ def backoff_s(receive_count: int, settings: Settings) -> int:
 
 @dataclass
 class QueueUrls:
-    """URLs of every queue and dead-letter queue, resolved once per worker."""
+    """URLs of queues and dead-letter queues, each resolved once, when first needed.
+
+    A worker resolves only the queues it uses (its own, its DLQ, the next one): its role may get
+    the URL of no other queue.
+    """
 
     urls: dict[str, str]
 
     @classmethod
-    async def resolve(cls, sqs: Any, settings: Settings) -> "QueueUrls":
-        urls = {}
-        for role in QUEUE_ROLES:
+    async def resolve(cls, sqs: Any, settings: Settings, roles: Iterable[QueueRole] = QUEUE_ROLES) -> "QueueUrls":
+        """The URLs of the roles' queues and their DLQs."""
+        queues = cls({})
+        for role in roles:
             for dead in (False, True):
-                name = settings.queue_name(role, dead_letter=dead)
-                with aws_errors("get queue url"):
-                    urls[name] = (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
-        return cls(urls)
+                await queues.ensure(sqs, settings, role, dead_letter=dead)
+        return queues
+
+    async def ensure(self, sqs: Any, settings: Settings, role: QueueRole, *, dead_letter: bool = False) -> str:
+        """The URL of a role's queue (or DLQ), asked of SQS the first time only."""
+        name = settings.queue_name(role, dead_letter=dead_letter)
+        if name not in self.urls:
+            with aws_errors("get queue url"):
+                self.urls[name] = (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
+        return self.urls[name]
 
     def of(self, settings: Settings, role: QueueRole, *, dead_letter: bool = False) -> str:
         return self.urls[settings.queue_name(role, dead_letter=dead_letter)]
@@ -85,7 +94,8 @@ async def send_messages(sqs: Any, queues: QueueUrls, settings: Settings, message
     """Send outgoing messages to the queue of their type, in batches of 10."""
     by_queue: dict[str, list[Message]] = {}
     for message in messages:
-        by_queue.setdefault(queues.of(settings, ROUTES[message.type]), []).append(message)  # type: ignore[attr-defined]
+        url = await queues.ensure(sqs, settings, ROUTES[message.type])  # type: ignore[attr-defined]
+        by_queue.setdefault(url, []).append(message)
     for url, batch in by_queue.items():
         for start in range(0, len(batch), 10):
             entries = [{"Id": str(i), "MessageBody": m.to_body()} for i, m in enumerate(batch[start : start + 10])]
@@ -134,7 +144,7 @@ class Worker(Generic[Deps]):
                 loop.add_signal_handler(sig, self.stop)
         while self.queues is None and not self.stopping.is_set():
             try:
-                self.queues = await QueueUrls.resolve(self.aws.sqs, self.settings)
+                self.queues = await QueueUrls.resolve(self.aws.sqs, self.settings, (self.role,))
             except Exception as exc:  # the stack may still be coming up
                 log.warning("queues not reachable yet: %s", exc)
                 await self._sleep(2)
@@ -197,10 +207,15 @@ class Worker(Generic[Deps]):
                 )
 
     async def _process(self, raw: dict[str, Any]) -> None:
+        with log_context(queue=self.role, message_id=raw.get("MessageId")):
+            await self._handle(raw)
+
+    async def _handle(self, raw: dict[str, Any]) -> None:
         started = time.monotonic()
         receipt = raw["ReceiptHandle"]
         receive_count = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        kind, dataset_id, version_id = "?", None, None
+        kind = "?"
+        about: dict[str, Any] = {}
         heartbeat = asyncio.create_task(self._heartbeat(receipt))
         outcome = "ok"
         try:
@@ -209,12 +224,15 @@ class Worker(Generic[Deps]):
             outgoing: list[Message] = []
             for message in messages:
                 kind = message.type
-                dataset_id = getattr(message, "dataset_id", None)
-                version_id = getattr(message, "version_id", None)
+                about = _about(message)
                 if isinstance(message, S3TestEvent):
                     outcome = "ignored"
                     continue
-                outgoing += await self.handler(message, self.deps)
+                with log_context(**about):
+                    handled_at = time.monotonic()
+                    sent = await self.handler(message, self.deps)
+                    await self._count_work(message, sent, time.monotonic() - handled_at)
+                outgoing += sent
             assert self.queues is not None
             await send_messages(self.aws.sqs, self.queues, self.settings, outgoing)
             await self._delete(receipt)
@@ -226,7 +244,7 @@ class Worker(Generic[Deps]):
             attempts = _transient_attempts(raw) + 1
             if attempts > self.settings.max_transient_attempts:
                 outcome = f"failed after {attempts - 1} transient retries: {exc}"
-                await self._fail(raw, receipt, dataset_id, version_id, Permanent(f"gave up after {attempts - 1} retries: {exc}"))
+                await self._fail(raw, receipt, about, Permanent(f"gave up after {attempts - 1} retries: {exc}"))
             else:
                 delay = int(exc.retry_after_s) if exc.retry_after_s is not None else backoff_s(attempts, self.settings)
                 outcome = f"retry {attempts} in {delay}s (Transient: {exc})"
@@ -236,30 +254,41 @@ class Worker(Generic[Deps]):
             last_try = receive_count >= self.settings.max_receive_count - 1
             if isinstance(exc, Permanent) or last_try:
                 outcome = f"failed: {exc}"
-                await self._fail(raw, receipt, dataset_id, version_id, exc)
+                await self._fail(raw, receipt, about, exc)
             else:
                 delay = backoff_s(receive_count, self.settings)
                 outcome = f"retry in {delay}s ({type(exc).__name__}: {exc})"
-                log.exception("unexpected error in %s handler", self.role)
+                with log_context(**about):
+                    log.exception("unexpected error in %s handler", self.role)
                 with contextlib.suppress(Exception):
                     await self.aws.sqs.change_message_visibility(
                         QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=min(delay, 43_000)
                     )
         finally:
             heartbeat.cancel()
-            log.info(
-                json.dumps(
-                    {
-                        "queue": self.role,
-                        "type": kind,
-                        "dataset": dataset_id,
-                        "version": version_id,
-                        "outcome": outcome[:500],
-                        "seconds": round(time.monotonic() - started, 3),
-                        "receive": receive_count,
-                    }
-                )
-            )
+            fields = {
+                "type": kind,
+                **about,
+                "outcome": outcome[:500],
+                "seconds": round(time.monotonic() - started, 3),
+                "receive": receive_count,
+            }
+            log.info("message %s", outcome.split(" ", 1)[0].rstrip(":"), extra={"fields": fields})
+
+    async def _count_work(self, message: AnyMessage, sent: list[Message], seconds: float) -> None:
+        """Add the handler's time to the version's record, under this worker's stage; never fails the message.
+
+        The version is the one the outgoing messages name when they agree (ingest names the version
+        it resolved from the object, which an S3 event alone may not), else the incoming message's.
+        """
+        named = {(m.dataset_id, m.version_id) for m in sent if hasattr(m, "version_id")}  # type: ignore[attr-defined]
+        dataset_id, version_id = named.pop() if len(named) == 1 else (getattr(message, "dataset_id", None), getattr(message, "version_id", None))
+        if not dataset_id or not version_id:
+            return
+        try:
+            await self.records.add_stage_work(dataset_id, version_id, self.role, seconds)
+        except Exception as exc:  # bookkeeping: the message's work is done whatever happens here
+            log.debug("could not count the stage's work: %s", exc)
 
     async def _retry_later(self, raw: dict[str, Any], receipt: str, attempts: int, delay_s: int) -> None:
         """Re-send the message with a delay and an attempt count, then delete the original.
@@ -286,18 +315,23 @@ class Worker(Generic[Deps]):
         with aws_errors("delete message"):
             await self.aws.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
 
-    async def _fail(self, raw: dict[str, Any], receipt: str, dataset_id: str | None, version_id: str | None, exc: Exception) -> None:
-        """Mark the version FAILED, move the message to the DLQ with the reason, delete the original."""
+    async def _fail(self, raw: dict[str, Any], receipt: str, about: dict[str, Any], exc: Exception) -> None:
+        """Mark the version FAILED, move the message to the DLQ with the reason and what it is about, delete the original."""
         reason = str(exc) or type(exc).__name__
+        dataset_id, version_id = about.get("dataset"), about.get("version")
         if dataset_id and version_id:
             with contextlib.suppress(Exception):
                 await self.records.transition(dataset_id, version_id, State.FAILED, error=reason)
         assert self.queues is not None
-        attributes = {
-            k: v for k, v in raw.get("MessageAttributes", {}).items() if k not in (ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE)
+        named = {
+            ERROR_ATTRIBUTE: reason[:1000],
+            SOURCE_ATTRIBUTE: self.role,
+            DATASET_ATTRIBUTE: dataset_id,
+            VERSION_ATTRIBUTE: version_id,
+            UPLOAD_KEY_ATTRIBUTE: about.get("upload_key"),
         }
-        attributes[ERROR_ATTRIBUTE] = {"DataType": "String", "StringValue": reason[:1000]}
-        attributes[SOURCE_ATTRIBUTE] = {"DataType": "String", "StringValue": self.role}
+        attributes = {k: v for k, v in raw.get("MessageAttributes", {}).items() if k not in named}
+        attributes.update({k: {"DataType": "String", "StringValue": str(v)[:1000]} for k, v in named.items() if v})
         try:
             with aws_errors("move to DLQ"):
                 await self.aws.sqs.send_message(
@@ -310,10 +344,22 @@ class Worker(Generic[Deps]):
             log.warning("could not move message to DLQ: %s", move_exc)
 
 
+def _about(message: AnyMessage) -> dict[str, Any]:
+    """The log and dead-letter fields naming what a message is about (dataset, version, chunk, view, upload key)."""
+    fields = {
+        "dataset": getattr(message, "dataset_id", None),
+        "version": getattr(message, "version_id", None),
+        "chunk": getattr(message, "chunk", None),
+        "view": getattr(message, "view", None),
+        "upload_key": message.key if isinstance(message, UploadEvent) else None,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def run_service(role: QueueRole, handler: Handler[Deps], make_deps: Callable[[Settings, AwsClients], Awaitable[Deps]], *, concurrency: int = 1) -> None:
-    """Entry point of a worker process: settings from the environment, run until SIGTERM."""
-    configure_logging()
+    """Entry point of a worker process: settings from the environment, JSON logs, run until SIGTERM."""
     settings = Settings.load()
+    configure_logging(settings)
 
     async def main() -> None:
         async with open_aws(settings) as aws:
