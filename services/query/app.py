@@ -1,304 +1,620 @@
-"""The read API: one app behind both the local HTTP server and the API Gateway Lambda handler.
+"""The read API: one FastAPI app behind the local server (uvicorn) and the Lambda handler (Mangum).
 
-Each request resolves the dataset's current version once (from DynamoDB, cached for
-`pointer_cache_s`) and reads every row from that version's tables, so a response never mixes two
-versions, and names the version it was read from.
+Each request resolves the version it reads once, before reading anything: the dataset's current
+version (the DynamoDB pointer, cached for `pointer_cache_s`), or the version it pins with
+`?version=` or a page cursor, which must have reached PUBLISHED and still be present
+(`pointers.Pointers.require_readable`). Every row of the answer comes from that version's tables,
+and the answer names it. The version and the request make the strong ETag, so a conditional request
+(`If-None-Match`) is answered 304 without touching HBase; version-pinned answers never change and
+are cacheable for a year (`immutable`), unpinned ones for `pointer_cache_s`.
+
+Routes, parameters and response models are declared here; /openapi.json and /docs are generated
+from them. Errors are `{"error", "message"}` with 400 (bad parameter), 404 (unknown dataset, version,
+grouping, group, feature, cell or route), 503 with `Retry-After` (DynamoDB or HBase unreachable) and
+500 (anything unexpected, logged with the request id).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qs, unquote
+from typing import Annotated, Any, Literal
 
-import boto3
 import numpy as np
-from boto3.dynamodb.types import TypeDeserializer
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared import layout
-from shared.adapters.hbase import HBase, view_table
+from services.query.conventions import EXPOSED_HEADERS, GZIP_SUFFIX, Conventions
+from services.query.encode import as_int_list, decode_cursor, encode_arrow, encode_csv, encode_cursor, encode_json, fit_page
+from services.query.metrics import PROMETHEUS_CONTENT_TYPE, EmbeddedMetrics, PrometheusMetrics, RequestMetrics
+from services.query.models import (
+    ARROW_STREAM,
+    CSV,
+    Aggregates,
+    Cell,
+    CellsPage,
+    DatasetInfo,
+    DatasetList,
+    ErrorBody,
+    FeatureList,
+    FeatureValues,
+    Health,
+    PublishedVersion,
+    VersionList,
+)
+from services.query.pointers import READABLE_STATES, Pointers
+from services.query.reads import Catalog, VersionReader
 from shared.config import Settings
-from shared.errors import BadRequest, NotFound, Transient, WideviewsError
+from shared.errors import BadRequest, NotFound, Transient
 from shared.messages import DATASET_ID_PATTERN, VERSION_ID_PATTERN
 from shared.stats import STATS
 
-_INT_STATS = {"count", "nnz"}
-_de = TypeDeserializer()
 MAX_FEATURE_NAME_BYTES = 1024
+# Lambda's response limit is 6 MB, and API Gateway base64-encodes binary bodies (4/3): no body of the
+# API exceeds this, on any path; longer answers page.
+MAX_RESPONSE_BYTES = 4_200_000
+IMMUTABLE = "public, max-age=31536000, immutable"
+_INT_STATS = frozenset({"count", "nnz"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ERROR_KINDS = {400: "bad request", 404: "not found", 405: "method not allowed", 503: "unavailable"}
+
+DatasetIdPath = Annotated[str, Path(pattern=DATASET_ID_PATTERN, description="dataset id")]
+VersionQuery = Annotated[
+    str | None,
+    Query(pattern=VERSION_ID_PATTERN, description="read this published version (32 hex digits) instead of the current one"),
+]
+CursorQuery = Annotated[str | None, Query(max_length=4096, description="the next_cursor of the previous page")]
+FormatQuery = Annotated[
+    Literal["json", "arrow"] | None,
+    Query(description=f"`arrow` for an Arrow IPC stream (same as `Accept: {ARROW_STREAM}`)"),
+]
 
 
-@dataclass
-class Response:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] | None = None
+class NotModified(Exception):
+    """The client's cached copy is current (If-None-Match matched): answered 304."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__("not modified")
+        self.headers = headers
 
 
-def _clean(values: np.ndarray, as_int: bool) -> list[Any]:
-    """JSON-safe list: NaN -> null, counts as integers."""
-    out: list[Any] = []
-    for v in values.tolist():
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out.append(None)
-        else:
-            out.append(int(v) if as_int else v)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    kind = _ERROR_KINDS.get(status, "internal")
+    return Response(
+        encode_json({"error": kind, "message": message}),
+        status_code=status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {400: "bad parameter", 404: "unknown dataset, version, grouping, feature or cell", 503: "DynamoDB or HBase unreachable (Retry-After)"}
+    out: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
+    out[500] = {"model": ErrorBody, "description": "unexpected error (logged with the request id)"}
+    out[304] = {"description": "not modified (If-None-Match matched the ETag)"}
     return out
 
 
-class PointerCache:
-    """Dataset -> (current version, published_at), re-read from DynamoDB after `ttl_s`."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._db = boto3.session.Session().client("dynamodb", **settings.aws_client_kwargs())
-        self._ttl = settings.pointer_cache_s
-        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, dataset_id: str) -> dict[str, Any]:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(dataset_id)
-        if hit is None or now - hit[0] > self._ttl:
-            try:
-                resp = self._db.get_item(TableName=self._settings.datasets_table, Key={"dataset_id": {"S": dataset_id}})
-            except Exception as exc:
-                raise Transient(f"pointer lookup failed: {type(exc).__name__}") from exc
-            item = {k: _de.deserialize(v) for k, v in resp["Item"].items()} if "Item" in resp else None
-            hit = (now, item)
-            with self._lock:
-                self._cache[dataset_id] = hit
-        if hit[1] is None or not hit[1].get("current_version"):
-            raise NotFound(f"dataset {dataset_id!r} not found")
-        return hit[1]
-
-    def list(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self._settings.datasets_table}
-        while True:
-            resp = self._db.scan(**kwargs)
-            items += [{k: _de.deserialize(v) for k, v in i.items()} for i in resp.get("Items", [])]
-            if "LastEvaluatedKey" not in resp:
-                return sorted(items, key=lambda i: i["dataset_id"])
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-
-
-class QueryApp:
-    """Routes and reads; `handle` is what both the HTTP server and the Lambda handler call."""
-
-    def __init__(self, settings: Settings, hbase: HBase | None = None) -> None:
-        self.settings = settings
-        self.hbase = hbase or HBase(settings)
-        self.pointers = PointerCache(settings)
-        self._meta: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-        self._meta_lock = threading.Lock()
-
-    # --- plumbing --------------------------------------------------------------------------------
-
-    def handle(self, method: str, path: str, query: dict[str, list[str]]) -> Response:
-        """Dispatch one request; errors become JSON with a message and the right status."""
-        try:
-            if method not in ("GET", "HEAD"):
-                return Response(405, {"error": "method not allowed", "message": f"{method} is not supported"})
-            return self._route(unquote(path) if "%" in path else path, query)
-        except BadRequest as exc:
-            return Response(400, {"error": "bad request", "message": str(exc)})
-        except NotFound as exc:
-            return Response(404, {"error": "not found", "message": str(exc)})
-        except Transient as exc:
-            return Response(503, {"error": "unavailable", "message": str(exc)}, {"Retry-After": "1"})
-        except WideviewsError as exc:
-            return Response(500, {"error": "internal", "message": str(exc)})
-
-    def _route(self, path: str, query: dict[str, list[str]]) -> Response:
-        parts = [p for p in path.split("/") if p]
-        if parts == ["healthz"]:
-            return Response(200, {"status": "ok"})
-        if parts[:2] != ["v1", "datasets"]:
-            raise NotFound(f"no route for {path}")
-        if len(parts) == 2:
-            return Response(200, self.list_datasets())
-        dataset_id = parts[2]
-        if not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
-            raise BadRequest(f"invalid dataset id {dataset_id[:80]!r}: must match {DATASET_ID_PATTERN}")
-        if len(parts) == 3:
-            return Response(200, self.describe(dataset_id, query))
-        if len(parts) == 4 and parts[3] == "aggregates":
-            return Response(200, self.aggregates(dataset_id, query))
-        if len(parts) == 6 and parts[3] == "features" and parts[5] == "values":
-            return Response(200, self.feature_values(dataset_id, parts[4], query))
-        if len(parts) == 5 and parts[3] == "cells":
-            return Response(200, self.cell(dataset_id, parts[4], query))
-        raise NotFound(f"no route for {path}")
-
-    def _version(self, dataset_id: str, query: dict[str, list[str]]) -> str:
-        """The version a request reads: the current one, or `?version=` if given (still present)."""
-        pinned = _one(query, "version")
-        pointer = self.pointers.get(dataset_id)
-        if pinned is None:
-            return str(pointer["current_version"])
-        if not re.fullmatch(VERSION_ID_PATTERN, pinned):
-            raise BadRequest("version must be 32 hex digits")
-        return pinned
-
-    def _meta_of(self, dataset_id: str, version_id: str) -> dict[str, Any]:
-        """The version's catalog `meta` document (immutable per version: cached, LRU of 256)."""
-        key = (dataset_id, version_id)
-        with self._meta_lock:
-            if key in self._meta:
-                self._meta.move_to_end(key)
-                return self._meta[key]
-        table = view_table(self.settings, dataset_id, version_id, "catalog")
-        if table not in self.hbase.list_tables():
-            raise NotFound(f"version {version_id} of dataset {dataset_id!r} is not available")
-        row = self.hbase.row(table, b"meta")
-        if not row:
-            raise NotFound(f"version {version_id} of dataset {dataset_id!r} has no catalog")
-        meta = layout.decode_json(row[b"m:doc"])
-        with self._meta_lock:
-            self._meta[key] = meta
-            while len(self._meta) > 256:
-                self._meta.popitem(last=False)
-        return meta
-
-    # --- endpoints -------------------------------------------------------------------------------
-
-    def list_datasets(self) -> dict[str, Any]:
-        out = []
-        for item in self.pointers.list():
-            version = item.get("current_version")
-            if not version:
-                continue
-            entry: dict[str, Any] = {
-                "dataset": item["dataset_id"],
-                "version": version,
-                "published_at": item.get("published_at"),
-                "previous_version": item.get("previous_version"),
-            }
-            try:
-                meta = self._meta_of(item["dataset_id"], version)
-                entry.update(n_cells=meta["n_cells"], n_features=meta["n_features"], title=meta.get("title", ""))
-            except NotFound:
-                entry.update(n_cells=None, n_features=None)
-            out.append(entry)
-        return {"datasets": out}
-
-    def describe(self, dataset_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        version = self._version(dataset_id, query)
-        meta = self._meta_of(dataset_id, version)
-        return {
-            "dataset": dataset_id,
-            "version": version,
-            "title": meta.get("title", ""),
-            "description": meta.get("description", ""),
-            "n_cells": meta["n_cells"],
-            "n_features": meta["n_features"],
-            "groupings": {
-                g["name"]: [{"name": n, "count": c} for n, c in zip(g["groups"], g["counts"])] for g in meta["groupings"]
-            },
-            "embedding": meta.get("embedding"),
-            "stats": list(STATS),
+def _with_arrow(model: type, description: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "model": model,
+            "content": {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+            "description": description,
         }
+    }
 
-    def aggregates(self, dataset_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        version = self._version(dataset_id, query)
-        meta = self._meta_of(dataset_id, version)
-        grouping_name = _one(query, "grouping")
-        groupings = {g["name"]: g for g in meta["groupings"]}
-        if grouping_name is None:
-            if len(groupings) != 1:
-                raise BadRequest(f"grouping is required (one of {sorted(groupings)})")
-            grouping_name = next(iter(groupings))
-        if grouping_name not in groupings:
-            raise NotFound(f"grouping {grouping_name!r} not in dataset {dataset_id!r} (groupings: {sorted(groupings)})")
-        grouping = groupings[grouping_name]
-        features = _list_param(query, "features")
-        if not features:
-            raise BadRequest("features is required: a comma-separated list of feature names")
-        if len(features) > self.settings.max_features_per_request:
-            raise BadRequest(f"at most {self.settings.max_features_per_request} features per request, got {len(features)}")
-        for f in features:
-            if len(f.encode()) > MAX_FEATURE_NAME_BYTES or re.search(r"[\x00-\x1f\x7f]", f):
-                raise BadRequest(f"invalid feature name {f[:80]!r}")
-        stats = _list_param(query, "stats") or list(STATS)
-        unknown = [s for s in stats if s not in STATS]
-        if unknown:
-            raise BadRequest(f"unknown stats {unknown}; known: {list(STATS)}")
-        table = view_table(self.settings, dataset_id, version, grouping["view"])
-        unique = list(dict.fromkeys(features))
-        rows = self.hbase.rows(table, [f.encode() for f in unique], columns=[b"s:" + s.encode() for s in stats])
-        missing = [f for f in unique if f.encode() not in rows]
-        if missing:
-            raise NotFound(f"features not in dataset {dataset_id!r}: {missing[:20]}")
-        out = {
-            s: [_clean(layout.decode_stats_vector(rows[f.encode()][b"s:" + s.encode()]), s in _INT_STATS) for f in features]
-            for s in stats
-        }
-        return {
-            "dataset": dataset_id,
-            "version": version,
-            "grouping": grouping_name,
-            "groups": grouping["groups"],
-            "features": features,
-            "stats": out,
-        }
 
-    def feature_values(self, dataset_id: str, feature: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        version = self._version(dataset_id, query)
-        meta = self._meta_of(dataset_id, version)
-        if len(feature.encode()) > MAX_FEATURE_NAME_BYTES or re.search(r"[\x00-\x1f\x7f]", feature):
-            raise BadRequest(f"invalid feature name {feature[:80]!r}")
-        table = view_table(self.settings, dataset_id, version, "features")
-        prefix = feature.encode() + layout.PART_SEPARATOR
-        parts = self.hbase.scan(table, row_start=prefix, row_stop=feature.encode() + b"\x01")
-        if not parts:
-            raise NotFound(f"feature {feature!r} not in dataset {dataset_id!r}")
-        indices: list[int] = []
-        values: list[float] = []
-        for _, data in parts:
-            idx, vals = layout.decode_feature_part(data[b"f:v"])
-            indices += idx.tolist()
-            values += vals.astype(np.float64).tolist()
-        return {"dataset": dataset_id, "version": version, "feature": feature, "n_cells": meta["n_cells"], "indices": indices, "values": values}
+def _check_name(name: str, what: str = "feature name") -> str:
+    """A feature name or cell id as ingest accepts them; `BadRequest` otherwise."""
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"invalid {what} {name[:80]!r}: not UTF-8") from exc
+    if not name or size > MAX_FEATURE_NAME_BYTES or _CONTROL.search(name):
+        raise BadRequest(f"invalid {what} {name[:80]!r}: 1 to {MAX_FEATURE_NAME_BYTES} bytes of UTF-8 without control characters")
+    return name
 
-    def cell(self, dataset_id: str, cell_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        version = self._version(dataset_id, query)
-        table = view_table(self.settings, dataset_id, version, "cells")
-        row = self.hbase.row(table, cell_id.encode())
-        if not row:
-            raise NotFound(f"cell {cell_id!r} not in dataset {dataset_id!r}")
-        out: dict[str, Any] = {"dataset": dataset_id, "version": version, "cell": cell_id, "metadata": {}, "embedding": {}, "numeric": {}}
-        for column, value in row.items():
-            qualifier = column.partition(b":")[2].decode()
-            kind, _, name = qualifier.partition(":")
-            if qualifier == "pos":
-                out["position"] = layout.decode_int(value)
-            elif kind == "g":
-                out["metadata"][name] = layout.decode_text(value)
-            elif kind == "e":
-                out["embedding"][name] = layout.decode_vector(value).tolist()
-            elif kind == "n":
-                out["numeric"][name] = float(layout.decode_vector(value)[0])
+
+def _split(values: list[str]) -> list[str]:
+    """The comma form of a list parameter: `a,b&x=c` -> [a, b, c] (blanks dropped)."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    bare = etag.strip('"')
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag == "*":
+            return True
+        tag = tag[2:] if tag.startswith("W/") else tag
+        tag = tag.strip('"')
+        if tag.endswith(GZIP_SUFFIX):
+            tag = tag[: -len(GZIP_SUFFIX)]
+        if tag == bare:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Target:
+    """The version one request reads, and the validators of its answer."""
+
+    dataset_id: str
+    version_id: str
+    pinned: bool
+    etag: str
+    cache_control: str
+
+    def headers(self, **extra: str | None) -> dict[str, str]:
+        out = {"ETag": self.etag, "Cache-Control": self.cache_control, "Vary": "Accept", "X-Wideviews-Version": self.version_id}
+        out.update({k.replace("_", "-"): v for k, v in extra.items() if v is not None})
         return out
 
 
-def _one(query: dict[str, list[str]], name: str) -> str | None:
-    values = query.get(name)
-    return values[-1] if values else None
+class QueryService:
+    """The request-independent half of the app: version resolution, reads, encodings."""
+
+    def __init__(self, settings: Settings, *, reader: VersionReader | None = None, pointers: Pointers | None = None) -> None:
+        self.settings = settings
+        self.reader = reader or VersionReader(settings)
+        self.pointers = pointers or Pointers(settings)
+        self.short_cache = f"public, max-age={max(1, math.ceil(settings.pointer_cache_s))}"
+
+    def target(self, request: Request, dataset_id: str, version: str | None, representation: str, cursor_version: str | None = None) -> Target:
+        """Resolve the version to read and the answer's ETag; `NotModified` if the client has it."""
+        if version is not None and cursor_version is not None and version != cursor_version:
+            raise BadRequest("the cursor belongs to another version than ?version=")
+        pinned = version or cursor_version
+        if pinned is None:
+            version_id = self.pointers.current(dataset_id).current_version
+        else:
+            self.pointers.require_readable(dataset_id, pinned)
+            version_id = pinned
+        # The raw query keeps the order of repeated parameters (it matters: features are answered in order).
+        identity = f"{version_id}\n{request.url.path}\n{request.url.query}\n{representation}"
+        etag = '"' + hashlib.blake2b(identity.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() + '"'
+        found = Target(dataset_id, version_id, pinned is not None, etag, IMMUTABLE if pinned else self.short_cache)
+        if _etag_matches(request.headers.get("if-none-match"), etag):
+            raise NotModified(found.headers())
+        return found
+
+    def catalog(self, target: Target) -> Catalog:
+        return self.reader.catalog(target.dataset_id, target.version_id)
 
 
-def _list_param(query: dict[str, list[str]], name: str) -> list[str]:
-    """A list parameter: comma-separated and/or repeated (`features=a,b&features=c`)."""
-    out: list[str] = []
-    for value in query.get(name, []):
-        out += [v.strip() for v in value.split(",") if v.strip()]
-    return out
+def _wants_arrow(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "arrow"
+    return ARROW_STREAM in request.headers.get("accept", "")
 
 
-def parse_query(raw: str) -> dict[str, list[str]]:
-    return parse_qs(raw, keep_blank_values=False)
+def _content_hash_response(request: Request, body: bytes, cache_control: str) -> Response:
+    """A JSON answer not tied to one version (listings): its ETag is a hash of the body."""
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    reader: VersionReader | None = None,
+    pointers: Pointers | None = None,
+    metrics: RequestMetrics | None = None,
+) -> FastAPI:
+    """The read API. `metrics`: Prometheus (served at /metrics) by default; pass EmbeddedMetrics on Lambda."""
+    service = QueryService(settings, reader=reader, pointers=pointers)
+    observer = metrics or PrometheusMetrics()
+    app = FastAPI(
+        title="wideviews read API",
+        version="1",
+        description="Precomputed views of very wide feature matrices: per-group statistics, a feature's values, cells.",
+        responses=_error_responses(400, 404, 503),
+    )
+    app.state.service = service
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "HEAD", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=[h.strip() for h in EXPOSED_HEADERS.split(",")],
+        max_age=86400,
+    )
+    app.add_middleware(Conventions, metrics=observer)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> Response:
+        return _error(400, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return _error(404, str(exc))
+
+    @app.exception_handler(Transient)
+    async def unavailable(request: Request, exc: Transient) -> Response:
+        return _error(503, str(exc), {"Retry-After": str(max(1, math.ceil(exc.retry_after_s or 1)))})
+
+    @app.exception_handler(NotModified)
+    async def not_modified(request: Request, exc: NotModified) -> Response:
+        return Response(status_code=304, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for error in exc.errors()[:5]:
+            where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "request"
+            if where == "dataset_id":
+                problems.append(f"invalid dataset id {str(error.get('input'))[:80]!r}: must match {DATASET_ID_PATTERN}")
+            elif where == "version":
+                problems.append("version must be 32 hex digits (a published version id)")
+            else:
+                problems.append(f"{where}: {error.get('msg')}")
+        return _error(400, "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _error(404, f"no route for {request.url.path[:200]}")
+        if exc.status_code == 405:
+            return _error(405, f"{request.method} is not supported here", {"Allow": "GET, HEAD, OPTIONS"})
+        return _error(exc.status_code, str(exc.detail))
+
+    # --- routes ----------------------------------------------------------------------------------
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> Response:
+        return Response(encode_json({"status": "ok"}), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+    if isinstance(observer, PrometheusMetrics):
+
+        @app.get("/metrics", include_in_schema=False)
+        def metrics_text() -> Response:
+            return Response(observer.exposition(), media_type=PROMETHEUS_CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
+    @app.get("/v1/datasets", response_model=DatasetList, tags=["datasets"], summary="Published datasets")
+    def list_datasets(request: Request) -> Response:
+        out = []
+        for pointer in service.pointers.all_current():
+            entry: dict[str, Any] = {
+                "dataset": pointer.dataset_id,
+                "version": pointer.current_version,
+                "published_at": pointer.published_at,
+                "previous_version": pointer.previous_version,
+                "n_cells": None,
+                "n_features": None,
+                "title": None,
+            }
+            try:
+                catalog = service.reader.catalog(pointer.dataset_id, pointer.current_version)
+                entry.update(n_cells=catalog.n_cells, n_features=catalog.n_features, title=catalog.title)
+            except NotFound:
+                pass
+            out.append(entry)
+        return _content_hash_response(request, encode_json({"datasets": out}), service.short_cache)
+
+    @app.get("/v1/datasets/{dataset_id}", response_model=DatasetInfo, tags=["datasets"], summary="A dataset's groupings, embedding and counts")
+    def describe(request: Request, dataset_id: DatasetIdPath, version: VersionQuery = None) -> Response:
+        target = service.target(request, dataset_id, version, "json")
+        catalog = service.catalog(target)
+        body = {
+            "dataset": dataset_id,
+            "version": target.version_id,
+            "title": catalog.title,
+            "description": catalog.description,
+            "n_cells": catalog.n_cells,
+            "n_features": catalog.n_features,
+            "groupings": {g.name: [{"name": n, "count": c} for n, c in zip(g.groups, g.counts)] for g in catalog.groupings.values()},
+            "embedding": {"name": catalog.embedding_name, "columns": catalog.embedding_columns} if catalog.embedding_name else None,
+            "numeric_columns": catalog.numeric_columns,
+            "stats": list(STATS),
+        }
+        return Response(encode_json(body), media_type="application/json", headers=target.headers())
+
+    @app.get("/v1/datasets/{dataset_id}/versions", response_model=VersionList, tags=["datasets"], summary="Published versions still present")
+    def list_versions(request: Request, dataset_id: DatasetIdPath) -> Response:
+        pointer = service.pointers.current(dataset_id)
+        tables = set(service.reader.hbase.list_tables())
+        out = []
+        for record in reversed(service.pointers.versions(dataset_id)):
+            readable = record.version_id in (pointer.current_version, pointer.previous_version) or record.state in READABLE_STATES
+            catalog_table = f"{settings.hbase_namespace}:{dataset_id}_{record.version_id}_catalog"
+            if not readable or catalog_table not in tables:
+                continue
+            out.append(
+                {
+                    "version": record.version_id,
+                    "state": "PUBLISHED" if record.version_id == pointer.current_version else record.state,
+                    "current": record.version_id == pointer.current_version,
+                    "previous": record.version_id == pointer.previous_version,
+                    "created_at": record.created_at,
+                    "published_at": record.published_at or (pointer.published_at if record.version_id == pointer.current_version else None),
+                    "n_cells": record.n_cells,
+                    "n_features": record.n_features,
+                }
+            )
+        body = {"dataset": dataset_id, "current_version": pointer.current_version, "versions": out}
+        return _content_hash_response(request, encode_json(body), service.short_cache)
+
+    @app.get("/v1/datasets/{dataset_id}/features", response_model=FeatureList, tags=["features"], summary="Search or list features")
+    def list_features(
+        request: Request,
+        dataset_id: DatasetIdPath,
+        prefix: Annotated[str | None, Query(max_length=MAX_FEATURE_NAME_BYTES, description="case-insensitive prefix; exact matches first")] = None,
+        limit: Annotated[int | None, Query(ge=1, le=10_000, description="features per page (default 20 with a prefix, 1000 without)")] = None,
+        cursor: CursorQuery = None,
+        version: VersionQuery = None,
+    ) -> Response:
+        position = 0
+        cursor_version = None
+        if cursor is not None:
+            fields = decode_cursor(cursor, ("v", "o"))
+            cursor_version, position = str(fields["v"]), int(fields["o"])
+            if fields.get("p") != prefix or position < 0:
+                raise BadRequest("invalid cursor: it belongs to another listing")
+        target = service.target(request, dataset_id, version, "json", cursor_version)
+        index = service.reader.features(service.catalog(target))
+        matches = index.search(prefix) if prefix else index.names
+        size = limit or (20 if prefix else 1000)
+
+        def build(n: int) -> bytes:
+            end = position + n
+            nxt = encode_cursor({"v": target.version_id, "o": end, "p": prefix}) if end < len(matches) else None
+            body = {
+                "dataset": dataset_id,
+                "version": target.version_id,
+                "prefix": prefix,
+                "total": len(matches),
+                "features": matches[position:end],
+                "next_cursor": nxt,
+            }
+            return encode_json(body)
+
+        body, _ = fit_page(build, size, MAX_RESPONSE_BYTES)
+        return Response(body, media_type="application/json", headers=target.headers())
+
+    @app.get(
+        "/v1/datasets/{dataset_id}/aggregates",
+        response_model=Aggregates,
+        tags=["features"],
+        summary="Per-group statistics of several features (a dot plot)",
+        responses={200: {"model": Aggregates, "content": {CSV: {"schema": {"type": "string"}}}, "description": "JSON, or CSV with format=csv"}},
+    )
+    def aggregates(
+        request: Request,
+        dataset_id: DatasetIdPath,
+        grouping: Annotated[str | None, Query(description="a grouping of the dataset (optional when it has only one)")] = None,
+        features: Annotated[list[str], Query(description="comma-separated feature names (repeatable)")] = [],  # noqa: B006 - FastAPI's idiom
+        feature: Annotated[list[str], Query(description="one feature name, taken verbatim (commas allowed); repeat for several")] = [],  # noqa: B006
+        stats: Annotated[list[str], Query(description=f"comma-separated stats (default all): {', '.join(STATS)}")] = [],  # noqa: B006
+        groups: Annotated[list[str], Query(description="only these groups, comma-separated (repeatable)")] = [],  # noqa: B006
+        group: Annotated[list[str], Query(description="only this group, verbatim (repeatable)")] = [],  # noqa: B006
+        order_by: Annotated[str | None, Query(description="order the features by this stat (descending unless order=asc)")] = None,
+        order_group: Annotated[str | None, Query(description="the group whose value orders (default: the largest over the groups returned)")] = None,
+        order: Annotated[Literal["desc", "asc"], Query()] = "desc",
+        format: Annotated[Literal["json", "csv"] | None, Query(description="csv: one row per (feature, group)")] = None,  # noqa: A002
+        version: VersionQuery = None,
+    ) -> Response:
+        names = _split(features) + list(feature)
+        if not names:
+            raise BadRequest("features is required: feature=NAME (repeatable, verbatim) or features=A,B,C")
+        if len(names) > settings.max_features_per_request:
+            raise BadRequest(f"at most {settings.max_features_per_request} features per request, got {len(names)}")
+        for name in names:
+            _check_name(name)
+        wanted = _split(stats) or list(STATS)
+        unknown = [s for s in wanted if s not in STATS]
+        if unknown:
+            raise BadRequest(f"unknown stats {unknown[:10]}; known: {list(STATS)}")
+        if order_by is not None and order_by not in STATS:
+            raise BadRequest(f"order_by: unknown stat {order_by!r}; known: {list(STATS)}")
+        target = service.target(request, dataset_id, version, format or "json")
+        catalog = service.catalog(target)
+        if grouping is None:
+            if len(catalog.groupings) != 1:
+                raise BadRequest(f"grouping is required (one of {sorted(catalog.groupings)})")
+            grouping = next(iter(catalog.groupings))
+        if grouping not in catalog.groupings:
+            raise NotFound(f"grouping {grouping!r} not in dataset {dataset_id!r} (groupings: {sorted(catalog.groupings)})")
+        chosen = catalog.groupings[grouping]
+        group_names = _split(groups) + list(group)
+        if group_names:
+            position_of = {g: i for i, g in enumerate(chosen.groups)}
+            absent = [g for g in group_names if g not in position_of]
+            if absent:
+                raise NotFound(f"groups not in grouping {grouping!r}: {absent[:20]}")
+            columns = np.array([position_of[g] for g in dict.fromkeys(group_names)], dtype=np.int64)
+        else:
+            columns = np.arange(len(chosen.groups))
+        if order_group is not None and order_group not in [chosen.groups[c] for c in columns]:
+            raise NotFound(f"order_group {order_group!r} is not one of the groups returned")
+        # An answer over the size limit is refused before reading: ask fewer features, stats or groups.
+        estimate = len(names) * len(wanted) * len(columns) * 8
+        if estimate > MAX_RESPONSE_BYTES:
+            raise BadRequest(
+                f"the answer would be about {estimate // 1_000_000} MB, over the {MAX_RESPONSE_BYTES // 1_000_000} MB limit "
+                "of one response: ask for fewer features, stats or groups"
+            )
+        read_stats = list(dict.fromkeys(wanted + ([order_by] if order_by else [])))
+        rows = service.reader.stats(catalog, chosen, names, read_stats)
+        ordered = list(names)
+        if order_by is not None:
+            key_column = [chosen.groups[c] for c in columns].index(order_group) if order_group is not None else None
+
+            def key(name: str) -> float:
+                values = rows[name][order_by][columns]
+                value = values[key_column] if key_column is not None else (np.nanmax(values) if np.isfinite(values).any() else np.nan)
+                return -math.inf if math.isnan(value) else float(value)
+
+            # NaN (undefined) last either way; stable, so ties keep the asked order.
+            ordered = sorted(names, key=key, reverse=order == "desc")
+            if order == "asc":
+                ordered = [n for n in ordered if key(n) != -math.inf] + [n for n in ordered if key(n) == -math.inf]
+        group_list = [chosen.groups[c] for c in columns]
+        counts = [chosen.counts[c] for c in columns]
+        if format == "csv":
+            header = ["feature", "group", "cells", *wanted]
+            table_rows = []
+            for name in ordered:
+                vectors = {s: rows[name][s][columns] for s in wanted}
+                for j, g in enumerate(group_list):
+                    table_rows.append([name, g, counts[j]] + [int(vectors[s][j]) if s in _INT_STATS else float(vectors[s][j]) for s in wanted])
+            return Response(encode_csv(header, table_rows), media_type=f"{CSV}; charset=utf-8", headers=target.headers())
+        body = {
+            "dataset": dataset_id,
+            "version": target.version_id,
+            "grouping": grouping,
+            "groups": group_list,
+            "group_counts": counts,
+            "features": ordered,
+            "stats": {
+                s: [as_int_list(rows[n][s][columns]) if s in _INT_STATS else rows[n][s][columns] for n in ordered] for s in wanted
+            },
+            "order_by": order_by,
+        }
+        return Response(encode_json(body), media_type="application/json", headers=target.headers())
+
+    @app.get(
+        "/v1/datasets/{dataset_id}/features/{feature:path}/values",
+        response_model=FeatureValues,
+        tags=["features"],
+        summary="A feature's non-zero values, paged (JSON or Arrow)",
+        responses=_with_arrow(FeatureValues, "JSON, or an Arrow stream of (index int32, value) with the page's fields as schema metadata"),
+    )
+    def feature_values(
+        request: Request,
+        dataset_id: DatasetIdPath,
+        feature: Annotated[str, Path(description="the feature name, percent-encoded")],
+        limit: Annotated[int | None, Query(ge=1, le=300_000, description="non-zeros per page (default and most: 100,000 as JSON, 300,000 as Arrow)")] = None,
+        cursor: CursorQuery = None,
+        format: FormatQuery = None,  # noqa: A002
+        version: VersionQuery = None,
+    ) -> Response:
+        _check_name(feature)
+        arrow = _wants_arrow(request, format)
+        part, offset, cursor_version = 0, 0, None
+        if cursor is not None:
+            fields = decode_cursor(cursor, ("v", "p", "o", "f"))
+            if fields["f"] != feature:
+                raise BadRequest("invalid cursor: it belongs to another feature")
+            cursor_version, part, offset = str(fields["v"]), int(fields["p"]), int(fields["o"])
+            if part < 0 or offset < 0 or part > 65535:
+                raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
+        most = 300_000 if arrow else 100_000
+        if limit is not None and limit > most:
+            raise BadRequest(f"limit: at most {most} non-zeros per page as {'Arrow' if arrow else 'JSON'}")
+        target = service.target(request, dataset_id, version, "arrow" if arrow else "json", cursor_version)
+        catalog = service.catalog(target)
+        page = service.reader.feature_page(catalog, feature, part, offset, limit or most)
+        nxt = (
+            encode_cursor({"v": target.version_id, "f": feature, "p": page.next_part, "o": page.next_offset})
+            if page.next_part is not None
+            else None
+        )
+        if arrow:
+            metadata = {"dataset": dataset_id, "version": target.version_id, "feature": feature, "n_cells": str(catalog.n_cells), "next_cursor": nxt or ""}
+            body = encode_arrow({"index": page.indices, "value": page.values}, metadata)
+            return Response(body, media_type=ARROW_STREAM, headers=target.headers(X_Next_Cursor=nxt))
+        body = {
+            "dataset": dataset_id,
+            "version": target.version_id,
+            "feature": feature,
+            "n_cells": catalog.n_cells,
+            "indices": page.indices,
+            # float64 for JSON: a float32's shortest float32 text would parse back to another float64.
+            "values": page.values.astype(np.float64),
+            "next_cursor": nxt,
+        }
+        return Response(encode_json(body), media_type="application/json", headers=target.headers(X_Next_Cursor=nxt))
+
+    @app.get(
+        "/v1/datasets/{dataset_id}/cells",
+        response_model=CellsPage,
+        tags=["cells"],
+        summary="All cells' metadata and embedding, paged (JSON or Arrow)",
+        responses=_with_arrow(CellsPage, "JSON, or an Arrow stream: cell_id, position, one column per grouping, embedding and numeric column"),
+    )
+    def cells(
+        request: Request,
+        dataset_id: DatasetIdPath,
+        include: Annotated[list[str], Query(description="comma-separated: metadata, embedding, numeric (default all)")] = [],  # noqa: B006
+        limit: Annotated[int | None, Query(ge=1, le=100_000, description="cells per page (default 10,000 as JSON, 100,000 as Arrow)")] = None,
+        cursor: CursorQuery = None,
+        format: FormatQuery = None,  # noqa: A002
+        version: VersionQuery = None,
+    ) -> Response:
+        kinds = set(_split(include)) or {"metadata", "embedding", "numeric"}
+        unknown = kinds - {"metadata", "embedding", "numeric"}
+        if unknown:
+            raise BadRequest(f"include: unknown {sorted(unknown)}; known: metadata, embedding, numeric")
+        arrow = _wants_arrow(request, format)
+        after, cursor_version = None, None
+        if cursor is not None:
+            fields = decode_cursor(cursor, ("v", "k"))
+            cursor_version, after = str(fields["v"]), str(fields["k"]).encode()
+        target = service.target(request, dataset_id, version, "arrow" if arrow else "json", cursor_version)
+        catalog = service.catalog(target)
+        page = service.reader.cells_page(catalog, after, limit or (100_000 if arrow else 10_000), kinds)
+        total = len(page.cell_ids)
+
+        def build(n: int) -> bytes:
+            more = n < total or page.last_key is not None
+            nxt = encode_cursor({"v": target.version_id, "k": page.cell_ids[n - 1]}) if more and n else None
+            if arrow:
+                columns: dict[str, Any] = {"cell_id": page.cell_ids[:n], "position": page.positions[:n].astype(np.int32)}
+                for g, values in page.metadata.items():
+                    columns[g] = values[:n]
+                if page.embedding is not None:
+                    for d, column in enumerate(catalog.embedding_columns):
+                        columns[column] = page.embedding[:n, d]
+                for c, values in page.numeric.items():
+                    columns[c] = values[:n]
+                metadata = {"dataset": dataset_id, "version": target.version_id, "n_cells": str(catalog.n_cells), "next_cursor": nxt or ""}
+                return encode_arrow(columns, metadata)
+            body = {
+                "dataset": dataset_id,
+                "version": target.version_id,
+                "n_cells": catalog.n_cells,
+                "cells": page.cell_ids[:n],
+                "positions": page.positions[:n],
+                "metadata": {g: v[:n] for g, v in page.metadata.items()},
+                "embedding": (
+                    {"name": catalog.embedding_name, "columns": catalog.embedding_columns, "coordinates": page.embedding[:n]}
+                    if page.embedding is not None
+                    else None
+                ),
+                "numeric": {c: v[:n] for c, v in page.numeric.items()},
+                "next_cursor": nxt,
+            }
+            return encode_json(body)
+
+        body, n = fit_page(build, total, MAX_RESPONSE_BYTES)
+        more = n < total or page.last_key is not None
+        nxt = encode_cursor({"v": target.version_id, "k": page.cell_ids[n - 1]}) if more and n else None
+        return Response(body, media_type=ARROW_STREAM if arrow else "application/json", headers=target.headers(X_Next_Cursor=nxt))
+
+    @app.get("/v1/datasets/{dataset_id}/cells/{cell_id:path}", response_model=Cell, tags=["cells"], summary="One cell")
+    def cell(request: Request, dataset_id: DatasetIdPath, cell_id: Annotated[str, Path(description="the cell id, percent-encoded")], version: VersionQuery = None) -> Response:
+        _check_name(cell_id, "cell id")
+        target = service.target(request, dataset_id, version, "json")
+        catalog = service.catalog(target)
+        row = service.reader.cell(catalog, cell_id)
+        body = {"dataset": dataset_id, "version": target.version_id, "cell": cell_id, **row}
+        return Response(encode_json(body), media_type="application/json", headers=target.headers())
+
+    return app
+
+
+def lambda_app(settings: Settings) -> FastAPI:
+    """The app as the Lambda handler runs it: CloudWatch EMF lines instead of /metrics."""
+    return create_app(settings, metrics=EmbeddedMetrics())

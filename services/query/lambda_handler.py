@@ -1,52 +1,51 @@
 """The read API as an API Gateway proxy Lambda: `services.query.lambda_handler.handler`.
 
-Accepts REST API (v1: httpMethod, path, multiValueQueryStringParameters) and HTTP API (v2:
-requestContext.http.method, rawPath, rawQueryString) proxy events. The app (and its HBase
-connection pool and pointer cache) lives for the life of the Lambda container.
+Mangum turns REST API (v1: `httpMethod`, `path`, `multiValueQueryStringParameters`) and HTTP API
+(v2: `requestContext.http`, `rawQueryString`) proxy events into ASGI requests for the same app the
+local server runs, and its responses back into proxy results; binary bodies (Arrow, gzip) are
+base64-encoded with `isBase64Encoded`. Metrics are CloudWatch embedded-metric-format lines on
+stdout. The app (its HBase pool, pointer cache and catalogs) lives as long as the Lambda container.
+
+Paths: a REST API delivers the path percent-encoded and Mangum decodes it; an HTTP API delivers it
+decoded already, so it is re-encoded here first (a feature named `a%2Fb` must not decode twice).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+from urllib.parse import quote
 
-from services.query.app import QueryApp, parse_query
-from services.query.server import encode_body
+from mangum import Mangum
+
+from services.query.app import lambda_app
 from shared.config import Settings
 
-_app: QueryApp | None = None
+_adapter: Mangum | None = None
 
 
-def _get_app() -> QueryApp:
-    global _app
-    if _app is None:
-        _app = QueryApp(Settings.load())
-    return _app
+def adapter_for(settings: Settings) -> Mangum:
+    """A Mangum adapter around the Lambda flavour of the app (lifespan off: nothing to start)."""
+    return Mangum(lambda_app(settings), lifespan="off")
 
 
-def request_of(event: dict[str, Any]) -> tuple[str, str, dict[str, list[str]]]:
-    """(method, path, query) of an API Gateway proxy event, v1 or v2."""
-    if "requestContext" in event and "http" in event.get("requestContext", {}):
-        http = event["requestContext"]["http"]
-        return http.get("method", "GET"), event.get("rawPath", http.get("path", "/")), parse_query(event.get("rawQueryString", ""))
-    query: dict[str, list[str]] = {}
-    if event.get("multiValueQueryStringParameters"):
-        query = {k: list(v) for k, v in event["multiValueQueryStringParameters"].items()}
-    elif event.get("queryStringParameters"):
-        query = {k: [v] for k, v in event["queryStringParameters"].items()}
-    return event.get("httpMethod", "GET"), event.get("path", "/"), query
+def _encode_http_api_path(event: dict[str, Any]) -> dict[str, Any]:
+    http = (event.get("requestContext") or {}).get("http")
+    if event.get("version") != "2.0" or not isinstance(http, dict) or "path" not in http:
+        return event
+    out = copy.copy(event)
+    out["requestContext"] = {**event["requestContext"], "http": {**http, "path": quote(http["path"], safe="/")}}
+    return out
 
 
-def handler(event: dict[str, Any], context: Any, app: QueryApp | None = None) -> dict[str, Any]:
-    """API Gateway proxy integration: one request in, one JSON response out."""
-    method, path, query = request_of(event)
-    response = (app or _get_app()).handle(method, path, query)
-    body = encode_body(response)
-    return {
-        "statusCode": response.status,
-        "headers": {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*", **(response.headers or {})},
-        "body": body.decode(),
-        "isBase64Encoded": False,
-    }
+def handler(event: dict[str, Any], context: Any, adapter: Mangum | None = None) -> dict[str, Any]:
+    """API Gateway proxy integration (v1 or v2 event): one request in, one proxy result out."""
+    global _adapter
+    if adapter is None:
+        if _adapter is None:
+            _adapter = adapter_for(Settings.load())
+        adapter = _adapter
+    return adapter(_encode_http_api_path(event), context)
 
 
-__all__ = ["handler", "request_of"]
+__all__ = ["adapter_for", "handler"]

@@ -1,0 +1,93 @@
+"""Bodies of the read API: JSON (orjson, NaN as null), Arrow IPC streams, CSV, and page cursors.
+
+A cursor is opaque to clients: URL-safe base64 of a small JSON object that names the version the
+first page was read from, so every page of one listing comes from the same version (even after a
+flip, for as long as that version stays readable).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from shared.errors import BadRequest
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def encode_json(body: Any) -> bytes:
+    """Compact JSON; numpy arrays as lists, NaN and ±inf as null (orjson's rule)."""
+    return orjson.dumps(body, option=_JSON_OPTIONS)
+
+
+def encode_cursor(fields: dict[str, Any]) -> str:
+    """An opaque page cursor for `fields` (JSON-able)."""
+    return base64.urlsafe_b64encode(orjson.dumps(fields)).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of a cursor this API gave; `BadRequest` for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        fields = orjson.loads(raw)
+    except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
+        raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged") from exc
+    if not isinstance(fields, dict) or any(k not in fields for k in required):
+        raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
+    return fields
+
+
+def encode_arrow(columns: dict[str, Any], metadata: dict[str, str]) -> bytes:
+    """One Arrow IPC stream (schema, one record batch) of the named columns; `metadata` on the schema.
+
+    Text columns with few distinct values (groupings) are dictionary-encoded.
+    """
+    import pyarrow as pa  # only Arrow requests pay its import
+
+    arrays = {}
+    for name, values in columns.items():
+        if isinstance(values, list) and (not values or isinstance(values[0], str)):
+            array = pa.array(values, type=pa.string())
+            arrays[name] = array.dictionary_encode() if len(values) > 64 and len(set(values)) * 4 < len(values) else array
+        else:
+            arrays[name] = pa.array(values)
+    table = pa.table(arrays).replace_schema_metadata(metadata)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def encode_csv(header: list[str], rows: list[list[Any]]) -> bytes:
+    """RFC 4180 CSV (quoted where needed, \\r\\n line ends); None and NaN as empty fields."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None or (isinstance(v, float) and v != v) else v for v in row])
+    return out.getvalue().encode()
+
+
+def fit_page(build: Callable[[int], bytes], n: int, max_bytes: int) -> tuple[bytes, int]:
+    """The body of the largest page of at most `n` items that `build(n)` keeps within `max_bytes`.
+
+    Shrinks `n` in proportion to the overshoot until the body fits (a page of one item is kept
+    whatever its size: an item is never split). Returns (body, items in it).
+    """
+    body = build(n)
+    while len(body) > max_bytes and n > 1:
+        n = max(1, min(n - 1, int(n * max_bytes / len(body) * 0.9)))
+        body = build(n)
+    return body, n
+
+
+def as_int_list(values: np.ndarray) -> np.ndarray:
+    """Counts as int64 (they are whole numbers stored as float64)."""
+    return np.nan_to_num(values, nan=0).astype(np.int64)

@@ -1,0 +1,291 @@
+"""Reads of one version's views in HBase, decoded to numpy and plain Python (no HTTP here).
+
+A version's tables never change once published, so what is read per version (its catalog document,
+its feature list and search index) is cached in small LRUs; the values themselves are read per
+request (one multi-get for a dot plot, one or two rows for a page of a feature's non-zeros, one
+scan for a page of cells).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from shared import layout
+from shared.adapters.hbase import HBase, view_table
+from shared.config import Settings
+from shared.errors import NotFound
+
+K = TypeVar("K")
+V = TypeVar("V")
+# Beyond the Basic Multilingual Plane's last code point: every string with a prefix sorts below prefix + this.
+_AFTER_ALL = "\U0010ffff"
+
+
+class Lru(Generic[K, V]):
+    """A small thread-safe LRU; `get_or_load` runs `load` outside the lock (two may race: same value)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_load(self, key: K, load: Callable[[], V]) -> V:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = load()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+@dataclass(frozen=True)
+class Grouping:
+    name: str
+    view: str
+    groups: list[str]
+    counts: list[int]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A version's catalog `meta` document, typed."""
+
+    dataset_id: str
+    version_id: str
+    n_cells: int
+    n_features: int
+    title: str
+    description: str
+    groupings: dict[str, Grouping]
+    embedding_name: str | None
+    embedding_columns: list[str]
+    numeric_columns: list[str]
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "Catalog":
+        embedding = meta.get("embedding") or None
+        return cls(
+            dataset_id=meta["dataset_id"],
+            version_id=meta["version_id"],
+            n_cells=int(meta["n_cells"]),
+            n_features=int(meta["n_features"]),
+            title=meta.get("title") or "",
+            description=meta.get("description") or "",
+            groupings={g["name"]: Grouping(g["name"], g["view"], list(g["groups"]), [int(c) for c in g["counts"]]) for g in meta["groupings"]},
+            embedding_name=embedding["name"] if embedding else None,
+            embedding_columns=list(embedding["columns"]) if embedding else [],
+            numeric_columns=list(meta.get("numeric_columns") or []),
+        )
+
+
+class FeatureIndex:
+    """A version's features in matrix order, and sorted by their case-folded names for prefix search."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        order = sorted(range(len(names)), key=lambda i: (names[i].casefold(), names[i]))
+        self._folded = [names[i].casefold() for i in order]
+        self._order = order
+
+    def search(self, prefix: str) -> list[str]:
+        """Names starting with `prefix`, case-insensitively: exact matches first (same case first), then A-Z.
+
+        O(log n + matches).
+        """
+        folded = prefix.casefold()
+        lo = bisect.bisect_left(self._folded, folded)
+        hi = bisect.bisect_left(self._folded, folded + _AFTER_ALL, lo)
+        matches = [self.names[i] for i in self._order[lo:hi]]
+        # Case-insensitive exact matches sort first already (a prefix sorts before its extensions).
+        exact = [m for m in matches[:8] if m.casefold() == folded]
+        if len(exact) > 1 and prefix in exact:
+            matches = [prefix] + [m for m in matches if m != prefix]
+        return matches
+
+
+@dataclass(frozen=True)
+class FeaturePage:
+    """A slice of one feature's non-zeros: ascending cell positions and their values."""
+
+    indices: np.ndarray  # int32
+    values: np.ndarray  # float32 or float64, as stored
+    next_part: int | None
+    next_offset: int
+
+
+@dataclass(frozen=True)
+class CellsPage:
+    """A page of the cells view, in cell id (row key) order."""
+
+    cell_ids: list[str]
+    positions: np.ndarray  # int64
+    metadata: dict[str, list[str]]
+    embedding: np.ndarray | None  # (n, dims) float64
+    numeric: dict[str, np.ndarray]
+    last_key: bytes | None  # the page's last row key when more rows may follow
+
+
+class VersionReader:
+    """Reads of the views of published versions (thread-safe; one HBase connection pool)."""
+
+    def __init__(self, settings: Settings, hbase: HBase | None = None) -> None:
+        self.settings = settings
+        # A reader fails fast: a Thrift call that hangs for 10 s is reported as HBase unavailable.
+        self.hbase = hbase or HBase(settings, timeout_ms=10_000)
+        self._catalogs: Lru[tuple[str, str], Catalog] = Lru(256)
+        self._features: Lru[tuple[str, str], FeatureIndex] = Lru(8)
+
+    def _table(self, catalog: Catalog, view: str) -> str:
+        return view_table(self.settings, catalog.dataset_id, catalog.version_id, view)
+
+    def catalog(self, dataset_id: str, version_id: str) -> Catalog:
+        """The version's catalog document; `NotFound` if its catalog table is gone (gc)."""
+
+        def load() -> Catalog:
+            table = view_table(self.settings, dataset_id, version_id, "catalog")
+            if table not in self.hbase.list_tables():
+                raise NotFound(f"version {version_id} of dataset {dataset_id!r} is not available (its tables are gone)")
+            row = self.hbase.row(table, b"meta")
+            if not row:
+                raise NotFound(f"version {version_id} of dataset {dataset_id!r} is not available (no catalog)")
+            return Catalog.from_meta(layout.decode_json(row[layout.CATALOG_FAMILY + b":doc"]))
+
+        return self._catalogs.get_or_load((dataset_id, version_id), load)
+
+    def features(self, catalog: Catalog) -> FeatureIndex:
+        """The version's feature list (the catalog's `features:<chunk>` rows, in chunk order)."""
+
+        def load() -> FeatureIndex:
+            rows = self.hbase.scan(self._table(catalog, "catalog"), row_prefix=b"features:")
+            names: list[str] = []
+            for _, data in rows:
+                names += layout.decode_json(data[layout.CATALOG_FAMILY + b":list"])
+            return FeatureIndex(names)
+
+        return self._features.get_or_load((catalog.dataset_id, catalog.version_id), load)
+
+    def stats(self, catalog: Catalog, grouping: Grouping, features: list[str], stats: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        """feature -> stat -> float64 vector over the grouping's groups, by one multi-get.
+
+        `NotFound` names the features the version does not have.
+        """
+        unique = list(dict.fromkeys(features))
+        columns = [layout.STATS_FAMILY + b":" + s.encode() for s in stats]
+        rows = self.hbase.rows(self._table(catalog, grouping.view), [f.encode() for f in unique], columns=columns)
+        missing = [f for f in unique if f.encode() not in rows]
+        if missing:
+            raise NotFound(f"features not in dataset {catalog.dataset_id!r}: {missing[:20]}")
+        return {
+            f: {s: layout.decode_stats_vector(rows[f.encode()][c]) for s, c in zip(stats, columns)} for f in unique
+        }
+
+    def feature_page(self, catalog: Catalog, feature: str, part: int, offset: int, limit: int) -> FeaturePage:
+        """Up to `limit` non-zeros of `feature` from (part, offset) on; `NotFound` if the feature is absent.
+
+        Reads parts `part` and `part + 1` in one multi-get (a feature is one part below
+        `features_row_max_nnz` non-zeros, so this is one round trip that also tells whether more follow),
+        and further parts only when the page needs them.
+        """
+        table = self._table(catalog, "features")
+        qualifier = layout.FEATURES_FAMILY + b":" + layout.FEATURES_QUALIFIER
+        keys = [layout.feature_part_row(feature, part), layout.feature_part_row(feature, part + 1)]
+        rows = self.hbase.rows(table, keys, columns=[qualifier])
+        if keys[0] not in rows:
+            if part == 0:
+                raise NotFound(f"feature {feature!r} not in dataset {catalog.dataset_id!r}")
+            return FeaturePage(np.empty(0, np.int32), np.empty(0, np.float32), None, 0)
+        chunks_idx: list[np.ndarray] = []
+        chunks_val: list[np.ndarray] = []
+        taken = 0
+        while True:
+            idx, vals = layout.decode_feature_part(rows[layout.feature_part_row(feature, part)][qualifier])
+            take = max(0, min(limit - taken, idx.size - offset))
+            chunks_idx.append(idx[offset : offset + take])
+            chunks_val.append(vals[offset : offset + take])
+            taken += take
+            has_next = layout.feature_part_row(feature, part + 1) in rows
+            if offset + take < idx.size:
+                next_part, next_offset = part, offset + take
+                break
+            if not has_next:
+                next_part, next_offset = None, 0
+                break
+            part, offset = part + 1, 0
+            if taken >= limit:
+                next_part, next_offset = part, 0
+                break
+            nxt = layout.feature_part_row(feature, part + 1)
+            rows.update(self.hbase.rows(table, [nxt], columns=[qualifier]))
+        dtype = np.result_type(*[v.dtype for v in chunks_val])
+        return FeaturePage(np.concatenate(chunks_idx), np.concatenate(chunks_val).astype(dtype, copy=False), next_part, next_offset)
+
+    def cells_page(self, catalog: Catalog, after: bytes | None, limit: int, include: set[str]) -> CellsPage:
+        """Up to `limit` cells in row key order after the key `after`, with the asked column kinds.
+
+        `include` holds any of "metadata", "embedding", "numeric"; the position always comes.
+        """
+        family = layout.CELLS_FAMILY + b":"
+        columns = [family + b"pos"]
+        if "metadata" in include:
+            columns += [family + b"g:" + g.encode() for g in catalog.groupings]
+        if "embedding" in include and catalog.embedding_name:
+            columns.append(family + b"e:" + catalog.embedding_name.encode())
+        if "numeric" in include:
+            columns += [family + b"n:" + c.encode() for c in catalog.numeric_columns]
+        start = after + b"\x00" if after is not None else b""
+        rows = self.hbase.scan(
+            self._table(catalog, "cells"), row_start=start or None, columns=columns, limit=limit, batch_size=min(limit, 5000)
+        )
+        ids = [key.decode() for key, _ in rows]
+        positions = np.fromiter((layout.decode_int(data[family + b"pos"]) for _, data in rows), dtype=np.int64, count=len(rows))
+        metadata: dict[str, list[str]] = {}
+        if "metadata" in include:
+            for g in catalog.groupings:
+                col = family + b"g:" + g.encode()
+                metadata[g] = [layout.decode_text(data[col]) for _, data in rows]
+        embedding = None
+        if "embedding" in include and catalog.embedding_name:
+            col = family + b"e:" + catalog.embedding_name.encode()
+            dims = len(catalog.embedding_columns)
+            embedding = np.empty((len(rows), dims), dtype=np.float64)
+            for i, (_, data) in enumerate(rows):
+                embedding[i] = layout.decode_vector(data[col])
+        numeric: dict[str, np.ndarray] = {}
+        if "numeric" in include:
+            for c in catalog.numeric_columns:
+                col = family + b"n:" + c.encode()
+                numeric[c] = np.fromiter(
+                    (layout.decode_vector(data[col])[0] if col in data else np.nan for _, data in rows), dtype=np.float64, count=len(rows)
+                )
+        last = rows[-1][0] if len(rows) == limit else None
+        return CellsPage(ids, positions, metadata, embedding, numeric, last)
+
+    def cell(self, catalog: Catalog, cell_id: str) -> dict[str, Any]:
+        """One cell's row: position, metadata, embedding and numeric columns; `NotFound` if absent."""
+        row = self.hbase.row(self._table(catalog, "cells"), cell_id.encode())
+        if not row:
+            raise NotFound(f"cell {cell_id!r} not in dataset {catalog.dataset_id!r}")
+        out: dict[str, Any] = {"position": None, "metadata": {}, "embedding": {}, "numeric": {}}
+        for column, value in row.items():
+            qualifier = column.partition(b":")[2].decode()
+            kind, _, name = qualifier.partition(":")
+            if qualifier == "pos":
+                out["position"] = layout.decode_int(value)
+            elif kind == "g":
+                out["metadata"][name] = layout.decode_text(value)
+            elif kind == "e":
+                out["embedding"][name] = layout.decode_vector(value).tolist()
+            elif kind == "n":
+                out["numeric"][name] = float(layout.decode_vector(value)[0])
+        return out
