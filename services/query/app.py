@@ -61,6 +61,8 @@ MAX_RESPONSE_BYTES = 4_200_000
 IMMUTABLE = "public, max-age=31536000, immutable"
 _INT_STATS = frozenset({"count", "nnz"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What ingest accepts as a feature name or cell id (the byte limit is checked in code).
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,1024}$"
 _ERROR_KINDS = {400: "bad request", 404: "not found", 405: "method not allowed", 503: "unavailable"}
 
 DatasetIdPath = Annotated[str, Path(pattern=DATASET_ID_PATTERN, description="dataset id")]
@@ -127,6 +129,17 @@ def _split(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+def _names_in_order(request: Request, comma_form: str, verbatim: str) -> list[str]:
+    """A list given as `comma_form=a,b` and/or `verbatim=c` (commas kept), in the query string's order."""
+    out: list[str] = []
+    for key, value in request.query_params.multi_items():
+        if key == comma_form:
+            out += _split([value])
+        elif key == verbatim and value:
+            out.append(value)
+    return out
+
+
 def _etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
@@ -163,14 +176,24 @@ class Target:
 class QueryService:
     """The request-independent half of the app: version resolution, reads, encodings."""
 
-    def __init__(self, settings: Settings, *, reader: VersionReader | None = None, pointers: Pointers | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reader: VersionReader | None = None,
+        pointers: Pointers | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
         self.settings = settings
+        self.max_response_bytes = max_response_bytes
         self.reader = reader or VersionReader(settings)
         self.pointers = pointers or Pointers(settings)
         self.short_cache = f"public, max-age={max(1, math.ceil(settings.pointer_cache_s))}"
 
     def target(self, request: Request, dataset_id: str, version: str | None, representation: str, cursor_version: str | None = None) -> Target:
         """Resolve the version to read and the answer's ETag; `NotModified` if the client has it."""
+        if cursor_version is not None and not re.fullmatch(VERSION_ID_PATTERN, cursor_version):
+            raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
         if version is not None and cursor_version is not None and version != cursor_version:
             raise BadRequest("the cursor belongs to another version than ?version=")
         pinned = version or cursor_version
@@ -212,9 +235,10 @@ def create_app(
     reader: VersionReader | None = None,
     pointers: Pointers | None = None,
     metrics: RequestMetrics | None = None,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> FastAPI:
     """The read API. `metrics`: Prometheus (served at /metrics) by default; pass EmbeddedMetrics on Lambda."""
-    service = QueryService(settings, reader=reader, pointers=pointers)
+    service = QueryService(settings, reader=reader, pointers=pointers, max_response_bytes=max_response_bytes)
     observer = metrics or PrometheusMetrics()
     app = FastAPI(
         title="wideviews read API",
@@ -358,8 +382,8 @@ def create_app(
         position = 0
         cursor_version = None
         if cursor is not None:
-            fields = decode_cursor(cursor, ("v", "o"))
-            cursor_version, position = str(fields["v"]), int(fields["o"])
+            fields = decode_cursor(cursor, {"v": str, "o": int, "p": (str, type(None))})
+            cursor_version, position = fields["v"], fields["o"]
             if fields.get("p") != prefix or position < 0:
                 raise BadRequest("invalid cursor: it belongs to another listing")
         target = service.target(request, dataset_id, version, "json", cursor_version)
@@ -380,7 +404,7 @@ def create_app(
             }
             return encode_json(body)
 
-        body, _ = fit_page(build, size, MAX_RESPONSE_BYTES)
+        body, _ = fit_page(build, size, service.max_response_bytes)
         return Response(body, media_type="application/json", headers=target.headers())
 
     @app.get(
@@ -405,7 +429,7 @@ def create_app(
         format: Annotated[Literal["json", "csv"] | None, Query(description="csv: one row per (feature, group)")] = None,  # noqa: A002
         version: VersionQuery = None,
     ) -> Response:
-        names = _split(features) + list(feature)
+        names = _names_in_order(request, "features", "feature")
         if not names:
             raise BadRequest("features is required: feature=NAME (repeatable, verbatim) or features=A,B,C")
         if len(names) > settings.max_features_per_request:
@@ -427,7 +451,7 @@ def create_app(
         if grouping not in catalog.groupings:
             raise NotFound(f"grouping {grouping!r} not in dataset {dataset_id!r} (groupings: {sorted(catalog.groupings)})")
         chosen = catalog.groupings[grouping]
-        group_names = _split(groups) + list(group)
+        group_names = _names_in_order(request, "groups", "group")
         if group_names:
             position_of = {g: i for i, g in enumerate(chosen.groups)}
             absent = [g for g in group_names if g not in position_of]
@@ -440,9 +464,9 @@ def create_app(
             raise NotFound(f"order_group {order_group!r} is not one of the groups returned")
         # An answer over the size limit is refused before reading: ask fewer features, stats or groups.
         estimate = len(names) * len(wanted) * len(columns) * 8
-        if estimate > MAX_RESPONSE_BYTES:
+        if estimate > service.max_response_bytes:
             raise BadRequest(
-                f"the answer would be about {estimate // 1_000_000} MB, over the {MAX_RESPONSE_BYTES // 1_000_000} MB limit "
+                f"the answer would be about {estimate:,} bytes, over the {service.max_response_bytes:,}-byte limit "
                 "of one response: ask for fewer features, stats or groups"
             )
         read_stats = list(dict.fromkeys(wanted + ([order_by] if order_by else [])))
@@ -494,8 +518,8 @@ def create_app(
     def feature_values(
         request: Request,
         dataset_id: DatasetIdPath,
-        feature: Annotated[str, Path(description="the feature name, percent-encoded")],
-        limit: Annotated[int | None, Query(ge=1, le=300_000, description="non-zeros per page (default and most: 100,000 as JSON, 300,000 as Arrow)")] = None,
+        feature: Annotated[str, Path(pattern=NAME_PATTERN, description="the feature name, percent-encoded")],
+        limit: Annotated[int | None, Query(ge=1, le=300_000, description="non-zeros per page (default 100,000 as JSON, 300,000 as Arrow; fewer if the page would pass the size limit)")] = None,
         cursor: CursorQuery = None,
         format: FormatQuery = None,  # noqa: A002
         version: VersionQuery = None,
@@ -504,38 +528,46 @@ def create_app(
         arrow = _wants_arrow(request, format)
         part, offset, cursor_version = 0, 0, None
         if cursor is not None:
-            fields = decode_cursor(cursor, ("v", "p", "o", "f"))
+            fields = decode_cursor(cursor, {"v": str, "p": int, "o": int, "f": str})
             if fields["f"] != feature:
                 raise BadRequest("invalid cursor: it belongs to another feature")
-            cursor_version, part, offset = str(fields["v"]), int(fields["p"]), int(fields["o"])
+            cursor_version, part, offset = fields["v"], fields["p"], fields["o"]
             if part < 0 or offset < 0 or part > 65535:
                 raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
-        most = 300_000 if arrow else 100_000
-        if limit is not None and limit > most:
-            raise BadRequest(f"limit: at most {most} non-zeros per page as {'Arrow' if arrow else 'JSON'}")
         target = service.target(request, dataset_id, version, "arrow" if arrow else "json", cursor_version)
         catalog = service.catalog(target)
-        page = service.reader.feature_page(catalog, feature, part, offset, limit or most)
-        nxt = (
-            encode_cursor({"v": target.version_id, "f": feature, "p": page.next_part, "o": page.next_offset})
-            if page.next_part is not None
-            else None
-        )
-        if arrow:
-            metadata = {"dataset": dataset_id, "version": target.version_id, "feature": feature, "n_cells": str(catalog.n_cells), "next_cursor": nxt or ""}
-            body = encode_arrow({"index": page.indices, "value": page.values}, metadata)
-            return Response(body, media_type=ARROW_STREAM, headers=target.headers(X_Next_Cursor=nxt))
-        body = {
-            "dataset": dataset_id,
-            "version": target.version_id,
-            "feature": feature,
-            "n_cells": catalog.n_cells,
-            "indices": page.indices,
-            # float64 for JSON: a float32's shortest float32 text would parse back to another float64.
-            "values": page.values.astype(np.float64),
-            "next_cursor": nxt,
-        }
-        return Response(encode_json(body), media_type="application/json", headers=target.headers(X_Next_Cursor=nxt))
+        pages: dict[int, tuple[bytes, str | None]] = {}
+
+        def build(n: int) -> bytes:
+            # A page over the size limit (long names, float64 text) is read again, shorter: rare.
+            page = service.reader.feature_page(catalog, feature, part, offset, n)
+            nxt = (
+                encode_cursor({"v": target.version_id, "f": feature, "p": page.next_part, "o": page.next_offset})
+                if page.next_part is not None
+                else None
+            )
+            if arrow:
+                metadata = {"dataset": dataset_id, "version": target.version_id, "feature": feature, "n_cells": str(catalog.n_cells), "next_cursor": nxt or ""}
+                body = encode_arrow({"index": page.indices, "value": page.values}, metadata)
+            else:
+                body = encode_json(
+                    {
+                        "dataset": dataset_id,
+                        "version": target.version_id,
+                        "feature": feature,
+                        "n_cells": catalog.n_cells,
+                        "indices": page.indices,
+                        # float64 for JSON: a float32's shortest float32 text would parse back to another float64.
+                        "values": page.values.astype(np.float64),
+                        "next_cursor": nxt,
+                    }
+                )
+            pages[n] = (body, nxt)
+            return body
+
+        body, n = fit_page(build, limit or (300_000 if arrow else 100_000), service.max_response_bytes)
+        nxt = pages[n][1]
+        return Response(body, media_type=ARROW_STREAM if arrow else "application/json", headers=target.headers(X_Next_Cursor=nxt))
 
     @app.get(
         "/v1/datasets/{dataset_id}/cells",
@@ -560,8 +592,8 @@ def create_app(
         arrow = _wants_arrow(request, format)
         after, cursor_version = None, None
         if cursor is not None:
-            fields = decode_cursor(cursor, ("v", "k"))
-            cursor_version, after = str(fields["v"]), str(fields["k"]).encode()
+            fields = decode_cursor(cursor, {"v": str, "k": str})
+            cursor_version, after = fields["v"], fields["k"].encode("utf-8", "surrogatepass")
         target = service.target(request, dataset_id, version, "arrow" if arrow else "json", cursor_version)
         catalog = service.catalog(target)
         page = service.reader.cells_page(catalog, after, limit or (100_000 if arrow else 10_000), kinds)
@@ -598,13 +630,13 @@ def create_app(
             }
             return encode_json(body)
 
-        body, n = fit_page(build, total, MAX_RESPONSE_BYTES)
+        body, n = fit_page(build, total, service.max_response_bytes)
         more = n < total or page.last_key is not None
         nxt = encode_cursor({"v": target.version_id, "k": page.cell_ids[n - 1]}) if more and n else None
         return Response(body, media_type=ARROW_STREAM if arrow else "application/json", headers=target.headers(X_Next_Cursor=nxt))
 
     @app.get("/v1/datasets/{dataset_id}/cells/{cell_id:path}", response_model=Cell, tags=["cells"], summary="One cell")
-    def cell(request: Request, dataset_id: DatasetIdPath, cell_id: Annotated[str, Path(description="the cell id, percent-encoded")], version: VersionQuery = None) -> Response:
+    def cell(request: Request, dataset_id: DatasetIdPath, cell_id: Annotated[str, Path(pattern=NAME_PATTERN, description="the cell id, percent-encoded")], version: VersionQuery = None) -> Response:
         _check_name(cell_id, "cell id")
         target = service.target(request, dataset_id, version, "json")
         catalog = service.catalog(target)

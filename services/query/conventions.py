@@ -30,7 +30,7 @@ log = logging.getLogger("wideviews.query")
 GZIP_MIN_BYTES = 1024
 GZIP_SUFFIX = "-gz"
 _COMPRESSIBLE = ("application/json", "text/", "application/vnd.apache.arrow.stream")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 EXPOSED_HEADERS = "ETag, X-Request-Id, X-Wideviews-Version, X-Next-Cursor, Content-Length, Retry-After"
 
 
@@ -76,7 +76,8 @@ class Conventions:
         method = scope["method"]
         head = method == "HEAD"
         if head:
-            scope["method"] = "GET"
+            # A copy: the server reads the original scope's method to know no body follows a HEAD answer.
+            scope = {**scope, "method": "GET"}
         gzip_ok = _accepts_gzip(scope)
         start: dict[str, Any] = {}
         chunks: list[bytes] = []

@@ -32,16 +32,21 @@ def encode_cursor(fields: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(fields)).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str, required: tuple[str, ...]) -> dict[str, Any]:
-    """The fields of a cursor this API gave; `BadRequest` for anything else."""
+def decode_cursor(cursor: str, fields: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """The fields of a cursor this API gave, each of the given type; `BadRequest` for anything else."""
+    problem = BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        fields = orjson.loads(raw)
+        decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
-        raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged") from exc
-    if not isinstance(fields, dict) or any(k not in fields for k in required):
-        raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
-    return fields
+        raise problem from exc
+    if not isinstance(decoded, dict):
+        raise problem
+    for name, kind in fields.items():
+        value = decoded.get(name)
+        # bool is an int to isinstance; no cursor field is a bool.
+        if name not in decoded or isinstance(value, bool) or not isinstance(value, kind):
+            raise problem
+    return decoded
 
 
 def encode_arrow(columns: dict[str, Any], metadata: dict[str, str]) -> bytes:

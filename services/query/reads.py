@@ -73,11 +73,12 @@ class Catalog:
     numeric_columns: list[str]
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> "Catalog":
+    def from_meta(cls, dataset_id: str, version_id: str, meta: dict[str, Any]) -> "Catalog":
+        """The document of the version (dataset_id, version_id), whose tables every read uses."""
         embedding = meta.get("embedding") or None
         return cls(
-            dataset_id=meta["dataset_id"],
-            version_id=meta["version_id"],
+            dataset_id=dataset_id,
+            version_id=version_id,
             n_cells=int(meta["n_cells"]),
             n_features=int(meta["n_features"]),
             title=meta.get("title") or "",
@@ -159,7 +160,7 @@ class VersionReader:
             row = self.hbase.row(table, b"meta")
             if not row:
                 raise NotFound(f"version {version_id} of dataset {dataset_id!r} is not available (no catalog)")
-            return Catalog.from_meta(layout.decode_json(row[layout.CATALOG_FAMILY + b":doc"]))
+            return Catalog.from_meta(dataset_id, version_id, layout.decode_json(row[layout.CATALOG_FAMILY + b":doc"]))
 
         return self._catalogs.get_or_load((dataset_id, version_id), load)
 
