@@ -1,4 +1,4 @@
-"""Bodies of the read API: JSON (orjson, NaN as null), Arrow IPC streams, CSV, and page cursors.
+"""Bodies of the read API: JSON (orjson, NaN as null), Arrow IPC streams (no pyarrow), CSV, and page cursors.
 
 A cursor is opaque to clients: URL-safe base64 of a small JSON object that names the version the
 first page was read from, so every page of one listing comes from the same version (even after a
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from services.query.arrow_ipc import encode_stream
 from shared.errors import BadRequest
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -52,22 +53,9 @@ def decode_cursor(cursor: str, fields: dict[str, type | tuple[type, ...]]) -> di
 def encode_arrow(columns: dict[str, Any], metadata: dict[str, str]) -> bytes:
     """One Arrow IPC stream (schema, one record batch) of the named columns; `metadata` on the schema.
 
-    Text columns with few distinct values (groupings) are dictionary-encoded.
+    Text columns with few distinct values (groupings) are dictionary-encoded (see `arrow_ipc`).
     """
-    import pyarrow as pa  # only Arrow requests pay its import
-
-    arrays = {}
-    for name, values in columns.items():
-        if isinstance(values, list) and (not values or isinstance(values[0], str)):
-            array = pa.array(values, type=pa.string())
-            arrays[name] = array.dictionary_encode() if len(values) > 64 and len(set(values)) * 4 < len(values) else array
-        else:
-            arrays[name] = pa.array(values)
-    table = pa.table(arrays).replace_schema_metadata(metadata)
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
+    return encode_stream(columns, metadata)
 
 
 def encode_csv(header: list[str], rows: list[list[Any]]) -> bytes:

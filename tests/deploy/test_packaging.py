@@ -35,6 +35,18 @@ OPTIONAL_IMPORTS = {
     "certifi": "botocore takes its CA bundle when installed",
     "charset-normalizer": "numpy.f2py (loaded by scipy) tries it for Fortran sources",
     "pyyaml": "numba reads a .numba_config.yaml with it when installed",
+    # The test extra (schemathesis, the query tests' client) installs httpx; aiobotocore then takes it
+    # as its HTTP backend, and httpx loads its command line's packages when they are there.
+    "httpx": "aiobotocore's optional HTTP backend, used when installed",
+    "httpcore": "httpx's transport (with httpx)",
+    "anyio": "httpx's async layer (with httpx)",
+    "sniffio": "anyio's event-loop detection (with httpx)",
+    "h11": "httpcore's HTTP/1.1 (with httpx)",
+    "click": "httpx's command line, loaded when installed",
+    "rich": "httpx's command line, loaded when installed",
+    "pygments": "rich's highlighting (with httpx's command line)",
+    "markdown-it-py": "rich's markdown (with httpx's command line)",
+    "mdurl": "markdown-it-py's URLs (with httpx's command line)",
 }
 
 
