@@ -1,0 +1,222 @@
+"""Read API under load: the local query server over HTTP, and the bare Thrift reads beside it.
+
+    wideviews synth --cells 100000 --features 20000 --density 0.1 --groups 30 --out /tmp/q.zip
+    wideviews upload /tmp/q.zip --dataset bench-q --wait
+    python benchmarks/query/bench_query.py --dataset bench-q [--clients 1,5,10] [--seconds 8]
+
+The load generator runs in another process (one thread and one keep-alive connection per client),
+so its Python does not share the server's GIL; the stack's query server (uvicorn) answers. For each
+of 1, 5 and 10 concurrent clients it prints p50/p99 latency and requests per second of:
+
+  (a) a dot plot: 50 random features x all groups of `cell_type`, stats mean and frac_expressing
+  (b) one random feature's values over all cells (JSON, and Arrow)
+  (c) a prefix search (`GENE123` -> 10 features)
+  (d) the embedding of all cells as Arrow (`/cells?include=embedding`, one page)
+
+and, in the same run, the bare HBase reads of (a) and (b) through the same Thrift server
+(happybase: the multi-get of the 50 stats rows, the multi-get of the feature's part rows), so the
+service's own overhead is the ratio of the two. Every request of a scenario draws its features at
+random from the whole dataset (a fixed seed), as a user's clicks would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from shared import layout  # noqa: E402
+from shared.adapters.hbase import view_table  # noqa: E402
+from shared.config import Settings  # noqa: E402
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+def _scenario_requests(name: str, dataset: str, features: list[str], rng: random.Random, n: int) -> list[tuple[str, dict[str, str]]]:
+    """`n` (path, headers) pairs of one HTTP scenario."""
+    out = []
+    for _ in range(n):
+        if name == "a_dotplot":
+            picked = rng.sample(features, 50)
+            query = urlencode([("grouping", "cell_type"), *[("feature", f) for f in picked], ("stats", "mean,frac_expressing")])
+            out.append((f"/v1/datasets/{dataset}/aggregates?{query}", {}))
+        elif name == "b_values_json":
+            out.append((f"/v1/datasets/{dataset}/features/{quote(rng.choice(features), safe='')}/values", {}))
+        elif name == "b_values_arrow":
+            out.append((f"/v1/datasets/{dataset}/features/{quote(rng.choice(features), safe='')}/values", {"Accept": ARROW}))
+        elif name == "c_prefix":
+            prefix = rng.choice(features)[:-1].lower()
+            out.append((f"/v1/datasets/{dataset}/features?prefix={quote(prefix)}&limit=20", {}))
+        elif name == "d_embedding_arrow":
+            out.append((f"/v1/datasets/{dataset}/cells?include=embedding&limit=100000", {"Accept": ARROW}))
+        else:
+            raise ValueError(name)
+    return out
+
+
+def _http_client(host: str, port: int, requests: list[tuple[str, dict[str, str]]], stop_at: float, out: list[float], errors: list[str]) -> None:
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    i = 0
+    while time.perf_counter() < stop_at:
+        path, headers = requests[i % len(requests)]
+        i += 1
+        started = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        elapsed = time.perf_counter() - started
+        if response.status != 200:
+            errors.append(f"{response.status} {body[:200]!r}")
+            continue
+        out.append(elapsed)
+    conn.close()
+
+
+def _thrift_client(settings: dict[str, Any], scenario: str, table: str, keys: list[list[bytes]], columns: list[bytes] | None, stop_at: float, out: list[float], errors: list[str]) -> None:
+    import happybase
+
+    conn = happybase.Connection(settings["hbase_thrift_host"], settings["hbase_thrift_port"], timeout=60_000)
+    t = conn.table(table)
+    i = 0
+    while time.perf_counter() < stop_at:
+        batch = keys[i % len(keys)]
+        i += 1
+        started = time.perf_counter()
+        rows = t.rows(batch, columns=columns)
+        if scenario == "a_dotplot":
+            for _, data in rows:
+                for value in data.values():
+                    layout.decode_stats_vector(value)
+        else:
+            for _, data in rows:
+                layout.decode_feature_part(data[b"f:v"])
+        elapsed = time.perf_counter() - started
+        if not rows:
+            errors.append("no rows")
+            continue
+        out.append(elapsed)
+    conn.close()
+
+
+def load(job: dict[str, Any]) -> dict[str, Any]:
+    """In the load-generator process: `clients` threads for `seconds`; latencies and errors back."""
+    latencies: list[list[float]] = [[] for _ in range(job["clients"])]
+    errors: list[str] = []
+    stop_at = time.perf_counter() + job["seconds"]
+    threads = []
+    for c in range(job["clients"]):
+        if job["kind"] == "http":
+            target: Callable[..., None] = _http_client
+            args: tuple[Any, ...] = (job["host"], job["port"], job["requests"][c], stop_at, latencies[c], errors)
+        else:
+            target = _thrift_client
+            args = (job["settings"], job["scenario"], job["table"], job["keys"][c], job["columns"], stop_at, latencies[c], errors)
+        threads.append(threading.Thread(target=target, args=args))
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    flat = sorted(x for per in latencies for x in per)
+    return {"n": len(flat), "wall_s": wall, "latencies": flat, "errors": errors[:5], "n_errors": len(errors)}
+
+
+def _summary(result: dict[str, Any]) -> dict[str, float]:
+    lat = result["latencies"]
+    if not lat:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "rps": 0.0, "n": 0}
+    return {
+        "p50_ms": 1000 * statistics.median(lat),
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))],
+        "rps": len(lat) / result["wall_s"],
+        "n": len(lat),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--home", help="WIDEVIEWS_HOME of the running stack (default: the environment's)")
+    parser.add_argument("--clients", default="1,5,10")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--scenarios", default="a_dotplot,b_values_json,b_values_arrow,c_prefix,d_embedding_arrow")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    settings = Settings.load(**({"home": Path(args.home)} if args.home else {}))
+    host, port = settings.query_host, settings.query_port
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    conn.request("GET", f"/v1/datasets/{args.dataset}")
+    info = json.loads(conn.getresponse().read())
+    version = info["version"]
+    features: list[str] = []
+    cursor = None
+    while True:
+        conn.request("GET", f"/v1/datasets/{args.dataset}/features?limit=10000" + (f"&cursor={cursor}" if cursor else ""))
+        page = json.loads(conn.getresponse().read())
+        features += page["features"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    groups = len(info["groupings"]["cell_type"])
+    print(
+        f"dataset {args.dataset} version {version}: {info['n_cells']:,} cells x {info['n_features']:,} features, "
+        f"{groups} cell types; query server http://{host}:{port}; {args.seconds:g} s per measurement, load generator in another process"
+    )
+    stats_table = view_table(settings, args.dataset, version, "stats_cell_type")
+    features_table = view_table(settings, args.dataset, version, "features")
+    settings_dict = {"hbase_thrift_host": settings.hbase_thrift_host, "hbase_thrift_port": settings.hbase_thrift_port}
+    scenarios = args.scenarios.split(",")
+    results: list[dict[str, Any]] = []
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        for clients in [int(c) for c in args.clients.split(",")]:
+            for scenario in scenarios:
+                rng = random.Random(f"{scenario}-{clients}")
+                jobs = [("service", {"kind": "http", "host": host, "port": port, "clients": clients, "seconds": args.seconds,
+                                     "requests": [_scenario_requests(scenario, args.dataset, features, rng, 400) for _ in range(clients)]})]
+                if scenario in ("a_dotplot", "b_values_json"):
+                    rng = random.Random(f"{scenario}-{clients}")
+                    if scenario == "a_dotplot":
+                        keys = [[[f.encode() for f in rng.sample(features, 50)] for _ in range(400)] for _ in range(clients)]
+                        table, columns = stats_table, [b"s:mean", b"s:frac_expressing"]
+                    else:
+                        keys = [[[layout.feature_part_row(f, 0), layout.feature_part_row(f, 1)] for f in (rng.choice(features) for _ in range(400))] for _ in range(clients)]
+                        table, columns = features_table, [b"f:v"]
+                    jobs.append(("bare thrift", {"kind": "thrift", "settings": settings_dict, "scenario": scenario, "table": table, "keys": keys,
+                                                 "columns": columns, "clients": clients, "seconds": args.seconds}))
+                for label, job in jobs:
+                    result = pool.apply(load, (job,))
+                    summary = _summary(result)
+                    row = {"clients": clients, "scenario": scenario, "path": label, **summary, "errors": result["n_errors"]}
+                    results.append(row)
+                    note = f"  errors {result['n_errors']}: {result['errors'][:2]}" if result["n_errors"] else ""
+                    print(
+                        f"{clients:>3} clients  {scenario:<18} {label:<12} p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms"
+                        f"  {summary['rps']:8.1f} req/s  (n={summary['n']}){note}",
+                        flush=True,
+                    )
+    print("\nservice overhead (service p50 / bare Thrift p50):")
+    for clients in sorted({r["clients"] for r in results}):
+        for scenario in ("a_dotplot", "b_values_json"):
+            pair = {r["path"]: r for r in results if r["clients"] == clients and r["scenario"] == scenario}
+            if len(pair) == 2:
+                print(f"{clients:>3} clients  {scenario:<18} {pair['service']['p50_ms'] / pair['bare thrift']['p50_ms']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"dataset": args.dataset, "version": version, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
