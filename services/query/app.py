@@ -44,7 +44,6 @@ from services.query.models import (
     FeatureList,
     FeatureValues,
     Health,
-    PublishedVersion,
     VersionList,
 )
 from services.query.pointers import READABLE_STATES, Pointers
@@ -429,6 +428,8 @@ def create_app(
         format: Annotated[Literal["json", "csv"] | None, Query(description="csv: one row per (feature, group)")] = None,  # noqa: A002
         version: VersionQuery = None,
     ) -> Response:
+        # features/feature and groups/group are declared above for the schema and validation; they are
+        # read here from the query string itself, to keep the order in which the two forms were mixed.
         names = _names_in_order(request, "features", "feature")
         if not names:
             raise BadRequest("features is required: feature=NAME (repeatable, verbatim) or features=A,B,C")
