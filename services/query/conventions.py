@@ -1,7 +1,7 @@
 """HTTP conventions every response of the read API follows, as one ASGI middleware around the routes:
 
 - a request id (the client's `X-Request-Id` if sane, API Gateway's on Lambda, else a new one), echoed
-  in `X-Request-Id` and in every log line of the request;
+  in `X-Request-Id` and in every log line of the request (`request_id` of `shared.logs`' JSON lines);
 - an unexpected exception becomes a JSON 500 `{"error", "message"}` naming the request id, and is
   logged with its traceback and the request id (the client never sees a traceback);
 - HEAD is answered as GET without the body (same headers, same Content-Length);
@@ -25,6 +25,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.query.metrics import RequestMetrics
+from shared.logs import log_context
 
 log = logging.getLogger("wideviews.query")
 GZIP_MIN_BYTES = 1024
@@ -93,7 +94,8 @@ class Conventions:
                     await self._finish(start, b"".join(chunks), send, rid, head, gzip_ok, sent)
 
         try:
-            await self.app(scope, receive, buffer)
+            with log_context(request_id=rid):
+                await self.app(scope, receive, buffer)
         except Exception:
             log.exception("unexpected error answering %s %s (request id %s)", method, scope.get("path"), rid)
             if start.get("_sent"):

@@ -20,12 +20,14 @@ from mangum import Mangum
 
 from services.query.app import lambda_app
 from shared.config import Settings
+from shared.logs import configure_logging
 
 _adapter: Mangum | None = None
 
 
 def adapter_for(settings: Settings) -> Mangum:
     """A Mangum adapter around the Lambda flavour of the app (lifespan off: nothing to start)."""
+    configure_logging(settings if settings.service else settings.model_copy(update={"service": "query"}))
     return Mangum(lambda_app(settings), lifespan="off")
 
 

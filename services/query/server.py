@@ -7,19 +7,20 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import uvicorn
 
 from services.query.app import create_app
 from shared.config import Settings
+from shared.logs import configure_logging
 
 log = logging.getLogger("wideviews.query")
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.load()
+    settings = settings if settings.service else settings.model_copy(update={"service": "query"})
+    configure_logging(settings)
     app = create_app(settings)
     log.info("query server on http://%s:%s", settings.query_host, settings.query_port)
     # One process: the pointer cache and the per-version catalogs live in it. No access log (the
@@ -29,7 +30,7 @@ def main() -> None:
         host=settings.query_host,
         port=settings.query_port,
         access_log=False,
-        log_level="warning",
+        log_config=None,  # uvicorn's records go to the JSON lines of configure_logging
         timeout_keep_alive=30,
         server_header=False,
     )

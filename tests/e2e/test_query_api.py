@@ -455,8 +455,11 @@ def test_an_unexpected_error_is_a_json_500_logged_with_the_request_id(stack: Set
         conn.close()
     r = client.get(f"/v1/datasets/{ds}", params={"version": version}, headers={"X-Request-Id": f"corrupt-{version[:8]}"})
     assert r.status_code == 500 and r.json() == {"error": "internal", "message": f"internal error; request id corrupt-{version[:8]}"}
-    log = Path(stack.home / "logs" / "query.log").read_text()
-    assert f"request id corrupt-{version[:8]}" in log and "is not a layout-1 J cell" in log
+    # One JSON line: the request id as a field and in the message, the traceback naming the bad value.
+    lines = [json.loads(line) for line in Path(stack.home / "logs" / "query.log").read_text().splitlines() if line.startswith("{")]
+    logged = [line for line in lines if line.get("request_id") == f"corrupt-{version[:8]}"]
+    assert len(logged) == 1 and logged[0]["level"] == "ERROR" and logged[0]["service"] == "query"
+    assert f"request id corrupt-{version[:8]}" in logged[0]["message"] and "is not a layout-1 J cell" in logged[0]["exception"]
 
 
 # --- metrics ---------------------------------------------------------------------------------------
