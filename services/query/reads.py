@@ -249,7 +249,7 @@ class VersionReader:
             self._table(catalog, "cells"), row_start=start or None, columns=columns, limit=limit, batch_size=min(limit, 5000)
         )
         ids = [key.decode() for key, _ in rows]
-        positions = np.fromiter((layout.decode_int(data[family + b"pos"]) for _, data in rows), dtype=np.int64, count=len(rows))
+        positions = layout.decode_ints([data[family + b"pos"] for _, data in rows])
         metadata: dict[str, list[str]] = {}
         if "metadata" in include:
             for g in catalog.groupings:
@@ -258,17 +258,11 @@ class VersionReader:
         embedding = None
         if "embedding" in include and catalog.embedding_name:
             col = family + b"e:" + catalog.embedding_name.encode()
-            dims = len(catalog.embedding_columns)
-            embedding = np.empty((len(rows), dims), dtype=np.float64)
-            for i, (_, data) in enumerate(rows):
-                embedding[i] = layout.decode_vector(data[col])
+            embedding = layout.decode_vectors([data[col] for _, data in rows], len(catalog.embedding_columns))
         numeric: dict[str, np.ndarray] = {}
         if "numeric" in include:
             for c in catalog.numeric_columns:
-                col = family + b"n:" + c.encode()
-                numeric[c] = np.fromiter(
-                    (layout.decode_vector(data[col])[0] if col in data else np.nan for _, data in rows), dtype=np.float64, count=len(rows)
-                )
+                numeric[c] = layout.decode_vectors([data[family + b"n:" + c.encode()] for _, data in rows], 1)[:, 0]
         last = rows[-1][0] if len(rows) == limit else None
         return CellsPage(ids, positions, metadata, embedding, numeric, last)
 
