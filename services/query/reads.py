@@ -143,7 +143,8 @@ class VersionReader:
     def __init__(self, settings: Settings, hbase: HBase | None = None) -> None:
         self.settings = settings
         # A reader fails fast: a Thrift call that hangs for 10 s is reported as HBase unavailable.
-        self.hbase = hbase or HBase(settings, timeout_ms=10_000)
+        # One pooled Thrift connection per concurrent request, up to 16 (the server's thread pool is larger).
+        self.hbase = hbase or HBase(settings, size=max(16, settings.hbase_pool_size), timeout_ms=10_000)
         self._catalogs: Lru[tuple[str, str], Catalog] = Lru(256)
         self._features: Lru[tuple[str, str], FeatureIndex] = Lru(8)
 
