@@ -93,9 +93,25 @@ class Conventions:
                 if not message.get("more_body", False):
                     await self._finish(start, b"".join(chunks), send, rid, head, gzip_ok, sent)
 
+        # The request id is on every log line of the request, the error line below included.
+        with log_context(request_id=rid):
+            await self._answer(scope, receive, send, buffer, start, sent, rid, method, head, started)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        buffer: Send,
+        start: dict[str, Any],
+        sent: dict[str, int],
+        rid: str,
+        method: str,
+        head: bool,
+        started: float,
+    ) -> None:
         try:
-            with log_context(request_id=rid):
-                await self.app(scope, receive, buffer)
+            await self.app(scope, receive, buffer)
         except Exception:
             log.exception("unexpected error answering %s %s (request id %s)", method, scope.get("path"), rid)
             if start.get("_sent"):
