@@ -29,24 +29,42 @@ _AFTER_ALL = "\U0010ffff"
 
 
 class Lru(Generic[K, V]):
-    """A small thread-safe LRU; `get_or_load` runs `load` outside the lock (two may race: same value)."""
+    """A small thread-safe LRU that loads each missing key once: concurrent askers of the same key
+    wait for the first one's load instead of all reading HBase (a cold page of 100,000 cells is seconds)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._items: OrderedDict[K, V] = OrderedDict()
+        self._loading: dict[K, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get_or_load(self, key: K, load: Callable[[], V]) -> V:
+    def _hit(self, key: K) -> tuple[bool, V | None]:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key]
-        value = load()
+                return True, self._items[key]
+            return False, None
+
+    def get_or_load(self, key: K, load: Callable[[], V]) -> V:
+        found, value = self._hit(key)
+        if found:
+            return value  # type: ignore[return-value]
         with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return value
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            found, value = self._hit(key)
+            if found:
+                return value  # type: ignore[return-value]
+            try:
+                value = load()
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+            return value
 
 
 @dataclass(frozen=True)
@@ -147,6 +165,9 @@ class VersionReader:
         self.hbase = hbase or HBase(settings, size=max(16, settings.hbase_pool_size), timeout_ms=10_000)
         self._catalogs: Lru[tuple[str, str], Catalog] = Lru(256)
         self._features: Lru[tuple[str, str], FeatureIndex] = Lru(8)
+        # Pages of cells (a version's cells never change): a plot's reload or a second user is a memory read.
+        # At most 8 pages of at most 100,000 cells each.
+        self._cells: Lru[tuple[str, str, bytes | None, int, frozenset[str]], CellsPage] = Lru(8)
 
     def _table(self, catalog: Catalog, view: str) -> str:
         return view_table(self.settings, catalog.dataset_id, catalog.version_id, view)
@@ -235,8 +256,13 @@ class VersionReader:
     def cells_page(self, catalog: Catalog, after: bytes | None, limit: int, include: set[str]) -> CellsPage:
         """Up to `limit` cells in row key order after the key `after`, with the asked column kinds.
 
-        `include` holds any of "metadata", "embedding", "numeric"; the position always comes.
+        `include` holds any of "metadata", "embedding", "numeric"; the position always comes. Pages
+        are cached per version (see `_cells`).
         """
+        key = (catalog.dataset_id, catalog.version_id, after, limit, frozenset(include))
+        return self._cells.get_or_load(key, lambda: self._read_cells_page(catalog, after, limit, include))
+
+    def _read_cells_page(self, catalog: Catalog, after: bytes | None, limit: int, include: set[str]) -> CellsPage:
         family = layout.CELLS_FAMILY + b":"
         columns = [family + b"pos"]
         if "metadata" in include:
