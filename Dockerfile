@@ -42,6 +42,21 @@ RUN mkdir -p /opt/hbase/conf /data && cat > /opt/hbase/conf/hbase-site.xml <<'XM
   <property><name>hbase.unsafe.stream.capability.enforce</name><value>false</value></property>
   <property><name>hbase.master.wait.on.regionservers.mintostart</name><value>1</value></property>
   <property><name>hbase.master.wait.on.regionservers.maxtostart</name><value>1</value></property>
+  <!-- s3a:// against the moto container: the RegionServer bulk-loads HFiles straight from the staging
+       bucket (shared/jvm.py s3a_properties says why each option is also given per bucket). -->
+  <property><name>fs.s3a.impl</name><value>org.apache.hadoop.fs.s3a.S3AFileSystem</value></property>
+  <property><name>fs.s3a.endpoint</name><value>http://moto:5000</value></property>
+  <property><name>fs.s3a.path.style.access</name><value>true</value></property>
+  <property><name>fs.s3a.connection.ssl.enabled</name><value>false</value></property>
+  <property><name>fs.s3a.aws.credentials.provider</name><value>org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider</value></property>
+  <property><name>fs.s3a.access.key</name><value>testing</value></property>
+  <property><name>fs.s3a.secret.key</name><value>testing</value></property>
+  <property><name>fs.s3a.bucket.wideviews-staging.endpoint</name><value>http://moto:5000</value></property>
+  <property><name>fs.s3a.bucket.wideviews-staging.path.style.access</name><value>true</value></property>
+  <property><name>fs.s3a.bucket.wideviews-staging.connection.ssl.enabled</name><value>false</value></property>
+  <property><name>fs.s3a.bucket.wideviews-staging.aws.credentials.provider</name><value>org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider</value></property>
+  <property><name>fs.s3a.bucket.wideviews-staging.access.key</name><value>testing</value></property>
+  <property><name>fs.s3a.bucket.wideviews-staging.secret.key</name><value>testing</value></property>
 </configuration>
 XML
 RUN cat > /opt/hbase/conf/log4j.properties <<'PROPS'

@@ -70,7 +70,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.config import QUEUE_ROLES, Settings
-from shared.jvm import ADD_OPENS
+from shared.jvm import ADD_OPENS, s3a_properties
 
 log = logging.getLogger("wideviews.stack")
 
@@ -507,6 +507,9 @@ def hbase_site(settings: Settings) -> dict[str, str]:
         "hbase.master.wait.on.regionservers.mintostart": "1",
         "hbase.master.wait.on.regionservers.maxtostart": "1",
         "hbase.regionserver.msginterval": "1000",
+        # s3a:// through hadoop-aws (jvm/hbase-runtime/pom.xml) against the moto server, so the
+        # RegionServer bulk-loads HFiles straight from the staging bucket, as one on another host would.
+        **s3a_properties(settings),
     }
 
 

@@ -68,6 +68,10 @@ QUICK_START: tuple[str, ...] = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 # Jar name prefixes of what HFileOutputFormat2 needs beyond Spark 3.5's own jars (see `spark_classpath`).
 _SPARK_NEEDS = ("hbase-", "opentelemetry-")
 
+# How long one bulk load waits out transient HBase states (table not yet available, region in
+# transition, splitting or too busy, RegionServer restarting) before raising `Transient`.
+BULK_LOAD_BUSY_WAIT_S = 120.0
+
 _LENGTH = struct.Struct(">I")
 _FLUSH_CELLS = 65_536
 _STDERR_TAIL_LINES = 20
@@ -170,35 +174,101 @@ def write_hfiles(
     return _run_tool(settings, WRITE_HFILES_MAIN, args, heap_mb=heap_mb, timeout_s=timeout_s)
 
 
-def bulk_load(settings: Settings, table: str, hfile_dir: Path | str, *, heap_mb: int = 512, timeout_s: float = 3600.0) -> dict[str, Any]:
-    """Bulk-load `hfile_dir/<family>/<hfile>` into the existing HBase `table` (`namespace:name`).
+def s3a_properties(settings: Settings) -> dict[str, str]:
+    """Hadoop `fs.s3a.*` properties through which HBase and the jvm/ tools read `s3a://` of this deployment.
 
-    Returns BulkLoad's summary `{"table": ..., "loaded_families": [...], "files": n}`. `hfile_dir` is
-    a local path (or `file://` URI) on the region servers' machine, or a URI they can read. HBase moves
-    the HFiles only out of its own HDFS; from local disk it copies them, so the directory is left as
-    it was. Raises `Permanent` when the table or the directory is missing or a family directory
-    names a family the table lacks, `Transient` for any other failure (HBase unreachable, region
-    busy, timeout). Blocks: run it in a thread from async code.
+    Against a local endpoint (the moto server): that endpoint over plain HTTP, path-style addressing
+    (moto serves no per-bucket host names) and its test credentials. Against real AWS (no endpoint
+    set): none of those, so s3a's default credential chain (the instance's role) and endpoint apply.
+    Both ways writes are buffered in memory, never in `fs.s3a.buffer.dir` on local disk (Hadoop
+    2.10's default otherwise): BulkLoad writes to S3 only to split an HFile spanning a region boundary.
+
+    Each option is also given per bucket (`fs.s3a.bucket.<staging bucket>.<option>`) because that
+    form alone reaches the RegionServer's reads: a store validates a bulk-loaded HFile through its
+    store configuration (HBase's CompoundConfiguration), and S3AFileSystem copies that with
+    `new Configuration(conf)`, which keeps only the default resources and the per-bucket options
+    that S3AUtils.propagateBucketOptions re-applies.
     """
+    options = {"fast.upload": "true", "fast.upload.buffer": "bytebuffer"}
+    if settings.aws_endpoint_url:
+        options |= {
+            "endpoint": settings.aws_endpoint_url,
+            "path.style.access": "true",
+            "connection.ssl.enabled": str(settings.aws_endpoint_url.startswith("https:")).lower(),
+            "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+            "access.key": settings.aws_access_key_id,
+            "secret.key": settings.aws_secret_access_key,
+        }
+    properties = {"fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"}
+    if settings.spark_s3_scheme == "s3":
+        # On EMR HBase reads s3:// through EMRFS; a JVM outside the cluster (the loader's BulkLoad,
+        # listing the prefix and reading trailers) reads the same URIs through s3a.
+        properties["fs.s3.impl"] = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    properties |= {f"fs.s3a.{key}": value for key, value in options.items()}
+    properties |= {f"fs.s3a.bucket.{settings.staging_bucket}.{key}": value for key, value in options.items()}
+    return properties
+
+
+def hbase_hfiles_uri(settings: Settings, hfiles_uri: str) -> str:
+    """`s3://bucket/prefix` as the URI HBase reads it by: the deployment's Hadoop S3 scheme (`settings.spark_s3_scheme`).
+
+    `s3a` (hadoop-aws) on the local stack; `s3` (EMRFS) on EMR, whose HBase reads staging through the
+    same EMRFS its Spark steps write it with.
+    """
+    if not hfiles_uri.startswith("s3://"):
+        raise Permanent(f"HFiles must be in S3, not at {hfiles_uri!r}")
+    return f"{settings.spark_s3_scheme}://{hfiles_uri[len('s3://'):]}"
+
+
+def bulk_load(
+    settings: Settings,
+    table: str,
+    hfile_dirs: Path | str | Sequence[Path | str],
+    *,
+    heap_mb: int = 512,
+    timeout_s: float = 3600.0,
+    busy_wait_s: float = BULK_LOAD_BUSY_WAIT_S,
+) -> dict[str, Any]:
+    """Bulk-load `<dir>/<family>/<hfile>` of each directory into the existing HBase `table` (`namespace:name`), in one load.
+
+    A directory is an `s3a://bucket/prefix` (the region servers read it straight from S3; nothing
+    passes through this machine's disk), a local path or a `file://` URI on the region servers'
+    machine. HBase copies HFiles from any file system other than its own HDFS, so the directories
+    are left as they were and loading them again writes the same cells again.
+
+    Returns BulkLoad's summary `{"table", "loaded_families", "files", "attempts", "waited_s"}`.
+    Transient HBase states (the table not yet available or disabled, a region moving, splitting or
+    too busy, a RegionServer restarting) are waited out inside BulkLoad, with backoff, for up to
+    `busy_wait_s` (default `BULK_LOAD_BUSY_WAIT_S`, 120 s); past that they raise `Transient`.
+    Raises `Permanent` when the table or a directory is missing, a directory holds no HFile, a file
+    that is not an HFile, or a family directory the table lacks; `Transient` for any other failure.
+    Blocks: run it in a thread from async code.
+    """
+    dirs = [hfile_dirs] if isinstance(hfile_dirs, (str, Path)) else list(hfile_dirs)
+    if not dirs:
+        raise ValueError("bulk_load needs at least one HFile directory")
     args = [
         "--zk-quorum", settings.hbase_zk_host,
         "--zk-port", str(settings.hbase_zk_port),
         "--table", table,
-        "--dir", str(hfile_dir),
+        "--busy-wait-ms", str(int(busy_wait_s * 1000)),
     ]  # fmt: skip
+    for hfile_dir in dirs:
+        args += ["--dir", str(hfile_dir)]
+    for key, value in s3a_properties(settings).items():
+        args += ["--conf", f"{key}={value}"]
     return _run_tool(settings, BULK_LOAD_MAIN, args, heap_mb=heap_mb, timeout_s=timeout_s, quick_start=True)
 
 
-def create_table(settings: Settings, table: str, family: str, split_keys: Sequence[bytes], workdir: Path, *, timeout_s: float = 600.0) -> dict[str, Any]:
+def create_table(settings: Settings, table: str, family: str, split_keys: Sequence[bytes], *, timeout_s: float = 600.0) -> dict[str, Any]:
     """Create `table` with one family, pre-split at `split_keys` (sorted, unique), unless it exists.
 
     Returns `{"table", "created", "regions"}`. Thrift1 (happybase) cannot pre-split, hence the JVM.
+    The keys travel hex-encoded on the command line (no file): 5,000 keys of 20 bytes are ~200 KB.
     """
     args = ["--zk-quorum", settings.hbase_zk_host, "--zk-port", str(settings.hbase_zk_port), "--table", table, "--family", family]
     if split_keys:
-        splits = workdir / "splits.bin"
-        splits.write_bytes(b"".join(_LENGTH.pack(len(k)) + k for k in split_keys))
-        args += ["--splits", str(splits)]
+        args += ["--splits-hex", ",".join(key.hex() for key in split_keys)]
     return _run_tool(settings, CREATE_TABLE_MAIN, args, heap_mb=256, timeout_s=timeout_s, quick_start=True)
 
 

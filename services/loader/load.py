@@ -1,19 +1,26 @@
-"""Create a version's tables (pre-split where large) and bulk-load one (chunk, view)'s HFiles into them."""
+"""Create a version's tables (pre-split where large) and bulk-load HFiles staged in S3 into them.
+
+Nothing passes through the loader's disk: HBase is handed the HFiles' S3 location (`s3a://`, or
+`s3://` through EMRFS on EMR) and its RegionServers read them from there, so the loader and the
+RegionServers may run on different hosts. Transient HBase states met on the way (a table not yet
+available, a region in transition, splitting or too busy, a RegionServer restarting) are waited out
+by BulkLoad and, past its wait, raised as `Transient` so the message comes back later; only a bad
+HFile, or a table missing once it should exist, is `Permanent`.
+"""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 from shared import jvm
-from shared.adapters.aws import parse_s3_uri
 from shared.adapters.hbase import HBase, view_table
-from shared.adapters.s3 import download_prefix
 from shared.config import Settings
-from shared.errors import Permanent
 from shared.layout import CATALOG_FAMILY, CELLS_FAMILY, FEATURES_FAMILY, STATS_FAMILY
 from shared.staging import VersionPlan, read_cells, read_plan
+
+log = logging.getLogger(__name__)
 
 _FAMILIES = {"features": FEATURES_FAMILY, "cells": CELLS_FAMILY, "catalog": CATALOG_FAMILY}
 
@@ -35,8 +42,12 @@ def split_keys(plan: VersionPlan, view: str, cell_ids: list[str] | None, rows_pe
     return sorted(set(keys))
 
 
-def ensure_view_table(s3: Any, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str, workdir: Path) -> str:
-    """The view's table, created pre-split if missing (racing loaders: one creates, the others find it)."""
+def ensure_view_table(s3: Any, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str) -> str:
+    """The view's table, created pre-split if missing (racing loaders: one creates, the others find it).
+
+    A table another loader is still creating may be listed before its regions are online; BulkLoad
+    waits for them.
+    """
     table = view_table(settings, dataset_id, version_id, view)
     if hbase.table_exists(table):
         return table
@@ -44,21 +55,25 @@ def ensure_view_table(s3: Any, hbase: HBase, settings: Settings, dataset_id: str
     cell_ids = None
     if view == "cells" and plan.n_cells > settings.rows_per_region:
         cell_ids = read_cells(s3, settings, plan).column("cell_id").to_pylist()
-    jvm.create_table(settings, table, view_family(view).decode(), split_keys(plan, view, cell_ids, settings.rows_per_region), workdir)
+    jvm.create_table(settings, table, view_family(view).decode(), split_keys(plan, view, cell_ids, settings.rows_per_region))
     return table
 
 
-def bulk_load_view_chunk(s3: Any, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str, hfiles_uri: str) -> str:
-    """Bulk-load the HFiles under `hfiles_uri` into the view's table (created if missing); returns the table.
+def bulk_load_view_chunk(
+    s3: Any, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str, hfiles_uri: str | Sequence[str]
+) -> str:
+    """Bulk-load the HFiles under `hfiles_uri` (`s3://bucket/prefix/`, holding `<family>/<hfile>`) into the view's table.
 
+    The table is created if missing; returns its name. `hfiles_uri` may also be several such
+    prefixes (chunks of one view), loaded in one bulk load. HBase reads the HFiles from S3 itself.
     Loading the same HFiles twice writes the same keys with the same timestamp: reads see one cell.
+    Raises `Permanent` for a prefix without HFiles, a file that is not an HFile or a family the table
+    lacks; `Transient` when HBase stays busy past `jvm.BULK_LOAD_BUSY_WAIT_S` or is unreachable.
     """
-    bucket, prefix = parse_s3_uri(hfiles_uri)
-    with tempfile.TemporaryDirectory(prefix="wideviews-load-") as tmp:
-        table = ensure_view_table(s3, hbase, settings, dataset_id, version_id, view, Path(tmp))
-        hfiles = Path(tmp) / "hfiles"
-        files = download_prefix(s3, bucket, prefix, hfiles)
-        if not files:
-            raise Permanent(f"no HFiles under {hfiles_uri}")
-        jvm.bulk_load(settings, table, hfiles)
+    uris = [hfiles_uri] if isinstance(hfiles_uri, str) else list(hfiles_uri)
+    dirs = [jvm.hbase_hfiles_uri(settings, uri) for uri in uris]
+    table = ensure_view_table(s3, hbase, settings, dataset_id, version_id, view)
+    summary = jvm.bulk_load(settings, table, dirs)
+    if summary.get("attempts", 1) > 1:
+        log.info("bulk load of %s into %s waited %.1f s over %d attempts for HBase", uris, table, summary["waited_s"], summary["attempts"])
     return table

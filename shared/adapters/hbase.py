@@ -54,6 +54,30 @@ def combine_checksums(values: Iterable[int]) -> int:
     return sum(values) % (1 << 64)
 
 
+# What a RegionServer or master says while in a state it leaves by itself (the same list as BulkLoad's).
+_TRANSIENT_HBASE_STATES = (
+    "is not currently available",
+    "RegionTooBusy",
+    "NotServingRegion",
+    "RegionOfflineException",
+    "RegionMovedException",
+    "RegionOpeningException",
+    "TableNotEnabledException",
+    "ServerNotRunningYet",
+    "PleaseHoldException",
+    "MasterNotRunningException",
+    "RegionServerStoppedException",
+    "RegionServerAbortedException",
+    "NoServerForRegionException",
+    "RetriesExhausted",
+    "ConnectionClosing",
+    "ConnectionClosed",
+    "CallQueueTooBig",
+    "CallTimeoutException",
+    "CallDroppedException",
+)
+
+
 @contextlib.contextmanager
 def hbase_errors(action: str) -> Iterator[None]:
     """Translate Thrift/socket failures to `Transient`, a missing table to `NotFound`."""
@@ -63,10 +87,12 @@ def hbase_errors(action: str) -> Iterator[None]:
         raise Transient(f"{action}: HBase Thrift unreachable ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:
         text = str(exc)
+        # Checked first: HBase reports a table whose regions are not all online as "TableNotFoundException:
+        # Table ... is not currently available." (just created, being enabled, disabled), which passes.
+        if any(s in text for s in _TRANSIENT_HBASE_STATES):
+            raise Transient(f"{action}: HBase busy ({text[:200]})") from exc
         if "TableNotFoundException" in text or "not found" in text.lower() and "table" in text.lower():
             raise NotFound(f"{action}: table not found") from exc
-        if any(s in text for s in ("RegionTooBusy", "NotServingRegion", "ServerNotRunningYet", "PleaseHoldException", "RetriesExhausted", "ConnectionClosing", "CallQueueTooBig")):
-            raise Transient(f"{action}: HBase busy ({text[:200]})") from exc
         raise
 
 

@@ -410,3 +410,36 @@ def test_rollback_and_gc_keep_what_readers_may_use(stack: Settings, tmp_path: Pa
     refused = cli(stack, "rollback", dataset_id, "--to", v1)
     assert refused.returncode == 1 and "DELETED" in refused.stderr
     assert _status(stack, dataset_id)["current_version"] == v2
+
+
+def test_a_view_table_disabled_while_loading_is_waited_out_and_the_version_publishes(stack: Settings, tmp_path: Path) -> None:
+    """The issue's FAILED version: `Table ... is not currently available.` during a load. Now a wait, then PUBLISHED."""
+    dataset_id = _dataset("unavailable")
+    path = _zip(tmp_path, "unavailable", 150, 400, seed=13)  # 10 chunks: loads into the transpose keep coming
+    moto_log = stack.home / "logs" / "moto.log"
+    loader_log = stack.home / "logs" / "loader.log"
+    loader_log_size = loader_log.stat().st_size
+    _upload(stack, path, dataset_id)
+    with _thrift(stack) as conn:
+        prefix = f"{stack.hbase_namespace}:{dataset_id}_"
+        table = wait_for(lambda: next((t.decode() for t in conn.tables() if t.decode().startswith(prefix) and t.decode().endswith("_features")), None), 300, "the transpose's table")
+        conn.disable_table(table)
+        disabled_at = moto_log.stat().st_size
+        version_id = table[len(prefix) :].split("_")[0]
+        listing = f"prefix=staging/{dataset_id}/{version_id}/hfiles/features/".encode()
+
+        def load_attempted() -> bool:
+            with open(moto_log, "rb") as f:
+                f.seek(disabled_at)
+                return listing in f.read()
+
+        # A loader lists a transpose chunk's HFiles only when it starts loading them: into the disabled table.
+        wait_for(load_attempted, 300, "a load into the disabled table")
+        conn.enable_table(table)
+    entry = _wait_published(stack, dataset_id, 1, 600)
+    version = entry["versions"][0]
+    assert version["state"] == "PUBLISHED", version
+    assert_version_matches(stack, dataset_id, version["version_id"], Reference.from_zip(path), ["cell_type", "donor"])
+    with open(loader_log, "rb") as f:
+        f.seek(loader_log_size)
+        assert f"into {table} waited".encode() in f.read()

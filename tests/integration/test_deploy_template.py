@@ -123,6 +123,8 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
     | {("elasticmapreduce:AddJobFlowSteps", EMR_CLUSTER), ("elasticmapreduce:DescribeStep", EMR_CLUSTER)},
     "LoaderTaskRole": _queues("loader")
     | {("s3:GetObject", STAGING_OBJECTS), ("s3:ListBucket", STAGING_LIST)}
+    # BulkLoad's split halves of an HFile spanning a region boundary, and only those.
+    | {(a, "arn:${AWS::Partition}:s3:::${Prefix}-staging/staging/*/.tmp/*") for a in ("s3:PutObject", "s3:DeleteObject")}
     | {(a, "${VersionsTable.Arn}") for a in ("dynamodb:GetItem", "dynamodb:UpdateItem")},
     "PublisherTaskRole": _queues("publisher")
     | {("s3:GetObject", STAGING_OBJECTS), ("s3:ListBucket", STAGING_LIST)}

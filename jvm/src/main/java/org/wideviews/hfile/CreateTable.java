@@ -23,16 +23,17 @@ import org.apache.hadoop.hbase.util.Bytes;
  * Creates a view's table pre-split at given row keys, unless it exists (Thrift1 cannot pre-split).
  *
  * <pre>
- *   CreateTable --zk-quorum HOST --zk-port N --table NS:NAME --family F [--splits FILE]
+ *   CreateTable --zk-quorum HOST --zk-port N --table NS:NAME --family F [--splits FILE | --splits-hex K,K,...]
  * </pre>
  *
  * FILE holds the split keys in the cell file format's length-prefixed form ({@code uint32 len | key}
- * repeated, big-endian), sorted, no repeats. One family, one version, ROW bloom filter. Prints
+ * repeated, big-endian); {@code --splits-hex} gives them inline, each key in hex, comma-separated
+ * (what the loader uses: no local file). Either way sorted, no repeats. One family, one version, ROW bloom filter. Prints
  * {@code {"table": ..., "created": true|false, "regions": n}}; exit 2 for bad arguments or keys.
  */
 public final class CreateTable {
   static final String USAGE = "usage: CreateTable --zk-quorum HOST --zk-port N --table NS:NAME"
-      + " --family F [--splits FILE]";
+      + " --family F [--splits FILE | --splits-hex K,K,...]";
 
   private CreateTable() {}
 
@@ -42,7 +43,7 @@ public final class CreateTable {
 
   public static int run(String[] argv, PrintStream out, PrintStream err) {
     try {
-      Args args = Args.parse(argv, Set.of("zk-quorum", "zk-port", "table", "family", "splits"),
+      Args args = Args.parse(argv, Set.of("zk-quorum", "zk-port", "table", "family", "splits", "splits-hex"),
           Set.of("conf"), USAGE);
       Configuration conf = args.configuration();
       conf.set(HConstants.ZOOKEEPER_QUORUM, args.required("zk-quorum"));
@@ -50,7 +51,12 @@ public final class CreateTable {
       TableName table = TableName.valueOf(args.required("table"));
       byte[] family = Bytes.toBytes(args.required("family"));
       String splitsFile = args.optional("splits", null);
-      byte[][] splits = splitsFile == null ? new byte[0][] : readSplits(splitsFile);
+      String splitsHex = args.optional("splits-hex", null);
+      if (splitsFile != null && splitsHex != null) {
+        throw new IllegalArgumentException("give --splits or --splits-hex, not both; " + USAGE);
+      }
+      byte[][] splits = splitsFile != null ? readSplits(splitsFile)
+          : splitsHex != null ? parseHexSplits(splitsHex) : new byte[0][];
       boolean created = false;
       int regions;
       try (Connection connection = ConnectionFactory.createConnection(conf);
@@ -84,6 +90,21 @@ public final class CreateTable {
       err.println("CreateTable failed: " + e);
       return 1;
     }
+  }
+
+  static byte[][] parseHexSplits(String text) throws BadInputException {
+    List<byte[]> keys = new ArrayList<>();
+    for (String hex : text.split(",", -1)) {
+      if (hex.isEmpty() || hex.length() % 2 != 0 || !hex.matches("[0-9a-fA-F]+")) {
+        throw new BadInputException("split key '" + hex + "' is not a non-empty even-length hex string");
+      }
+      byte[] key = Bytes.fromHex(hex);
+      if (!keys.isEmpty() && Bytes.compareTo(keys.get(keys.size() - 1), key) >= 0) {
+        throw new BadInputException("split keys are not sorted and unique at '" + hex + "'");
+      }
+      keys.add(key);
+    }
+    return keys.toArray(new byte[0][]);
   }
 
   static byte[][] readSplits(String file) throws IOException {
