@@ -1,8 +1,11 @@
-"""Validate an uploaded ZIP and split its matrix into column chunks in staging.
+"""Validate an upload and split its matrix into column chunks in staging.
 
-The ZIP is read in place on S3 (ranged reads); `matrix.csv` is streamed out of it once, parsed by
-pyarrow's streaming CSV reader, and its non-zeros are written to staging as Parquet parts per column
-chunk. Memory is bounded by `flush_bytes` plus one CSV block, never by the matrix.
+An upload is a ZIP (read in place on S3 with ranged reads) holding a matrix CSV (`matrix.csv` or
+`matrix.csv.gz`), an `.h5ad`, a 10x `.h5` or a 10x MatrixMarket folder, with an optional
+`metadata.csv` and `manifest.json`; or an `.h5ad` or 10x `.h5` object by itself. The matrix is
+read once by its format's reader (`csv_matrix`, `hdf5`, `mtx`) into per-chunk Parquet parts
+(`parts`); the metadata, whatever its source, becomes one Arrow table that `plan_metadata` turns
+into groupings, an embedding and numeric columns.
 
 Every problem with the upload raises `BadUpload` with a message that names the member, row, column
 or value at fault.
@@ -10,16 +13,19 @@ or value at fault.
 
 from __future__ import annotations
 
-import csv
+import gzip
 import io
 import json
 import re
+import shutil
 import stat
+import tempfile
 import time
 import unicodedata
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -28,33 +34,57 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from services.ingest.csv_matrix import split_csv_matrix
+from services.ingest.matrix import CONTROL, MatrixSummary, Progress, check_ids, check_names, chunk_bounds, first_null
+from services.ingest.parts import ChunkParts
 from shared.adapters.s3 import S3RangeReader, put_bytes, put_json
 from shared.config import Settings
 from shared.errors import BadUpload
-from shared.staging import (
-    EmbeddingPlan,
-    GroupingPlan,
-    VersionPlan,
-    cells_key,
-    chunk_part_key,
-    plan_key,
-)
+from shared.staging import EmbeddingPlan, GroupingPlan, VersionPlan, cells_key, plan_key
+
+__all__ = ["chunk_bounds", "ingest_upload", "open_s3_upload", "open_upload", "read_manifest", "upload_kind"]
 
 MATRIX, METADATA, MANIFEST = "matrix.csv", "metadata.csv", "manifest.json"
 _SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 _IGNORED = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$)")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_GROUPS = 10_000
+# Without a manifest, an integer column with at most this many distinct values is also a grouping.
+MAX_INTEGER_GROUPS = 200
 MISSING_GROUP = "(missing)"
+ORIENTATIONS = ("cells_as_rows", "features_as_rows")
+
+# Members an upload ZIP may hold, by role; matched on the lower-cased file name.
+ROLES: dict[str, tuple[str, ...]] = {
+    "matrix.csv": ("matrix.csv", "matrix.csv.gz"),
+    "metadata.csv": ("metadata.csv", "metadata.csv.gz"),
+    "manifest.json": ("manifest.json",),
+    "matrix.mtx": ("matrix.mtx", "matrix.mtx.gz"),
+    "features.tsv": ("features.tsv", "features.tsv.gz", "genes.tsv", "genes.tsv.gz"),
+    "barcodes.tsv": ("barcodes.tsv", "barcodes.tsv.gz"),
+}
+UPLOAD_SUFFIXES = (".zip", ".h5ad", ".h5")
+
+
+def upload_kind(key: str) -> str | None:
+    """The upload's suffix (lower case: `.zip`, `.h5ad`, `.h5`) or None if the key is not an upload."""
+    lowered = key.lower()
+    return next((s for s in UPLOAD_SUFFIXES if lowered.endswith(s)), None)
 
 
 @dataclass
 class UploadArchive:
-    """The validated members of an upload."""
+    """The validated members of an upload, by role (`matrix.csv`, `h5ad`, `10x.h5`, `matrix.mtx`, ...)."""
 
     zip: zipfile.ZipFile
     members: dict[str, zipfile.ZipInfo]
     ignored: list[str] = field(default_factory=list)
+
+    @property
+    def matrix_format(self) -> str:
+        for role, name in (("matrix.csv", "csv"), ("h5ad", "h5ad"), ("10x.h5", "10x-h5"), ("matrix.mtx", "mtx")):
+            if role in self.members:
+                return name
+        raise AssertionError("open_upload guarantees a matrix member")
 
 
 def _check_member_name(info: zipfile.ZipInfo) -> str:
@@ -65,7 +95,7 @@ def _check_member_name(info: zipfile.ZipInfo) -> str:
             raw = raw.encode("cp437").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
             raise BadUpload(f"member name {info.orig_filename!r} is not valid UTF-8") from None
-    if "\x00" in raw or _CONTROL.search(raw):
+    if "\x00" in raw or CONTROL.search(raw):
         raise BadUpload(f"member name {raw!r} contains control characters")
     if "\\" in raw:
         raise BadUpload(f"member name {raw!r} contains a backslash")
@@ -74,6 +104,18 @@ def _check_member_name(info: zipfile.ZipInfo) -> str:
     if ".." in PurePosixPath(raw).parts:
         raise BadUpload(f"member name {raw!r} escapes the archive (..)")
     return raw
+
+
+def _role_of(name: str) -> str | None:
+    lowered = PurePosixPath(name).name.lower()
+    for role, names in ROLES.items():
+        if lowered in names:
+            return role
+    if lowered.endswith(".h5ad"):
+        return "h5ad"
+    if lowered.endswith(".h5"):
+        return "10x.h5"
+    return None
 
 
 def open_upload(reader: io.RawIOBase, settings: Settings) -> UploadArchive:
@@ -117,32 +159,45 @@ def open_upload(reader: io.RawIOBase, settings: Settings) -> UploadArchive:
         names.append((name, info))
     if total > settings.max_upload_bytes:
         raise BadUpload(f"members expand to {total} bytes, over the limit of {settings.max_upload_bytes}")
-    # Members may sit at the root or in one top folder (as archivers of a folder produce).
+    # Members may sit at the root or in one top folder (as archivers of a folder produce); a 10x
+    # MatrixMarket folder may also sit in a folder of its own beside metadata.csv.
     tops = {PurePosixPath(n).parts[0] for n, _ in names if len(PurePosixPath(n).parts) > 1}
     strip = tops.pop() + "/" if len(tops) == 1 and all("/" in n for n, _ in names) else ""
     for name, info in names:
         short = name[len(strip) :] if strip and name.startswith(strip) else name
-        if short in (MATRIX, METADATA, MANIFEST):
-            if short in members:
-                raise BadUpload(f"upload has two {short} members")
-            members[short] = info
-        else:
+        role = _role_of(short)
+        depth = len(PurePosixPath(short).parts)
+        if role is None or (depth > 1 and role not in ("matrix.mtx", "features.tsv", "barcodes.tsv")) or depth > 2:
             ignored.append(name)
-    if MATRIX not in members:
+            continue
+        if role in members:
+            shown = role if role not in ("h5ad", "10x.h5") else f".{role.split('.')[-1]} file"
+            raise BadUpload(f"upload has two {shown} members ({members[role].filename!r} and {name!r})")
+        members[role] = info
+    matrices = [r for r in ("matrix.csv", "h5ad", "10x.h5", "matrix.mtx") if r in members]
+    if not matrices:
         found = ", ".join(sorted(n for n, _ in names)) or "nothing"
-        raise BadUpload(f"upload has no {MATRIX} (found: {found})")
+        raise BadUpload(
+            f"upload has no {MATRIX} (nor matrix.csv.gz, an .h5ad, a 10x .h5 or a 10x matrix.mtx folder; found: {found})"
+        )
+    if len(matrices) > 1:
+        raise BadUpload(f"upload has more than one matrix: {', '.join(members[r].filename for r in matrices)}")
+    if "matrix.mtx" in members:
+        for needed in ("features.tsv", "barcodes.tsv"):
+            if needed not in members:
+                raise BadUpload(f"upload has {members['matrix.mtx'].filename} but no {needed} (or .tsv.gz) beside it")
     return UploadArchive(archive, members, ignored)
 
 
-def read_manifest(upload: UploadArchive) -> dict[str, Any]:
+def read_manifest(upload: UploadArchive | None) -> dict[str, Any]:
     """The optional manifest.json, validated in shape."""
-    info = upload.members.get(MANIFEST)
+    info = upload.members.get(MANIFEST) if upload is not None else None
     if info is None:
         return {}
     if info.file_size > 1 << 20:
         raise BadUpload(f"{MANIFEST} is larger than 1 MiB")
     try:
-        document = json.loads(upload.zip.read(info))
+        document = json.loads(upload.zip.read(info))  # type: ignore[union-attr]
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadUpload(f"{MANIFEST} is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
@@ -150,95 +205,51 @@ def read_manifest(upload: UploadArchive) -> dict[str, Any]:
     groupings = document.get("groupings")
     if groupings is not None and (not isinstance(groupings, list) or not all(isinstance(g, str) for g in groupings)):
         raise BadUpload(f"{MANIFEST}: 'groupings' must be a list of column names")
-    for key in ("embedding", "title", "description"):
+    for key in ("embedding", "title", "description", "orientation", "matrix"):
         if key in document and not isinstance(document[key], str):
             raise BadUpload(f"{MANIFEST}: {key!r} must be a string")
+    if document.get("orientation", ORIENTATIONS[0]) not in ORIENTATIONS:
+        raise BadUpload(f"{MANIFEST}: 'orientation' must be one of {list(ORIENTATIONS)}, not {document['orientation']!r}")
+    if document.get("matrix", "X") not in ("X", "raw.X"):
+        raise BadUpload(f"{MANIFEST}: 'matrix' (of an .h5ad) must be 'X' or 'raw.X', not {document['matrix']!r}")
     return document
 
 
-def _read_header(stream: io.BufferedIOBase, settings: Settings, member: str) -> list[str]:
-    line = stream.readline(settings.max_header_bytes + 1)
-    if not line:
-        raise BadUpload(f"{member} is empty")
-    if len(line) > settings.max_header_bytes:
-        raise BadUpload(f"{member} header line is longer than {settings.max_header_bytes} bytes")
-    try:
-        text = line.decode("utf-8-sig").rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        raise BadUpload(f"{member} header is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    return next(csv.reader([text]))
+def open_member(upload: UploadArchive, role: str) -> Any:
+    """A member's (decompressed) byte stream; `.gz` members are gunzipped on the fly."""
+    info = upload.members[role]
+    stream = upload.zip.open(info)
+    if info.filename.lower().endswith(".gz"):
+        return _CheckedGzip(stream, info.filename)
+    return stream
 
 
-def _check_names(names: list[str], what: str, member: str) -> None:
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if not name.strip():
-            raise BadUpload(f"{member}: {what} {i + 1} has an empty name")
-        if _CONTROL.search(name):
-            raise BadUpload(f"{member}: {what} {name!r} contains control characters")
-        if len(name.encode()) > 1024:
-            raise BadUpload(f"{member}: {what} {name[:40]!r}... is longer than 1024 bytes")
-        if name in seen:
-            raise BadUpload(f"{member}: duplicate {what} {name!r} (columns {seen[name] + 1} and {i + 1})")
-        seen[name] = i
+class _CheckedGzip(io.RawIOBase):
+    """gzip.GzipFile whose format errors become `BadUpload` naming the member."""
+
+    def __init__(self, raw: Any, name: str) -> None:
+        super().__init__()
+        self._gz = gzip.GzipFile(fileobj=raw, mode="rb")
+        self.name = name
+
+    def readable(self) -> bool:
+        return True
+
+    def _guard(self, call: Callable[[], bytes]) -> bytes:
+        try:
+            return call()
+        except (gzip.BadGzipFile, OSError, EOFError) as exc:
+            raise BadUpload(f"{self.name} is not valid gzip data ({exc or type(exc).__name__})") from exc
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        return self._guard(lambda: self._gz.read(n))
+
+    def readline(self, limit: int = -1) -> bytes:  # type: ignore[override]
+        return self._guard(lambda: self._gz.readline(limit))
 
 
-def chunk_bounds(n_features: int, est_cells: int, settings: Settings) -> list[tuple[int, int]]:
-    """Contiguous feature ranges sized so that a chunk's dense float64 working set fits the memory budget."""
-    width = settings.chunk_width(est_cells)
-    return [(start, min(n_features, start + width)) for start in range(0, n_features, width)]
-
-
-@dataclass
-class MatrixSummary:
-    cell_ids: pa.Array
-    features: list[str]
-    id_column: str
-    chunks: list[tuple[int, int]]
-    parts: int
-    nnz: int
-
-
-class _ChunkBuffers:
-    """Non-zeros accumulated per chunk, flushed as one Parquet part per chunk when large enough."""
-
-    def __init__(self, s3: Any, settings: Settings, dataset_id: str, version_id: str, chunks: list[tuple[int, int]], flush_bytes: int) -> None:
-        self.s3, self.settings, self.dataset_id, self.version_id = s3, settings, dataset_id, version_id
-        self.chunks = chunks
-        self.flush_bytes = flush_bytes
-        self.pending: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in chunks]
-        self.pending_bytes = 0
-        self.part = 0
-        self.nnz = 0
-
-    def add(self, chunk: int, features: np.ndarray, cells: np.ndarray, values: np.ndarray) -> None:
-        self.pending[chunk].append((features, cells, values))
-        self.pending_bytes += values.nbytes + cells.nbytes + features.nbytes
-        self.nnz += values.size
-        if self.pending_bytes >= self.flush_bytes:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write one part per chunk (an empty chunk still gets its part, so every chunk has one)."""
-        for chunk, pieces in enumerate(self.pending):
-            if pieces:
-                feature = np.concatenate([p[0] for p in pieces])
-                cell = np.concatenate([p[1] for p in pieces])
-                value = np.concatenate([p[2] for p in pieces])
-            else:
-                feature = cell = np.zeros(0, np.int32)
-                value = np.zeros(0, np.float64)
-            table = pa.table({"feature": feature.astype(np.int32), "cell": cell.astype(np.int32), "value": value})
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
-            put_bytes(self.s3, self.settings.staging_bucket, chunk_part_key(self.dataset_id, self.version_id, chunk, self.part), sink.getvalue().to_pybytes())
-        self.pending = [[] for _ in self.chunks]
-        self.pending_bytes = 0
-        self.part += 1
-
-
-def _first_null(column: pa.Array) -> int:
-    return int(pc.index(pc.is_null(column), True).as_py())
+def _new_parts(s3: Any, settings: Settings, dataset_id: str, version_id: str, workdir: str) -> Callable[[int], ChunkParts]:
+    return lambda width: ChunkParts(s3, settings, dataset_id, version_id, width, workdir=workdir)
 
 
 def split_matrix(
@@ -248,83 +259,47 @@ def split_matrix(
     dataset_id: str,
     version_id: str,
     *,
-    flush_bytes: int = 256 << 20,
-) -> MatrixSummary:
-    """Stream matrix.csv once: validate every value, write each column chunk's non-zeros to staging."""
-    info = upload.members[MATRIX]
-    stream = upload.zip.open(info)
-    header = _read_header(stream, settings, MATRIX)  # type: ignore[arg-type]
-    if len(header) < 2:
-        raise BadUpload(f"{MATRIX} has no feature columns (header: {header[:3]})")
-    id_column, features = header[0], header[1:]
-    _check_names(header, "column", MATRIX)
-    if len(features) > settings.max_features:
-        raise BadUpload(f"{MATRIX} has {len(features)} features, over the limit of {settings.max_features}")
-    # Each row holds at least one byte per value plus a separator: an upper bound on the cell count.
-    est_cells = max(1, info.file_size // (2 * len(header)))
-    chunks = chunk_bounds(len(features), est_cells, settings)
-    buffers = _ChunkBuffers(s3, settings, dataset_id, version_id, chunks, flush_bytes)
-    block = max(16 << 20, 4 * len(",".join(header).encode()))
-    reader_options = pacsv.ReadOptions(column_names=header, block_size=block, use_threads=True)
-    convert = pacsv.ConvertOptions(
-        column_types={id_column: pa.string(), **{f: pa.float64() for f in features}},
-        null_values=[""],
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=True,
-    )
-    ids: list[pa.Array] = []
-    row0 = 0
-    try:
-        batches = pacsv.open_csv(stream, read_options=reader_options, convert_options=convert, parse_options=pacsv.ParseOptions(newlines_in_values=False))
-        for batch in batches:
-            n = batch.num_rows
-            id_col = batch.column(0)
-            if id_col.null_count:
-                raise BadUpload(f"{MATRIX}: empty cell id at data row {row0 + _first_null(id_col) + 1}")
-            ids.append(id_col)
-            for c, (start, end) in enumerate(chunks):
-                cols = [batch.column(1 + j) for j in range(start, end)]
-                for j, col in enumerate(cols):
-                    if col.null_count:
-                        r = _first_null(col)
-                        raise BadUpload(
-                            f"{MATRIX}: empty value at data row {row0 + r + 1} (cell {id_col[r].as_py()!r}), feature {features[start + j]!r}"
-                        )
-                block_values = np.column_stack([col.to_numpy(zero_copy_only=False) for col in cols]) if cols else np.zeros((n, 0))
-                finite = np.isfinite(block_values)
-                if not finite.all():
-                    r, j = (int(x[0]) for x in np.nonzero(~finite))
-                    raise BadUpload(
-                        f"{MATRIX}: non-finite value {block_values[r, j]} at data row {row0 + r + 1} "
-                        f"(cell {id_col[r].as_py()!r}), feature {features[start + j]!r}"
-                    )
-                rows, local = np.nonzero(block_values)
-                buffers.add(c, local.astype(np.int32), (rows + row0).astype(np.int32), block_values[rows, local])
-            row0 += n
-    except pa.ArrowInvalid as exc:
-        if row0 == 0 and "Empty CSV file" in str(exc):
-            raise BadUpload(f"{MATRIX} has a header but no rows") from exc
-        raise BadUpload(f"{MATRIX}: {str(exc).strip()} (after data row {row0})") from exc
-    except UnicodeDecodeError as exc:
-        raise BadUpload(f"{MATRIX}: not valid UTF-8 after data row {row0}") from exc
-    if row0 == 0:
-        raise BadUpload(f"{MATRIX} has a header but no rows")
-    if row0 >= 2**31 - 1:
-        raise BadUpload(f"{MATRIX} has {row0} rows, over the limit of 2**31 - 1")
-    buffers.flush()
-    cell_ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
-    _check_ids(cell_ids, MATRIX)
-    return MatrixSummary(cell_ids, features, id_column, chunks, buffers.part, buffers.nnz)
+    manifest: dict[str, Any] | None = None,
+    workdir: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[MatrixSummary, pa.Table | None]:
+    """Read the upload's matrix once into staged chunks; also the cell metadata its format carries
+    (an h5ad's `obs` and `obsm`), else None."""
+    manifest = manifest or {}
+    with tempfile.TemporaryDirectory(prefix="wideviews-ingest-", dir=workdir) as tmp:
+        new_parts = _new_parts(s3, settings, dataset_id, version_id, tmp)
+        kind = upload.matrix_format
+        if kind == "csv":
+            info = upload.members["matrix.csv"]
+            size = 0 if info.filename.lower().endswith(".gz") else info.file_size
+            summary = split_csv_matrix(
+                open_member(upload, "matrix.csv"),
+                PurePosixPath(info.filename).name,
+                size,
+                settings,
+                new_parts,
+                features_as_rows=manifest.get("orientation") == "features_as_rows",
+                progress=progress,
+            )
+            return summary, None
+        if kind == "mtx":
+            from services.ingest.mtx import split_mtx
+
+            return split_mtx(upload, open_member, settings, new_parts, progress=progress), None
+        # HDF5 needs random access: the member is copied to local disk first.
+        role = "h5ad" if kind == "h5ad" else "10x.h5"
+        local = Path(tmp) / PurePosixPath(upload.members[role].filename).name
+        with upload.zip.open(upload.members[role]) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+        return _split_hdf5(kind, local, settings, new_parts, manifest, progress)
 
 
-def _check_ids(ids: pa.Array, member: str) -> None:
-    counts = pc.value_counts(ids)
-    dup = pc.filter(counts, pc.greater(counts.field("counts"), 1))
-    if len(dup):
-        example = dup[0]["values"].as_py()
-        raise BadUpload(f"{member}: duplicate cell id {example!r} ({len(dup)} ids appear more than once)")
-    if len(ids) and pc.any(pc.match_substring_regex(ids, r"[\x00-\x1f\x7f]")).as_py():
-        raise BadUpload(f"{member}: a cell id contains control characters")
+def _split_hdf5(kind: str, local: Path, settings: Settings, new_parts: Callable[[int], ChunkParts], manifest: dict[str, Any], progress: Progress | None) -> tuple[MatrixSummary, pa.Table | None]:
+    from services.ingest.hdf5 import split_10x_h5, split_h5ad
+
+    if kind == "h5ad":
+        return split_h5ad(local, settings, new_parts, matrix=manifest.get("matrix", "X"), progress=progress)
+    return split_10x_h5(local, settings, new_parts, progress=progress), None
 
 
 def _slug(name: str) -> str:
@@ -332,89 +307,130 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:48] or "grouping"
 
 
-def read_metadata(upload: UploadArchive, cell_ids: pa.Array, manifest: dict[str, Any]) -> tuple[pa.Table, list[GroupingPlan], EmbeddingPlan | None, list[str]]:
-    """Cell metadata aligned to matrix order, its groupings (with group counts) and embedding."""
+def read_metadata_csv(upload: UploadArchive | None) -> tuple[pa.Table | None, str]:
+    """metadata.csv (or .csv.gz) as read, with its member name; (None, "") without one."""
+    if upload is None or "metadata.csv" not in upload.members:
+        return None, ""
+    member = PurePosixPath(upload.members["metadata.csv"].filename).name
+    try:
+        raw = pacsv.read_csv(
+            open_member(upload, "metadata.csv"),
+            read_options=pacsv.ReadOptions(block_size=16 << 20),
+            # Blank numeric values are nulls; blank text values are the group (missing).
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except pa.ArrowInvalid as exc:
+        raise BadUpload(f"{member}: {str(exc).strip()}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadUpload(f"{member}: not valid UTF-8 ({exc.reason})") from exc
+    if raw.num_columns < 1:
+        raise BadUpload(f"{member} has no columns")
+    check_names(raw.column_names, "column", member)
+    return raw, member
+
+
+def align_metadata(raw: pa.Table, cell_ids: pa.Array, member: str, matrix_member: str) -> pa.Table:
+    """Rows of `raw` (first column = cell id) in matrix order; every cell exactly once."""
     n_cells = len(cell_ids)
-    info = upload.members.get(METADATA)
-    if info is None:
+    id_col = pc.cast(raw.column(0), pa.string()).combine_chunks()
+    if id_col.null_count:
+        raise BadUpload(f"{member}: empty cell id at data row {first_null(id_col) + 1}")
+    check_ids(id_col, member)
+    position = pc.index_in(cell_ids, value_set=id_col)
+    if position.null_count:
+        missing = cell_ids[first_null(position)].as_py()
+        raise BadUpload(f"{member} has no row for cell {missing!r} ({position.null_count} {matrix_member} cells missing)")
+    if len(id_col) != n_cells:
+        extra = pc.filter(id_col, pc.invert(pc.is_in(id_col, value_set=cell_ids)))
+        raise BadUpload(f"{member} has {len(id_col) - n_cells} cells not in {matrix_member}, e.g. {extra[0].as_py()!r}")
+    return raw.take(position)
+
+
+def _group_labels(col: pa.Array) -> tuple[pa.Array, list[str]]:
+    """A column as group labels and the groups in display order: numbers ordered numerically
+    (integers as "0", "1", …), text alphabetically; nulls and blanks are the group (missing)."""
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type):
+        distinct = pc.unique(col.drop_null()).sort()
+        order = pc.cast(distinct, pa.string()).to_pylist() + ([MISSING_GROUP] if col.null_count else [])
+        return pc.fill_null(pc.cast(col, pa.string()), MISSING_GROUP), order
+    labels = pc.fill_null(pc.cast(col, pa.string()), MISSING_GROUP)
+    labels = pc.if_else(pc.equal(labels, ""), MISSING_GROUP, labels)
+    return labels, sorted(pc.unique(labels).to_pylist())
+
+
+def plan_metadata(
+    aligned: pa.Table | None, cell_ids: pa.Array, manifest: dict[str, Any], member: str
+) -> tuple[pa.Table, list[GroupingPlan], EmbeddingPlan | None, list[str]]:
+    """Cell metadata (aligned to matrix order, first column the id) -> the cells table, its
+    groupings (with group counts), embedding and numeric columns.
+
+    A column named in the manifest's groupings is a grouping whatever its type (integers become
+    labels "0", "1", … ordered numerically). Without a manifest, text columns with at most 10,000
+    groups and integer columns with at most 200 distinct values (cluster numbers) are groupings.
+    Other numeric columns keep their blanks as nulls (served as null).
+    """
+    n_cells = len(cell_ids)
+    if aligned is None:
         if manifest.get("groupings"):
             raise BadUpload(f"{MANIFEST} names groupings but the upload has no {METADATA}")
         table = pa.table({"cell_id": cell_ids, "all": pa.array(["all"] * n_cells)})
         return table, [GroupingPlan(name="all", view="stats_all", groups=["all"], counts=[n_cells])], None, []
-    stream = upload.zip.open(info)
-    try:
-        raw = pacsv.read_csv(
-            stream,
-            read_options=pacsv.ReadOptions(block_size=16 << 20),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-    except pa.ArrowInvalid as exc:
-        raise BadUpload(f"{METADATA}: {str(exc).strip()}") from exc
-    if raw.num_columns < 1:
-        raise BadUpload(f"{METADATA} has no columns")
-    _check_names(raw.column_names, "column", METADATA)
-    id_col = pc.cast(raw.column(0), pa.string()).combine_chunks()
-    if id_col.null_count:
-        raise BadUpload(f"{METADATA}: empty cell id at data row {_first_null(id_col) + 1}")
-    _check_ids(id_col, METADATA)
-    # Align to matrix order; every matrix cell must have exactly one metadata row and vice versa.
-    position = pc.index_in(cell_ids, value_set=id_col)
-    if position.null_count:
-        missing = cell_ids[_first_null(position)].as_py()
-        raise BadUpload(f"{METADATA} has no row for cell {missing!r} ({position.null_count} matrix cells missing)")
-    if len(id_col) != n_cells:
-        extra = pc.filter(id_col, pc.invert(pc.is_in(id_col, value_set=cell_ids)))
-        raise BadUpload(f"{METADATA} has {len(id_col) - n_cells} cells not in {MATRIX}, e.g. {extra[0].as_py()!r}")
-    aligned = raw.take(position)
-    columns: dict[str, pa.Array] = {"cell_id": cell_ids}
-    text_cols: list[str] = []
-    numeric_cols: list[str] = []
-    for name in raw.column_names[1:]:
-        col = aligned.column(name).combine_chunks()
-        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-            col = pc.cast(col, pa.float64())
-            if col.null_count or not np.isfinite(col.to_numpy(zero_copy_only=False)).all():
-                raise BadUpload(f"{METADATA}: numeric column {name!r} has empty or non-finite values")
-            numeric_cols.append(name)
-        elif pa.types.is_boolean(col.type) or pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            col = pc.fill_null(pc.cast(col, pa.string()), MISSING_GROUP)
-            col = pc.if_else(pc.equal(col, ""), MISSING_GROUP, col)
-            text_cols.append(name)
-        else:
-            col = pc.cast(col, pa.string())
-            text_cols.append(name)
-        columns[name] = col
-    table = pa.table(columns)
+    names = aligned.column_names[1:]
     wanted = manifest.get("groupings")
     if wanted is not None:
         for name in wanted:
-            if name not in text_cols:
-                raise BadUpload(f"{MANIFEST} grouping {name!r} is not a text column of {METADATA} (text columns: {text_cols})")
-        chosen = list(wanted)
-    else:
-        chosen = [n for n in text_cols if len(pc.unique(table.column(n))) <= MAX_GROUPS]
+            if name not in names:
+                raise BadUpload(f"{MANIFEST} grouping {name!r} is not a column of {member} (columns: {names})")
+    columns: dict[str, pa.Array] = {"cell_id": cell_ids}
+    numeric_cols: list[str] = []
+    candidates: list[str] = []  # groupings when the manifest names none
+    order_of: dict[str, list[str]] = {}
+    for name in names:
+        col = aligned.column(name).combine_chunks()
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        is_number = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+        as_grouping = name in wanted if wanted is not None else (
+            not is_number or (pa.types.is_integer(col.type) and len(pc.unique(col.drop_null())) <= MAX_INTEGER_GROUPS)
+        )
+        if is_number and not as_grouping:
+            values = pc.cast(col, pa.float64())
+            present = ~pc.is_null(values).to_numpy(zero_copy_only=False)
+            finite = np.isfinite(values.to_numpy(zero_copy_only=False))
+            if not finite[present].all():
+                row = int(np.flatnonzero(present & ~finite)[0])
+                raise BadUpload(f"{member}: numeric column {name!r} has a non-finite value ({values[row].as_py()}) at cell {cell_ids[row].as_py()!r}")
+            numeric_cols.append(name)
+            columns[name] = values
+            continue
+        labels, order = _group_labels(col)
+        columns[name] = labels
+        order_of[name] = order
+        if wanted is None and (len(order) <= MAX_GROUPS):
+            candidates.append(name)
+    chosen = list(wanted) if wanted is not None else candidates
+    table = pa.table(columns)
     groupings = []
     views: set[str] = set()
     for name in chosen:
-        counts = pc.value_counts(table.column(name).combine_chunks())
-        groups = [str(v) for v in counts.field("values").to_pylist()]
-        sizes = counts.field("counts").to_pylist()
-        if len(groups) > MAX_GROUPS:
-            raise BadUpload(f"grouping {name!r} has {len(groups)} groups, over the limit of {MAX_GROUPS}")
-        order = sorted(range(len(groups)), key=lambda i: groups[i])
+        order = order_of[name]
+        if len(order) > MAX_GROUPS:
+            raise BadUpload(f"grouping {name!r} has {len(order)} groups, over the limit of {MAX_GROUPS}")
+        counts = pc.value_counts(table.column(name))
+        size_of = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
         view = "stats_" + _slug(name)
         while view in views:
             view += "_"
         views.add(view)
-        groupings.append(GroupingPlan(name=name, view=view, groups=[groups[i] for i in order], counts=[int(sizes[i]) for i in order]))
+        groupings.append(GroupingPlan(name=name, view=view, groups=order, counts=[int(size_of.get(g, 0)) for g in order]))
     if not groupings:
         table = table.append_column("all", pa.array(["all"] * n_cells))
         groupings.append(GroupingPlan(name="all", view="stats_all", groups=["all"], counts=[n_cells]))
-    embedding = _find_embedding(numeric_cols, manifest.get("embedding"))
+    embedding = _find_embedding(numeric_cols, manifest.get("embedding"), member)
     return table, groupings, embedding, numeric_cols
 
 
-def _find_embedding(numeric_cols: list[str], wanted: str | None) -> EmbeddingPlan | None:
+def _find_embedding(numeric_cols: list[str], wanted: str | None, member: str = METADATA) -> EmbeddingPlan | None:
     """`<name>_1, <name>_2, ...` numeric columns form an embedding; the manifest may name which one."""
     families: dict[str, list[tuple[int, str]]] = {}
     for col in numeric_cols:
@@ -428,7 +444,7 @@ def _find_embedding(numeric_cols: list[str], wanted: str | None) -> EmbeddingPla
     }
     if wanted is not None:
         if wanted not in complete:
-            raise BadUpload(f"{MANIFEST} embedding {wanted!r} has no numeric columns {wanted}_1, {wanted}_2 in {METADATA}")
+            raise BadUpload(f"{MANIFEST} embedding {wanted!r} has no numeric columns {wanted}_1, {wanted}_2 in {member}")
         return EmbeddingPlan(name=wanted, columns=complete[wanted])
     if not complete:
         return None
@@ -436,12 +452,39 @@ def _find_embedding(numeric_cols: list[str], wanted: str | None) -> EmbeddingPla
     return EmbeddingPlan(name=name, columns=complete[name])
 
 
-def ingest_upload(reader: io.RawIOBase, upload_key: str, s3: Any, settings: Settings, dataset_id: str, version_id: str) -> VersionPlan:
+def ingest_upload(
+    reader: io.RawIOBase,
+    upload_key: str,
+    s3: Any,
+    settings: Settings,
+    dataset_id: str,
+    version_id: str,
+    *,
+    progress: Progress | None = None,
+) -> VersionPlan:
     """Validate the upload, write its chunks, cells and plan to staging; returns the plan."""
-    upload = open_upload(reader, settings)
-    manifest = read_manifest(upload)
-    matrix = split_matrix(upload, s3, settings, dataset_id, version_id)
-    cells, groupings, embedding, numeric_cols = read_metadata(upload, matrix.cell_ids, manifest)
+    kind = upload_kind(upload_key) or ".zip"
+    with tempfile.TemporaryDirectory(prefix="wideviews-upload-") as workdir:
+        if kind == ".zip":
+            upload: UploadArchive | None = open_upload(reader, settings)
+            manifest = read_manifest(upload)
+            matrix, own_metadata = split_matrix(upload, s3, settings, dataset_id, version_id, manifest=manifest, workdir=workdir, progress=progress)  # type: ignore[arg-type]
+            matrix_member = PurePosixPath(next(upload.members[r].filename for r in ("matrix.csv", "h5ad", "10x.h5", "matrix.mtx") if r in upload.members)).name  # type: ignore[union-attr]
+        else:
+            upload, manifest = None, {}
+            matrix_member = PurePosixPath(upload_key).name
+            local = Path(workdir) / ("upload" + kind)
+            _copy_object(reader, local, settings)
+            with tempfile.TemporaryDirectory(prefix="wideviews-ingest-", dir=workdir) as tmp:
+                new_parts = _new_parts(s3, settings, dataset_id, version_id, tmp)
+                matrix, own_metadata = _split_hdf5("h5ad" if kind == ".h5ad" else "10x-h5", local, settings, new_parts, manifest, progress)
+        raw, member = read_metadata_csv(upload)
+        if raw is not None and own_metadata is not None:
+            raise BadUpload(f"upload has both {member} and the metadata of {matrix_member} (obs): keep one")
+        if raw is None and own_metadata is not None:
+            raw, member = own_metadata, f"{matrix_member} obs"
+        aligned = align_metadata(raw, matrix.cell_ids, member, matrix_member) if raw is not None else None
+        cells, groupings, embedding, numeric_cols = plan_metadata(aligned, matrix.cell_ids, manifest, member or METADATA)
     sink = pa.BufferOutputStream()
     pq.write_table(cells, sink, compression="zstd")
     put_bytes(s3, settings.staging_bucket, cells_key(dataset_id, version_id), sink.getvalue().to_pybytes())
@@ -467,6 +510,16 @@ def ingest_upload(reader: io.RawIOBase, upload_key: str, s3: Any, settings: Sett
     return plan
 
 
-def open_s3_upload(s3: Any, bucket: str, key: str, object_version: str | None = None) -> S3RangeReader:
-    """The upload object (that S3 version of it, when given) as a seekable reader (ranged GETs)."""
-    return S3RangeReader(s3, bucket, key, object_version=object_version)
+def _copy_object(reader: io.RawIOBase, local: Path, settings: Settings) -> None:
+    size = getattr(reader, "size", None)
+    if size == 0:
+        raise BadUpload("upload is empty (0 bytes)")
+    if size is not None and size > settings.max_upload_bytes:
+        raise BadUpload(f"upload is {size} bytes, over the limit of {settings.max_upload_bytes}")
+    with open(local, "wb") as dst:
+        shutil.copyfileobj(reader, dst, 8 << 20)
+
+
+def open_s3_upload(s3: Any, bucket: str, key: str, **kwargs: Any) -> S3RangeReader:
+    """The upload object as a seekable reader (ranged GETs)."""
+    return S3RangeReader(s3, bucket, key, **kwargs)

@@ -111,7 +111,7 @@ CASES = [
     Case("control-char-feature", lambda: _zip({"matrix.csv": "cell_id,A\tB\nc1,1\n"}), "control characters"),
     Case("empty-feature-name", lambda: _zip({"matrix.csv": "cell_id,A,\nc1,1,2\n"}), "empty name"),
     Case("manifest-not-json", lambda: _zip({"matrix.csv": GOOD_MATRIX, "manifest.json": "{groupings: [}"}), "manifest.json is not valid JSON"),
-    Case("manifest-unknown-grouping", lambda: _zip({"matrix.csv": GOOD_MATRIX, "metadata.csv": GOOD_META, "manifest.json": '{"groupings": ["donor"]}'}), "grouping 'donor' is not a text column"),
+    Case("manifest-unknown-grouping", lambda: _zip({"matrix.csv": GOOD_MATRIX, "metadata.csv": GOOD_META, "manifest.json": '{"groupings": ["donor"]}'}), "grouping 'donor' is not a column of metadata.csv"),
     Case("manifest-unknown-embedding", lambda: _zip({"matrix.csv": GOOD_MATRIX, "metadata.csv": GOOD_META, "manifest.json": '{"embedding": "umap"}'}), "embedding 'umap'"),
     Case("two-matrices", _duplicate_member_zip, "two matrix.csv members"),
 ]
