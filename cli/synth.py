@@ -27,6 +27,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numba
 import numpy as np
@@ -296,12 +297,162 @@ def write_synth_zip(data: SynthData, out: Path, *, compresslevel: int = 1, progr
     return out
 
 
+def _block_csr(data: SynthData, start: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row lengths, feature indices, values) of the rows [start, start + n): CSR pieces."""
+    codes = data.block_codes(start, n)
+    rows, cols = np.nonzero(codes)
+    return np.bincount(rows, minlength=n), cols, data.value_of_code[codes[rows, cols]]
+
+
+class _Appender:
+    """A 1-D HDF5 dataset grown block by block."""
+
+    def __init__(self, group: Any, name: str, dtype: Any) -> None:
+        self.ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 18,), compression="gzip", compression_opts=1)
+
+    def append(self, values: np.ndarray | list[Any]) -> None:
+        n = self.ds.shape[0]
+        self.ds.resize((n + len(values),))
+        self.ds[n:] = values
+
+
+def _h5_strings(group: Any, name: str, values: list[str], attrs: dict[str, str] | None = None) -> Any:
+    import h5py
+
+    ds = group.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
+    for k, v in (attrs or {}).items():
+        ds.attrs[k] = v
+    return ds
+
+
+def _h5_attrs(node: Any, encoding: str, version: str, **more: Any) -> None:
+    node.attrs["encoding-type"] = encoding
+    node.attrs["encoding-version"] = version
+    import h5py
+
+    for k, v in more.items():
+        if isinstance(v, list):
+            # String arrays need an explicit string type; an empty one is written as anndata does (float).
+            node.attrs.create(k, data=v, dtype=h5py.string_dtype()) if v else node.attrs.create(k, data=np.empty(0, dtype=np.float64))
+        else:
+            node.attrs[k] = v
+
+
+def write_synth_h5ad(data: SynthData, out: Path) -> Path:
+    """The same data as an AnnData file: CSR X (float64, or float32 for counts), obs with categorical
+    cell_type and donor, obsm X_umap, var names; written in row blocks (bounded memory)."""
+    import h5py
+
+    s = data.spec
+    value_dtype = np.float32 if s.values == "counts" else np.float64
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(out, "w") as f:
+        _h5_attrs(f, "anndata", "0.1.0")
+        x = f.create_group("X")
+        _h5_attrs(x, "csr_matrix", "0.1.0", shape=np.array([s.n_cells, s.n_features], dtype=np.int64))
+        values, indices = _Appender(x, "data", value_dtype), _Appender(x, "indices", np.int32)
+        indptr = [np.zeros(1, dtype=np.int64)]
+        groups, donors, umap = [], [], []
+        total = 0
+        for start, n in data.blocks():
+            lengths, cols, vals = _block_csr(data, start, n)
+            values.append(vals.astype(value_dtype))
+            indices.append(cols.astype(np.int32))
+            indptr.append(total + np.cumsum(lengths))
+            total += int(lengths.sum())
+            cells = data.cell_columns(start, n)
+            groups.append(cells["group"])
+            donors.append(cells["donor"])
+            umap.append(cells["umap"])
+        x.create_dataset("indptr", data=np.concatenate(indptr))
+        obs = f.create_group("obs")
+        _h5_attrs(obs, "dataframe", "0.2.0", _index="cell_id", **{"column-order": ["cell_type", "donor"]})
+        _h5_strings(obs, "cell_id", [s.cell_id(i) for i in range(s.n_cells)], {"encoding-type": "string-array", "encoding-version": "0.2.0"})
+        for column, codes, names in (("cell_type", groups, data.group_names), ("donor", donors, data.donor_names)):
+            cat = obs.create_group(column)
+            _h5_attrs(cat, "categorical", "0.2.0", ordered=False)
+            cat.create_dataset("codes", data=np.concatenate(codes).astype(np.int16))
+            _h5_strings(cat, "categories", names, {"encoding-type": "string-array", "encoding-version": "0.2.0"})
+        var = f.create_group("var")
+        _h5_attrs(var, "dataframe", "0.2.0", _index="_index", **{"column-order": []})
+        _h5_strings(var, "_index", s.feature_names(), {"encoding-type": "string-array", "encoding-version": "0.2.0"})
+        obsm = f.create_group("obsm")
+        _h5_attrs(obsm, "dict", "0.1.0")
+        emb = obsm.create_dataset("X_umap", data=np.concatenate(umap))
+        _h5_attrs(emb, "array", "0.2.0")
+        for name in ("layers", "obsp", "uns", "varm", "varp"):
+            _h5_attrs(f.create_group(name), "dict", "0.1.0")
+    return out
+
+
+def write_synth_10x_h5(data: SynthData, out: Path) -> Path:
+    """The same data as a Cell Ranger 3 feature-barcode matrix (features x barcodes CSC): integer
+    counts as int32, other values as float64. Written in barcode blocks (bounded memory)."""
+    import h5py
+
+    s = data.spec
+    value_dtype = np.int32 if s.values == "counts" else np.float64
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(out, "w") as f:
+        m = f.create_group("matrix")
+        m.create_dataset("barcodes", data=np.array([s.cell_id(i).encode() for i in range(s.n_cells)]))
+        values, indices = _Appender(m, "data", value_dtype), _Appender(m, "indices", np.int64)
+        indptr = [np.zeros(1, dtype=np.int64)]
+        total = 0
+        for start, n in data.blocks():
+            lengths, cols, vals = _block_csr(data, start, n)
+            values.append(vals.astype(value_dtype))
+            indices.append(cols.astype(np.int64))
+            indptr.append(total + np.cumsum(lengths))
+            total += int(lengths.sum())
+        m.create_dataset("indptr", data=np.concatenate(indptr))
+        m.create_dataset("shape", data=np.array([s.n_features, s.n_cells], dtype=np.int32))
+        features = m.create_group("features")
+        names = s.feature_names()
+        features.create_dataset("id", data=np.array([f"ENSSYN{i:011d}".encode() for i in range(s.n_features)]))
+        features.create_dataset("name", data=np.array([n.encode() for n in names]))
+        features.create_dataset("feature_type", data=np.array([b"Gene Expression"] * s.n_features))
+        features.create_dataset("genome", data=np.array([b"synthetic"] * s.n_features))
+        features.create_dataset("_all_tag_keys", data=np.array([b"genome"]))
+    return out
+
+
+def write_synth_metadata_csv(data: SynthData) -> bytes:
+    buf = io.BytesIO()
+    header = True
+    for start, n in data.blocks():
+        pacsv.write_csv(data.metadata_block(start, n), buf, write_options=pacsv.WriteOptions(include_header=header, quoting_style="needed"))
+        header = False
+    return buf.getvalue()
+
+
+def write_synth_upload(data: SynthData, out: Path, fmt: str, *, progress: bool = False) -> Path:
+    """`fmt` csv: the upload ZIP; h5ad: an .h5ad (an upload by itself, or zipped with the manifest
+    when `out` ends in .zip); 10x-h5: the .h5, zipped with metadata.csv and the manifest when `out`
+    ends in .zip."""
+    if fmt == "csv":
+        return write_synth_zip(data, out, progress=progress)
+    if not out.name.lower().endswith(".zip"):
+        return write_synth_h5ad(data, out) if fmt == "h5ad" else write_synth_10x_h5(data, out)
+    inner = out.with_name(out.stem + (".h5ad" if fmt == "h5ad" else ".filtered_feature_bc_matrix.h5"))
+    (write_synth_h5ad if fmt == "h5ad" else write_synth_10x_h5)(data, inner)
+    try:
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True) as archive:
+            archive.write(inner, "filtered_feature_bc_matrix.h5" if fmt == "10x-h5" else "data.h5ad")
+            if fmt == "10x-h5":
+                archive.writestr("metadata.csv", write_synth_metadata_csv(data))
+            archive.writestr("manifest.json", json.dumps(data.manifest(), indent=1))
+    finally:
+        inner.unlink(missing_ok=True)
+    return out
+
+
 def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
     spec = SynthSpec(args.cells, args.features, args.density, args.groups, args.seed, args.values)
     data = SynthData(spec)
     out = Path(args.out)
     started = time.monotonic()
-    write_synth_zip(data, out, progress=sys.stderr.isatty())
+    write_synth_upload(data, out, args.format, progress=sys.stderr.isatty())
     elapsed = time.monotonic() - started
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {elapsed:.1f} s: {spec.n_cells} cells x {spec.n_features} features, density {spec.density}, {spec.n_groups} groups, {args.format}", file=sys.stderr)
     return 0
@@ -315,6 +466,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     synth.add_argument("--groups", type=int, default=30, help="cell types, uneven in size (default 30)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--values", choices=("lognorm", "counts"), default="lognorm", help="log-normalised counts with 4 decimals, or integer counts")
-    synth.add_argument("--format", choices=("csv",), default="csv", help="csv: a ZIP in the upload format")
+    synth.add_argument(
+        "--format", choices=("csv", "h5ad", "10x-h5"), default="csv",
+        help="csv: a ZIP of matrix.csv, metadata.csv, manifest.json; h5ad: an .h5ad (zipped with the manifest if --out ends in .zip); "
+        "10x-h5: a Cell Ranger .h5 (zipped with metadata.csv and the manifest if --out ends in .zip). Same numbers in each.",
+    )
     synth.add_argument("--out", required=True, help="the file to write (.zip for csv, .h5ad, .h5)")
     synth.set_defaults(run=cmd_synth)

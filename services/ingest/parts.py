@@ -14,7 +14,7 @@ h5ad files): half the bytes for compute to read, the same numbers. Otherwise flo
 from __future__ import annotations
 
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +83,18 @@ class ChunkParts:
         """Non-zeros with global feature and cell indices (any order, no duplicates)."""
         if not values.size:
             return
-        chunk_of = features // self.chunk_width
-        first, last = int(chunk_of.min()), int(chunk_of.max())
+        features = features.astype(np.int64, copy=False)
+        first, last = int(features.min()) // self.chunk_width, int(features.max()) // self.chunk_width
         if first == last:
             self._add_chunk(first, features - first * self.chunk_width, cells, values)
         else:
-            order = np.argsort(chunk_of, kind="stable")
-            sorted_chunks = chunk_of[order]
-            bounds = np.flatnonzero(np.diff(sorted_chunks)) + 1
-            for piece in np.split(order, bounds):
-                chunk = int(chunk_of[piece[0]])
-                self._add_chunk(chunk, features[piece] - chunk * self.chunk_width, cells[piece], values[piece])
+            base = first * self.chunk_width
+            order, starts = group_by_chunk(features - base, self.chunk_width, last - first + 1)
+            for c in range(last - first + 1):
+                if starts[c + 1] > starts[c]:
+                    take = order[starts[c] : starts[c + 1]]
+                    chunk = first + c
+                    self._add_chunk(chunk, features[take] - chunk * self.chunk_width, cells[take], values[take])
         self.nnz += values.size
         if self.pending_bytes >= self.spill_bytes:
             self.spill()
@@ -128,32 +129,31 @@ class ChunkParts:
             return [np.zeros(0, dtype) for _, dtype in _FIELDS]
         return [np.memmap(self.path / f"{chunk}.{name}", dtype=dtype, mode="r", shape=(n,)) for name, dtype in _FIELDS]
 
-    def finish(self, n_chunks: int) -> int:
-        """Write every chunk's parts to staging (an empty chunk still gets one); returns the part count."""
+    def finish(self, n_chunks: int, threads: int = 2) -> int:
+        """Write every chunk's parts to staging (an empty chunk still gets one); returns the part count.
+
+        Chunks are encoded and uploaded on `threads` threads; memory holds about one chunk per thread.
+        """
         self.spill()
-        uploads: list[Future[None]] = []
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="stage-parts") as pool:
-            for chunk in range(n_chunks):
-                feature, cell, value = self._chunk_arrays(chunk)
-                float_type = np.float32 if fits_float32(value) else np.float64
-                for part, start in enumerate(range(0, max(1, value.size), self.part_nnz)):
-                    sl = slice(start, start + self.part_nnz)
-                    table = pa.table(
-                        {"feature": np.asarray(feature[sl]), "cell": np.asarray(cell[sl]), "value": np.asarray(value[sl]).astype(float_type)}
-                    )
-                    sink = pa.BufferOutputStream()
-                    pq.write_table(table, sink, compression="zstd")
-                    key = chunk_part_key(self.dataset_id, self.version_id, chunk, part)
-                    # Two uploads in flight at most: memory stays at about two encoded parts.
-                    while len([u for u in uploads if not u.done()]) >= 2:
-                        next(u for u in uploads if not u.done()).result()
-                    uploads.append(pool.submit(put_bytes, self.s3, self.settings.staging_bucket, key, sink.getvalue().to_pybytes()))
-                    self.parts += 1
-                for name, _ in _FIELDS:
-                    (self.path / f"{chunk}.{name}").unlink(missing_ok=True)
-            for upload in uploads:
-                upload.result()
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage-parts") as pool:
+            self.parts = sum(pool.map(self._write_chunk, range(n_chunks)))
         return self.parts
+
+    def _write_chunk(self, chunk: int) -> int:
+        feature, cell, value = self._chunk_arrays(chunk)
+        float_type = np.float32 if fits_float32(value) else np.float64
+        parts = 0
+        for part, start in enumerate(range(0, max(1, value.size), self.part_nnz)):
+            sl = slice(start, start + self.part_nnz)
+            table = pa.table({"feature": np.asarray(feature[sl]), "cell": np.asarray(cell[sl]), "value": np.asarray(value[sl]).astype(float_type)})
+            sink = pa.BufferOutputStream()
+            # Dictionary pages cost twice the CPU of the rest of the encoding for ~1.5x smaller parts.
+            pq.write_table(table, sink, compression="zstd", use_dictionary=False)
+            put_bytes(self.s3, self.settings.staging_bucket, chunk_part_key(self.dataset_id, self.version_id, chunk, part), sink.getvalue().to_pybytes())
+            parts += 1
+        for name, _ in _FIELDS:
+            (self.path / f"{chunk}.{name}").unlink(missing_ok=True)
+        return parts
 
     def close(self) -> None:
         self._dir.cleanup()
