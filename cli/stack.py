@@ -857,7 +857,11 @@ def _ingest_queue_policy(queue_arn: str, bucket_arn: str) -> dict[str, Any]:
 
 
 def upload_notification(queue_arn: str) -> dict[str, Any]:
-    """The uploads bucket's notification: every `uploads/**.zip` object created goes to the ingest queue."""
+    """The uploads bucket's notification: every object created under `uploads/` goes to the ingest queue.
+
+    No suffix rule: S3 matches suffixes case-sensitively, so `X.ZIP` would never arrive. Ingest
+    checks the suffix (.zip, .h5ad, .h5 in any case) and fails any other key visibly.
+    """
     return {
         "QueueConfigurations": [
             {
@@ -865,7 +869,7 @@ def upload_notification(queue_arn: str) -> dict[str, Any]:
                 "QueueArn": queue_arn,
                 "Events": ["s3:ObjectCreated:*"],
                 "Filter": {
-                    "Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}, {"Name": "suffix", "Value": ".zip"}]}
+                    "Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}
                 },
             }
         ]

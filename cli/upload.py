@@ -30,8 +30,8 @@ def upload_file(settings: Settings, file: Path, dataset_id: str) -> tuple[str, s
     the version the upload creates (derived from the object, as ingest derives it)."""
     if not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
         raise SystemExit(f"error: dataset id {dataset_id!r} must match {DATASET_ID_PATTERN}")
-    if file.suffix.lower() != ".zip":
-        raise SystemExit(f"error: {file} is not a .zip file")
+    if file.suffix.lower() not in (".zip", ".h5ad", ".h5"):
+        raise SystemExit(f"error: {file} is not a .zip, .h5ad or 10x .h5 file")
     if not file.is_file():
         raise SystemExit(f"error: {file} does not exist")
     key = upload_key(dataset_id, file)
@@ -67,6 +67,9 @@ def progress_line(version: VersionRecord) -> str:
     """One line: the state and how far the version got within it."""
     if version.state == State.INGESTING:
         detail = "reading the upload"
+        if version.ingest_bytes_read:
+            of = f" of {version.ingest_bytes_total / 1e9:.2f}" if version.ingest_bytes_total else ""
+            detail += f": {version.ingest_bytes_read / 1e9:.2f}{of} GB, {version.ingest_rows:,} rows"
     elif version.state == State.COMPUTING:
         detail = f"{len(version.computed)}/{version.n_chunks or '?'} chunks computed, {len(version.finished & version.expected)}/{len(version.expected)} views loaded"
     elif version.state in (State.LOADING, State.VALIDATING):

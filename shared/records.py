@@ -100,6 +100,11 @@ class VersionRecord:
     history: list[str] = field(default_factory=list)
     # Per stage (the worker's queue role): messages handled for this version and the handlers' seconds.
     work: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Ingest's progress within INGESTING: bytes of the matrix read (of `ingest_bytes_total`, 0 if
+    # unknown, e.g. a .gz member) and rows parsed.
+    ingest_bytes_read: int = 0
+    ingest_bytes_total: int = 0
+    ingest_rows: int = 0
 
     @property
     def all_finished(self) -> bool:
@@ -126,6 +131,9 @@ class VersionRecord:
             error=item.get("error"),
             history=list(item.get("history", [])),
             work=_stage_work(item),
+            ingest_bytes_read=int(item.get("ingest_bytes_read", 0)),
+            ingest_bytes_total=int(item.get("ingest_bytes_total", 0)),
+            ingest_rows=int(item.get("ingest_rows", 0)),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -146,6 +154,7 @@ class VersionRecord:
             "expected": len(self.expected),
             "error": self.error,
             "work": self.work,
+            "ingest": {"bytes_read": self.ingest_bytes_read, "bytes_total": self.ingest_bytes_total, "rows": self.ingest_rows},
         }
 
 
@@ -346,6 +355,23 @@ class Records:
                 ExpressionAttributeNames={"#m": f"work_{stage}_messages", "#s": f"work_{stage}_seconds"},
                 ExpressionAttributeValues=_values({":one": 1, ":seconds": Decimal(str(round(seconds, 3)))}),
             )
+
+    async def record_ingest_progress(self, dataset_id: str, version_id: str, bytes_read: int, bytes_total: int, rows: int) -> None:
+        """Set ingest's progress (bytes of the matrix read, rows parsed). Conditional on the version
+        still INGESTING: a late report never writes on a version that moved on."""
+        with aws_errors("record ingest progress"):
+            try:
+                await self._db.update_item(
+                    TableName=self._versions,
+                    Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
+                    UpdateExpression="SET ingest_bytes_read = :b, ingest_bytes_total = :t, ingest_rows = :r",
+                    ConditionExpression="#s = :ingesting",
+                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeValues=_values({":b": bytes_read, ":t": bytes_total, ":r": rows, ":ingesting": State.INGESTING.value}),
+                )
+            except Exception as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
 
     async def claim_publish(self, dataset_id: str, version_id: str, claimant: str) -> bool:
         """Claim the right to ask for publication; moves to VALIDATING.

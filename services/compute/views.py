@@ -131,10 +131,12 @@ def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: in
         out.append((row, b"pos", layout.encode_int(offset + start + i)))
         for name, values in text.items():
             out.append((row, b"g:" + name.encode(), layout.encode_text(values[i])))
-        if emb is not None and plan.embedding is not None:
+        # A blank (null, NaN here) metadata value gets no cell at all: the query serves it as absent.
+        if emb is not None and plan.embedding is not None and not np.isnan(emb[i]).any():
             out.append((row, b"e:" + plan.embedding.name.encode(), layout.encode_vector(emb[i])))
         for name, values in numeric.items():
-            out.append((row, b"n:" + name.encode(), layout.encode_vector(values[i : i + 1])))
+            if not np.isnan(values[i]):
+                out.append((row, b"n:" + name.encode(), layout.encode_vector(values[i : i + 1])))
     return ViewCells.from_unsorted("cells", out)
 
 

@@ -89,9 +89,10 @@ async def _ingest(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
     version, _ = await deps.records.create_version(
         VersionRecord(dataset_id, version_id, State.INGESTING, upload_key=msg.key, upload_order=msg.upload_order)
     )
-    if not re.fullmatch(r"uploads/[^/]+/[^/]+\.zip", msg.key) or not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
+    if not re.fullmatch(r"uploads/[^/]+/[^/]+\.(zip|h5ad|h5)", msg.key, re.IGNORECASE) or not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
         raise BadUpload(
-            f"upload key {msg.key!r} must be uploads/<dataset_id>/<name>.zip with dataset_id matching {DATASET_ID_PATTERN}"
+            f"upload key {msg.key!r} must be uploads/<dataset_id>/<name>.zip (or .h5ad, or a 10x .h5; any case) "
+            f"with dataset_id matching {DATASET_ID_PATTERN}"
         )
     if version.state == State.COMPUTING:
         plan = await asyncio.to_thread(read_plan, deps.s3, deps.settings, dataset_id, version_id)
@@ -104,7 +105,13 @@ async def _ingest(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
         reader = await asyncio.to_thread(open_s3_upload, deps.s3, msg.bucket, msg.key, msg.object_version)
     except NotFound as exc:
         raise BadUpload(f"upload object s3://{msg.bucket}/{msg.key} no longer exists") from exc
-    plan = await asyncio.to_thread(ingest_upload, reader, msg.key, deps.s3, deps.settings, dataset_id, version_id)
+    loop = asyncio.get_running_loop()
+
+    def progress(bytes_read: int, bytes_total: int, rows: int) -> None:
+        # From the splitting thread; fire and forget (a lost report only delays the next one).
+        asyncio.run_coroutine_threadsafe(deps.records.record_ingest_progress(dataset_id, version_id, bytes_read, bytes_total, rows), loop)
+
+    plan = await asyncio.to_thread(ingest_upload, reader, msg.key, deps.s3, deps.settings, dataset_id, version_id, progress=progress)
     await deps.records.record_plan(
         dataset_id,
         version_id,

@@ -7,8 +7,8 @@ worker's local disk (16 bytes a non-zero; memory holds at most `spill_bytes` of 
 it, so the number of S3 objects is `n_chunks` plus the data over `part_nnz`, not a multiple of how
 often memory filled up.
 
-A chunk's values are stored as float32 when every one of them is exactly a float32 (counts, most
-h5ad files): half the bytes for compute to read, the same numbers. Otherwise float64.
+Values are stored as float32 when every value of the matrix is exactly a float32 (counts, most h5ad
+files): half the bytes for compute to read, the same numbers. Otherwise float64.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class ChunkParts:
         self.spooled: dict[int, int] = {}  # chunk -> non-zeros on disk
         self.nnz = 0
         self.parts = 0
+        self.value_type: type = np.float64
 
     def add(self, features: np.ndarray, cells: np.ndarray, values: np.ndarray) -> None:
         """Non-zeros with global feature and cell indices (any order, no duplicates)."""
@@ -132,20 +133,24 @@ class ChunkParts:
     def finish(self, n_chunks: int, threads: int = 2) -> int:
         """Write every chunk's parts to staging (an empty chunk still gets one); returns the part count.
 
-        Chunks are encoded and uploaded on `threads` threads; memory holds about one chunk per thread.
+        Values are float32 in every part when every value of the matrix is exactly a float32, else
+        float64 in every part: one schema for the whole version, since a compute unit reads several
+        chunks at once. Chunks are encoded and uploaded on `threads` threads; memory holds about one
+        chunk per thread.
         """
         self.spill()
+        float32 = all(fits_float32(np.asarray(self._chunk_arrays(c)[2])) for c in range(n_chunks))
+        self.value_type = np.float32 if float32 else np.float64
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage-parts") as pool:
             self.parts = sum(pool.map(self._write_chunk, range(n_chunks)))
         return self.parts
 
     def _write_chunk(self, chunk: int) -> int:
         feature, cell, value = self._chunk_arrays(chunk)
-        float_type = np.float32 if fits_float32(value) else np.float64
         parts = 0
         for part, start in enumerate(range(0, max(1, value.size), self.part_nnz)):
             sl = slice(start, start + self.part_nnz)
-            table = pa.table({"feature": np.asarray(feature[sl]), "cell": np.asarray(cell[sl]), "value": np.asarray(value[sl]).astype(float_type)})
+            table = pa.table({"feature": np.asarray(feature[sl]), "cell": np.asarray(cell[sl]), "value": np.asarray(value[sl]).astype(self.value_type)})
             sink = pa.BufferOutputStream()
             # Dictionary pages cost twice the CPU of the rest of the encoding for ~1.5x smaller parts.
             pq.write_table(table, sink, compression="zstd", use_dictionary=False)

@@ -247,6 +247,11 @@ class _CheckedGzip(io.RawIOBase):
     def readline(self, limit: int = -1) -> bytes:  # type: ignore[override]
         return self._guard(lambda: self._gz.readline(limit))
 
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
 
 def _new_parts(s3: Any, settings: Settings, dataset_id: str, version_id: str, workdir: str) -> Callable[[int], ChunkParts]:
     return lambda width: ChunkParts(s3, settings, dataset_id, version_id, width, workdir=workdir)
@@ -355,7 +360,12 @@ def _group_labels(col: pa.Array) -> tuple[pa.Array, list[str]]:
         return pc.fill_null(pc.cast(col, pa.string()), MISSING_GROUP), order
     labels = pc.fill_null(pc.cast(col, pa.string()), MISSING_GROUP)
     labels = pc.if_else(pc.equal(labels, ""), MISSING_GROUP, labels)
-    return labels, sorted(pc.unique(labels).to_pylist())
+    groups = pc.unique(labels).to_pylist()
+    named = [g for g in groups if g != MISSING_GROUP]
+    if named and all(re.fullmatch(r"-?\d{1,18}", g) for g in named):
+        # Cluster numbers stored as text (an h5ad's leiden categories): numeric order, 2 before 10.
+        return labels, sorted(named, key=int) + [g for g in groups if g == MISSING_GROUP]
+    return labels, sorted(groups)
 
 
 def plan_metadata(
