@@ -76,6 +76,56 @@ def _bomb_zip() -> bytes:
     return _zip({"matrix.csv": "cell_id,A\n" + "c,0\n" * 2_000_000})
 
 
+def _h5(build: Callable[[object], None]) -> bytes:
+    """An HDF5 file's bytes, built by `build(h5py.File)`."""
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        build(f)
+    return buf.getvalue()
+
+
+def _h5ad(with_x: bool = True) -> bytes:
+    def build(f: object) -> None:
+        obs = f.create_group("obs")  # type: ignore[attr-defined]
+        obs.attrs["_index"] = "_index"
+        obs.create_dataset("_index", data=[b"c1", b"c2"])
+        var = f.create_group("var")  # type: ignore[attr-defined]
+        var.attrs["_index"] = "_index"
+        var.create_dataset("_index", data=[b"A", b"B"])
+        if with_x:
+            f.create_dataset("X", data=[[1.0, 0.0], [0.0, 2.0]])  # type: ignore[attr-defined]
+
+    return _h5(build)
+
+
+def _tenx_h5(n_barcodes: int, shape_barcodes: int) -> bytes:
+    def build(f: object) -> None:
+        m = f.create_group("matrix")  # type: ignore[attr-defined]
+        m.create_dataset("barcodes", data=[f"AAAC-{i}".encode() for i in range(n_barcodes)])
+        m.create_dataset("shape", data=[2, shape_barcodes])
+        m.create_dataset("data", data=[1, 2])
+        m.create_dataset("indices", data=[0, 1])
+        m.create_dataset("indptr", data=[0, 1] + [2] * (shape_barcodes))
+        features = m.create_group("features")
+        features.create_dataset("id", data=[b"G1", b"G2"])
+        features.create_dataset("name", data=[b"A", b"B"])
+        features.create_dataset("feature_type", data=[b"Gene Expression"] * 2)
+
+    return _h5(build)
+
+
+def _mtx_zip(size_line: str, entries: str, barcodes: str = "AAAC-1\nAAAC-2\n") -> bytes:
+    return _zip(
+        {
+            "matrix.mtx": "%%MatrixMarket matrix coordinate integer general\n%\n" + size_line + "\n" + entries,
+            "features.tsv": "G1\tA\tGene Expression\nG2\tB\tGene Expression\n",
+            "barcodes.tsv": barcodes,
+        }
+    )
+
+
 @dataclass
 class Case:
     name: str
@@ -114,14 +164,29 @@ CASES = [
     Case("manifest-unknown-grouping", lambda: _zip({"matrix.csv": GOOD_MATRIX, "metadata.csv": GOOD_META, "manifest.json": '{"groupings": ["donor"]}'}), "grouping 'donor' is not a column of metadata.csv"),
     Case("manifest-unknown-embedding", lambda: _zip({"matrix.csv": GOOD_MATRIX, "metadata.csv": GOOD_META, "manifest.json": '{"embedding": "umap"}'}), "embedding 'umap'"),
     Case("two-matrices", _duplicate_member_zip, "two matrix.csv members"),
+    Case("truncated-hdf5", lambda: _zip({"data.h5ad": _h5ad()[:800]}), "not a readable HDF5 file"),
+    Case("truncated-hdf5-object", lambda: _h5ad()[:800], "not a readable HDF5 file", {"upload_name": "x.h5ad"}),
+    Case("h5ad-without-x", lambda: _zip({"data.h5ad": _h5ad(with_x=False)}), "h5ad has no X"),
+    Case("h5ad-beside-matrix-csv", lambda: _zip({"data.h5ad": _h5ad(), "matrix.csv": GOOD_MATRIX}), "more than one matrix"),
+    Case("10x-h5-mismatched-barcodes", lambda: _zip({"filtered_feature_bc_matrix.h5": _tenx_h5(3, 2)}), "mismatched barcodes"),
+    Case("mtx-mismatched-barcodes", lambda: _mtx_zip("2 3 2", "1 1 1\n2 2 5\n"), "mismatched barcodes"),
+    Case("mtx-header-lies-about-entries", lambda: _mtx_zip("2 2 5", "1 1 1\n2 2 5\n"), "declares 5 entries but the file holds 2"),
+    Case("mtx-entry-outside-size", lambda: _mtx_zip("2 2 2", "1 1 1\n3 2 5\n"), "outside the declared 2 x 2"),
+    Case("mtx-without-barcodes", lambda: _zip({"matrix.mtx": "%%MatrixMarket matrix coordinate integer general\n2 2 0\n", "features.tsv": "G1\tA\n"}), "no barcodes.tsv"),
+    Case("gz-member-not-gzip", lambda: _zip({"matrix.csv.gz": GOOD_MATRIX}), "matrix.csv.gz is not valid gzip data"),
+    Case("transposed-ragged", lambda: _zip({"matrix.csv": "gene,c1,c2\nA,1,2\nB,3\n", "manifest.json": '{"orientation": "features_as_rows"}'}), "feature row 2"),
+    Case("manifest-bad-orientation", lambda: _zip({"matrix.csv": GOOD_MATRIX, "manifest.json": '{"orientation": "sideways"}'}), "'orientation' must be one of"),
+    Case("metadata-non-finite-number", lambda: _zip({"matrix.csv": GOOD_MATRIX, "metadata.csv": "cell_id,score\nc1,1\nc2,inf\nc3,2\n"}), "non-finite value (inf) at cell 'c2'"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_upload_is_rejected_with_a_reason_and_writes_nothing_outside_staging(inprocess_moto: Settings, case: Case) -> None:
-    settings = inprocess_moto.model_copy(update=case.settings or {})
+    overrides = dict(case.settings or {})
+    name = str(overrides.pop("upload_name", f"{uuid.uuid4().hex}.zip"))
+    settings = inprocess_moto.model_copy(update=overrides)
     s3 = boto3.client("s3", **settings.aws_client_kwargs())
-    key = f"uploads/bad-{case.name}/{uuid.uuid4().hex}.zip"
+    key = f"uploads/bad-{case.name}/{name}"
     s3.put_object(Bucket=settings.uploads_bucket, Key=key, Body=case.body())
     before = set(list_keys(s3, settings.staging_bucket, ""))
     dataset_id, version_id = f"bad-{case.name}", uuid.uuid4().hex
