@@ -127,6 +127,11 @@ def _parse_rows(
             p += 1
             if field >= width:
                 return RAGGED, line_start, n_rows, line_nnz, line_slow, n_rows, field + 1
+            # Most values of a sparse matrix are a bare "0": skip them before any number parsing.
+            if buf[p] == 48 and p + 1 < end and (buf[p + 1] == _COMMA or buf[p + 1] == _NEWLINE):
+                p += 1
+                field += 1
+                continue
             # Fast path: [-+]digits[.digits][(e|E)[-+]digits] followed by ',' or a line end.
             q = p
             negative = False
