@@ -151,6 +151,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         for v in entry["versions"]:
             mark = "*" if v["version_id"] == entry["current_version"] else " "
             detail = f"  error: {v['error']}" if v["error"] else ""
+            ingest = v.get("ingest") or {}
+            if v["state"] == "INGESTING" and ingest.get("bytes_read"):
+                of = f"/{ingest['bytes_total'] / 1e9:.2f}" if ingest.get("bytes_total") else ""
+                detail += f"  ingest: {ingest['bytes_read'] / 1e9:.2f}{of} GB, {ingest['rows']:,} rows"
             print(
                 f"  {mark} {v['version_id']}  {v['state']:<11} {v['done']}/{v['expected']} loaded  "
                 f"{v['n_cells']} cells x {v['n_features']} features  {v['created_at']}{detail}"
@@ -159,8 +163,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    upload = subparsers.add_parser("upload", help="upload a ZIP (matrix.csv, metadata.csv, manifest.json) as a new version of a dataset")
-    upload.add_argument("file", help="the .zip file")
+    upload = subparsers.add_parser("upload", help="upload a ZIP (matrix and optional metadata.csv, manifest.json), an .h5ad or a 10x .h5 as a new version of a dataset")
+    upload.add_argument("file", help="the .zip, .h5ad or .h5 file")
     upload.add_argument("--dataset", required=True, help="dataset id: lowercase letters, digits, '-' (max 63)")
     upload.add_argument("--wait", action="store_true", help="follow the new version to PUBLISHED (exit 0) or FAILED (exit 2)")
     upload.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait with --wait (exit 3 on timeout)")
