@@ -530,6 +530,6 @@ def _copy_object(reader: io.RawIOBase, local: Path, settings: Settings) -> None:
         shutil.copyfileobj(reader, dst, 8 << 20)
 
 
-def open_s3_upload(s3: Any, bucket: str, key: str, **kwargs: Any) -> S3RangeReader:
-    """The upload object as a seekable reader (ranged GETs)."""
-    return S3RangeReader(s3, bucket, key, **kwargs)
+def open_s3_upload(s3: Any, bucket: str, key: str, object_version: str | None = None) -> S3RangeReader:
+    """The upload object (that S3 version of it, when given) as a seekable reader (ranged GETs)."""
+    return S3RangeReader(s3, bucket, key, object_version=object_version)
