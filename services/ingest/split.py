@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from services.ingest.csv_matrix import split_csv_matrix
 from services.ingest.matrix import CONTROL, MatrixSummary, Progress, check_ids, check_names, chunk_bounds, first_null
 from services.ingest.parts import ChunkParts
+from services.ingest.readahead import ReadAhead
 from shared.adapters.s3 import S3RangeReader, put_bytes, put_json
 from shared.config import Settings
 from shared.errors import BadUpload
@@ -474,6 +475,17 @@ def ingest_upload(
 ) -> VersionPlan:
     """Validate the upload, write its chunks, cells and plan to staging; returns the plan."""
     kind = upload_kind(upload_key) or ".zip"
+    ahead = ReadAhead(reader) if getattr(reader, "size", None) else None
+    try:
+        return _ingest_upload(ahead or reader, upload_key, kind, s3, settings, dataset_id, version_id, progress)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _ingest_upload(
+    reader: io.RawIOBase, upload_key: str, kind: str, s3: Any, settings: Settings, dataset_id: str, version_id: str, progress: Progress | None
+) -> VersionPlan:
     with tempfile.TemporaryDirectory(prefix="wideviews-upload-") as workdir:
         if kind == ".zip":
             upload: UploadArchive | None = open_upload(reader, settings)

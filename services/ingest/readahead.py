@@ -1,0 +1,80 @@
+"""Read-ahead over a seekable raw reader (the upload on S3): the next ranges are fetched by a
+background thread while the current one is inflated and parsed, so S3 latency is hidden.
+
+Only sequential reads are served from the read-ahead; a seek elsewhere (ZIP directory lookups)
+drops it and reads directly. Memory: `depth` pieces of `piece_bytes`.
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+
+class ReadAhead(io.RawIOBase):
+    """`raw` (with `size`, `seek`, `read`) read `piece_bytes` at a time, `depth` pieces ahead."""
+
+    def __init__(self, raw: Any, *, piece_bytes: int = 8 << 20, depth: int = 2) -> None:
+        super().__init__()
+        self.raw = raw
+        self.size = raw.size
+        self.piece_bytes = piece_bytes
+        self.depth = depth
+        self._pos = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-read-ahead")
+        self._ahead: list[tuple[int, Future[bytes]]] = []  # (offset, piece), consecutive
+        self._buf = b""
+        self._buf_start = 0
+
+    def _fetch(self, offset: int) -> bytes:
+        # The raw reader is only used from this pool's single thread once read-ahead started.
+        self.raw.seek(offset)
+        return self.raw.read(min(self.piece_bytes, self.size - offset))
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        if self._pos >= self.size:
+            return 0
+        if not (self._buf_start <= self._pos < self._buf_start + len(self._buf)):
+            self._load(self._pos)
+        start = self._pos - self._buf_start
+        n = min(len(buffer), len(self._buf) - start)
+        buffer[:n] = self._buf[start : start + n]
+        self._pos += n
+        return n
+
+    def _load(self, offset: int) -> None:
+        """Make the piece holding `offset` current, from the read-ahead when it is next in line."""
+        if self._ahead and self._ahead[0][0] <= offset < self._ahead[0][0] + self.piece_bytes:
+            piece_offset, future = self._ahead.pop(0)
+        else:
+            for _, stale in self._ahead:
+                stale.result()  # finish it: the raw reader is not shared between two fetches
+            self._ahead = []
+            piece_offset = offset
+            future = self._pool.submit(self._fetch, offset)
+        self._buf, self._buf_start = future.result(), piece_offset
+        next_offset = (self._ahead[-1][0] if self._ahead else piece_offset) + self.piece_bytes
+        while len(self._ahead) < self.depth and next_offset < self.size:
+            self._ahead.append((next_offset, self._pool.submit(self._fetch, next_offset)))
+            next_offset += self.piece_bytes
+
+    def close(self) -> None:
+        for _, future in self._ahead:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        super().close()
