@@ -127,25 +127,28 @@ def test_hbase_client_made_while_thrift_is_down_connects_once_it_answers(stack: 
             gateway.shutdown()
 
 
-def test_zip_under_uploads_arrives_as_s3_event_on_ingest_queue_and_other_keys_do_not(stack: Settings) -> None:
+def test_any_key_under_uploads_arrives_as_s3_event_on_ingest_queue_and_keys_elsewhere_do_not(stack: Settings) -> None:
+    # No suffix rule (S3 matches suffixes case-sensitively): X.ZIP arrives, and so does notes.csv,
+    # which ingest then fails visibly instead of the upload vanishing.
     dataset = f"ds-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", **stack.aws_client_kwargs())
     with paused(stack, "ingest"):
         queue_url = _queue_url(stack, "ingest")
-        ignored = [f"uploads/{dataset}/notes.csv", f"elsewhere/{dataset}/y.zip", f"uploads/{dataset}/y.zip.part"]
-        for key in ignored:
-            s3.put_object(Bucket=stack.uploads_bucket, Key=key, Body=b"not a zip")
+        for key in (f"elsewhere/{dataset}/y.zip", f"{dataset}/uploads/z.zip"):
+            s3.put_object(Bucket=stack.uploads_bucket, Key=key, Body=b"not under uploads/")
+        arriving = [f"uploads/{dataset}/notes.csv", f"uploads/{dataset}/UPPER.ZIP"]
+        for key in arriving:
+            s3.put_object(Bucket=stack.uploads_bucket, Key=key, Body=b"PK\x05\x06" + b"\x00" * 18)
         # Put last: moto sends events synchronously, so once its event is read the others had their chance.
         wanted = f"uploads/{dataset}/my upload.zip"
         s3.put_object(Bucket=stack.uploads_bucket, Key=wanted, Body=b"PK\x05\x06" + b"\x00" * 18)
         records = _drain_s3_events(stack, queue_url, wanted)
     ours = [r for r in records if dataset in unquote_plus(r["s3"]["object"]["key"])]
-    assert len(ours) == 1, ours
-    event = ours[0]
+    assert sorted(unquote_plus(r["s3"]["object"]["key"]) for r in ours) == sorted([*arriving, wanted]), ours
+    event = next(r for r in ours if unquote_plus(r["s3"]["object"]["key"]) == wanted)
     assert event["eventSource"] == "aws:s3"
     assert event["eventName"].startswith("ObjectCreated:")
     assert event["s3"]["bucket"]["name"] == stack.uploads_bucket
-    assert unquote_plus(event["s3"]["object"]["key"]) == wanted
     assert event["s3"]["object"]["size"] == 22
 
 
