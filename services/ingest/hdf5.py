@@ -326,5 +326,4 @@ def split_10x_h5(path: Path, settings: Settings, new_parts: Any, *, progress: Pr
             chunks = chunk_ranges(len(features), width)
             n_parts = parts.finish(len(chunks))
             nnz = parts.nnz
-    symbols_out = kept_symbols if features is not kept_symbols else None
-    return MatrixSummary(pa.array(barcodes, pa.string()), features, "barcode", chunks, n_parts, nnz, feature_symbols=symbols_out)
+    return MatrixSummary(pa.array(barcodes, pa.string()), features, "barcode", chunks, n_parts, nnz)

@@ -30,8 +30,6 @@ class MatrixSummary:
     chunks: list[tuple[int, int]]
     parts: int
     nnz: int
-    # Display names of the features where the format has them apart from the ids (10x, h5ad `var`).
-    feature_symbols: list[str] | None = None
 
 
 def chunk_width(est_cells: int, settings: Settings) -> int:

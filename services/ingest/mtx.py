@@ -130,6 +130,5 @@ def split_mtx(upload: Any, open_member: Callable[[Any, str], Any], settings: Set
         chunks = chunk_ranges(len(features), width)
         n_parts = parts.finish(len(chunks))
         nnz = parts.nnz
-    symbols_out = kept_symbols if features is not kept_symbols else None
-    return MatrixSummary(barcodes, features, "barcode", chunks, n_parts, nnz, feature_symbols=symbols_out)
+    return MatrixSummary(barcodes, features, "barcode", chunks, n_parts, nnz)
 
