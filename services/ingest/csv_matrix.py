@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
+import logging
 import math
 import os
 import queue
@@ -37,6 +38,8 @@ from services.ingest.matrix import MatrixSummary, Progress, check_feature_count,
 from services.ingest.parts import ChunkParts, group_by_chunk
 from shared.config import Settings
 from shared.errors import BadUpload
+
+log = logging.getLogger(__name__)
 
 # Status codes of `parse_rows`.
 OK, FULL, RAGGED, EMPTY_VALUE = 0, 1, 2, 3
@@ -481,7 +484,7 @@ def split_csv_matrix(
 
     row0 = 0
     ids: list[pa.Array] = []
-    last_report = time.monotonic()
+    started = last_report = time.monotonic()
     with new_parts(chunk_w) as parts:
         blocks = read_line_blocks(stream, max(block_bytes, 2 * len(",".join(header))), on_read)
         work = lambda block, _index: parse_block(block, width, None if features_as_rows else chunk_w)  # noqa: E731
@@ -510,7 +513,12 @@ def split_csv_matrix(
             cell_ids = row_ids
             features = columns
             chunks = chunk_ranges(len(features), chunk_w)
+        parsed_s = time.monotonic() - started
         n_parts = parts.finish(len(chunks))
+        log.info(
+            "%s: %d rows, %d non-zeros parsed in %.1f s (%.0f MB/s), %d parts staged in %.1f s",
+            member, row0, parts.nnz, parsed_s, read_bytes[0] / max(parsed_s, 1e-9) / 1e6, n_parts, time.monotonic() - started - parsed_s,
+        )
         if progress is not None:
             progress(read_bytes[0], size_bytes, row0)
         return MatrixSummary(cell_ids, features, id_column, chunks, n_parts, parts.nnz)

@@ -2,10 +2,12 @@
 
 Readers hand `ChunkParts` non-zeros as (feature, cell, value) in whatever order their format gives
 them (row blocks of a CSV or CSR, column blocks of a CSC). They are spooled per chunk to the
-worker's local disk (16 bytes a non-zero; memory holds at most `spill_bytes` of them), and only at
-`finish` are the chunks written to staging: one part per chunk, or one per `part_nnz` non-zeros of
-it, so the number of S3 objects is `n_chunks` plus the data over `part_nnz`, not a multiple of how
-often memory filled up.
+worker's local disk (16 bytes a non-zero; memory holds at most `spill_bytes` of them). Every
+`generation_nnz` non-zeros (96 M, 1.5 GB of spool) the spool's chunks are written to staging by a
+background thread while reading goes on, one part per chunk that has data in the generation; the
+last generation is written by `finish`. So the number of S3 objects is at most `n_chunks` per
+generation (one generation up to 96 M non-zeros), not a multiple of how often memory filled, and
+the local disk holds at most two generations.
 
 Values are stored as float32 when every value of the matrix is exactly a float32 (counts, most h5ad
 files): half the bytes for compute to read, the same numbers. Otherwise float64.
@@ -13,8 +15,9 @@ files): half the bytes for compute to read, the same numbers. Otherwise float64.
 
 from __future__ import annotations
 
+import io
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.adapters.s3 import put_bytes
+from shared.adapters.s3 import get_bytes, put_bytes
 from shared.config import Settings
 from shared.staging import chunk_part_key
 
@@ -53,7 +56,12 @@ def fits_float32(values: np.ndarray) -> bool:
 
 
 class ChunkParts:
-    """Spools non-zeros per column chunk, then writes each chunk's parts to staging."""
+    """Spools non-zeros per column chunk and writes them to staging a generation at a time.
+
+    Every `generation_nnz` non-zeros the spool is rotated and its chunks are encoded and uploaded by
+    a background thread while reading goes on; `finish` writes the last generation. A chunk gets at
+    most one part per generation (plus one per `part_nnz` of it), and at least one part in all.
+    """
 
     def __init__(
         self,
@@ -65,20 +73,34 @@ class ChunkParts:
         *,
         spill_bytes: int = 64 << 20,
         part_nnz: int = 32 << 20,
+        generation_nnz: int = 96 << 20,
         workdir: str | None = None,
     ) -> None:
         self.s3, self.settings, self.dataset_id, self.version_id = s3, settings, dataset_id, version_id
         self.chunk_width = max(1, chunk_width)
         self.spill_bytes = spill_bytes
         self.part_nnz = part_nnz
+        self.generation_nnz = generation_nnz
         self._dir = tempfile.TemporaryDirectory(prefix="wideviews-ingest-", dir=workdir)
-        self.path = Path(self._dir.name)
+        self.root = Path(self._dir.name)
+        self.generation = 0
+        self.path = self.root / "g0"
+        self.path.mkdir()
         self.pending: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self.pending_bytes = 0
-        self.spooled: dict[int, int] = {}  # chunk -> non-zeros on disk
+        self.spooled: dict[int, int] = {}  # chunk -> non-zeros in the current generation's spool
+        self.spooled_nnz = 0
         self.nnz = 0
         self.parts = 0
-        self.value_type: type = np.float64
+        # Parts written so far: (chunk, part number, stored as float32).
+        self.written: list[tuple[int, int, bool]] = []
+        self.all_float32 = True
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-generation")
+        self._previous: Future[None] | None = None
+
+    @property
+    def value_type(self) -> type:
+        return np.float32 if self.all_float32 else np.float64
 
     def add(self, features: np.ndarray, cells: np.ndarray, values: np.ndarray) -> None:
         """Non-zeros with global feature and cell indices (any order, no duplicates)."""
@@ -114,53 +136,81 @@ class ChunkParts:
         self.pending_bytes += 16 * values.size
 
     def spill(self) -> None:
-        """Append every pending chunk's non-zeros to its spool files."""
+        """Append every pending chunk's non-zeros to its spool files; rotate a full generation."""
         for chunk, pieces in self.pending.items():
             for i, (name, _) in enumerate(_FIELDS):
                 with open(self.path / f"{chunk}.{name}", "ab") as f:
                     for piece in pieces:
                         piece[i].tofile(f)
-            self.spooled[chunk] = self.spooled.get(chunk, 0) + sum(p[2].size for p in pieces)
+            n = sum(p[2].size for p in pieces)
+            self.spooled[chunk] = self.spooled.get(chunk, 0) + n
+            self.spooled_nnz += n
         self.pending = {}
         self.pending_bytes = 0
+        if self.spooled_nnz >= self.generation_nnz:
+            self._rotate()
 
-    def _chunk_arrays(self, chunk: int) -> list[np.ndarray]:
-        n = self.spooled.get(chunk, 0)
-        if not n:
-            return [np.zeros(0, dtype) for _, dtype in _FIELDS]
-        return [np.memmap(self.path / f"{chunk}.{name}", dtype=dtype, mode="r", shape=(n,)) for name, dtype in _FIELDS]
+    def _rotate(self) -> None:
+        """Hand the current generation to the writer thread (after the previous one is done)."""
+        if self._previous is not None:
+            self._previous.result()
+        path, spooled, generation = self.path, self.spooled, self.generation
+        self._previous = self._writer.submit(self._write_generation, path, spooled, generation, None)
+        self.generation += 1
+        self.path = self.root / f"g{self.generation}"
+        self.path.mkdir()
+        self.spooled, self.spooled_nnz = {}, 0
 
-    def finish(self, n_chunks: int, threads: int = 2) -> int:
-        """Write every chunk's parts to staging (an empty chunk still gets one); returns the part count.
+    def _write_generation(self, path: Path, spooled: dict[int, int], generation: int, n_chunks: int | None) -> None:
+        """Encode and upload one generation's chunks; the last (`n_chunks` given) also gives every
+        chunk without any part an empty one."""
+        arrays = {c: [np.memmap(path / f"{c}.{name}", dtype=dtype, mode="r", shape=(n,)) for name, dtype in _FIELDS] for c, n in spooled.items() if n}
+        if self.all_float32 and not all(fits_float32(np.asarray(a[2])) for a in arrays.values()):
+            self.all_float32 = False
+        chunks = sorted(arrays)
+        if n_chunks is not None:
+            have = {c for c, _, _ in self.written} | set(chunks)
+            chunks = sorted(set(chunks) | (set(range(n_chunks)) - have))
+        for chunk in chunks:
+            feature, cell, value = arrays.get(chunk) or [np.zeros(0, dtype) for _, dtype in _FIELDS]
+            for k, start in enumerate(range(0, max(1, value.size), self.part_nnz)):
+                sl = slice(start, start + self.part_nnz)
+                part = generation * 1000 + k
+                self._put_part(chunk, part, np.asarray(feature[sl]), np.asarray(cell[sl]), np.asarray(value[sl]))
+                self.written.append((chunk, part, self.all_float32))
+            for name, _ in _FIELDS:
+                (path / f"{chunk}.{name}").unlink(missing_ok=True)
+
+    def _put_part(self, chunk: int, part: int, feature: np.ndarray, cell: np.ndarray, value: np.ndarray) -> None:
+        table = pa.table({"feature": feature, "cell": cell, "value": value.astype(self.value_type)})
+        sink = pa.BufferOutputStream()
+        # Snappy without dictionary pages: half the CPU of zstd with them, parts ~1.8x larger.
+        pq.write_table(table, sink, compression="snappy", use_dictionary=False)
+        put_bytes(self.s3, self.settings.staging_bucket, chunk_part_key(self.dataset_id, self.version_id, chunk, part), sink.getvalue().to_pybytes())
+
+    def finish(self, n_chunks: int) -> int:
+        """Write the last generation (an empty chunk still gets one part); returns the part count.
 
         Values are float32 in every part when every value of the matrix is exactly a float32, else
         float64 in every part: one schema for the whole version, since a compute unit reads several
-        chunks at once. Chunks are encoded and uploaded on `threads` threads; memory holds about one
-        chunk per thread.
+        chunks at once. Parts an earlier generation wrote as float32 are rewritten as float64 when a
+        later one holds a value that is not a float32 (data that changes kind half way: rare).
         """
         self.spill()
-        float32 = all(fits_float32(np.asarray(self._chunk_arrays(c)[2])) for c in range(n_chunks))
-        self.value_type = np.float32 if float32 else np.float64
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage-parts") as pool:
-            self.parts = sum(pool.map(self._write_chunk, range(n_chunks)))
+        if self._previous is not None:
+            self._previous.result()
+        self._write_generation(self.path, self.spooled, self.generation, n_chunks)
+        if not self.all_float32:
+            for chunk, part, as_float32 in self.written:
+                if as_float32:
+                    key = chunk_part_key(self.dataset_id, self.version_id, chunk, part)
+                    table = pq.read_table(io.BytesIO(get_bytes(self.s3, self.settings.staging_bucket, key)))
+                    self._put_part(chunk, part, table.column("feature").to_numpy(), table.column("cell").to_numpy(), table.column("value").to_numpy())
+        self.parts = len(self.written)
         return self.parts
 
-    def _write_chunk(self, chunk: int) -> int:
-        feature, cell, value = self._chunk_arrays(chunk)
-        parts = 0
-        for part, start in enumerate(range(0, max(1, value.size), self.part_nnz)):
-            sl = slice(start, start + self.part_nnz)
-            table = pa.table({"feature": np.asarray(feature[sl]), "cell": np.asarray(cell[sl]), "value": np.asarray(value[sl]).astype(self.value_type)})
-            sink = pa.BufferOutputStream()
-            # Snappy without dictionary pages: half the CPU of zstd with them, parts ~1.8x larger.
-            pq.write_table(table, sink, compression="snappy", use_dictionary=False)
-            put_bytes(self.s3, self.settings.staging_bucket, chunk_part_key(self.dataset_id, self.version_id, chunk, part), sink.getvalue().to_pybytes())
-            parts += 1
-        for name, _ in _FIELDS:
-            (self.path / f"{chunk}.{name}").unlink(missing_ok=True)
-        return parts
-
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         self._dir.cleanup()
 
     def __enter__(self) -> "ChunkParts":
@@ -168,5 +218,3 @@ class ChunkParts:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-

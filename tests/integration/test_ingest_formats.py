@@ -27,6 +27,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from cli.synth import SynthData, SynthSpec, write_synth_upload
+from services.ingest.parts import ChunkParts
 from services.ingest.split import ingest_upload
 from shared.adapters.s3 import S3RangeReader, get_bytes, list_keys
 from shared.config import Settings
@@ -195,3 +196,32 @@ def test_metadata_as_it_comes_integer_groupings_and_blank_numbers(inprocess_moto
     plan, _, _, _ = _ingest(inprocess_moto, "n.zip", _zip({"matrix.csv": matrix, "metadata.csv": metadata}))
     assert [(g.name, g.groups) for g in plan.groupings] == [("leiden", ["0", "1", "2", "10"]), ("batch", ["b0", "b1"])]
     assert plan.numeric_columns == ["score"]
+
+
+def test_parts_are_written_a_generation_at_a_time_and_one_schema_for_the_version(inprocess_moto: Settings) -> None:
+    s3 = boto3.client("s3", **inprocess_moto.aws_client_kwargs())
+    dataset_id, version_id = "gens", uuid.uuid4().hex
+    rng = np.random.default_rng(3)
+    n_cells, n_features, width = 50, 10, 4  # chunks of features [0,4) [4,8) [8,10)
+    dense = np.zeros((n_cells, n_features))
+    with ChunkParts(s3, inprocess_moto, dataset_id, version_id, width, spill_bytes=16 * 40, generation_nnz=100) as parts:
+        for block in range(5):
+            rows = slice(block * 10, block * 10 + 10)
+            values = np.where(rng.random((10, n_features)) < 0.6, rng.integers(1, 9, (10, n_features)).astype(np.float64), 0.0)
+            if block == 4:
+                values[values != 0] += 0.1  # the last generation holds values that are not float32
+            dense[rows] = values
+            cells, features = np.nonzero(values)
+            parts.add(features, cells + block * 10, values[cells, features])
+        n_parts = parts.finish(3)
+        generations = parts.generation + 1
+    assert generations >= 3
+    keys = sorted(k for k in list_keys(s3, inprocess_moto.staging_bucket, version_prefix(dataset_id, version_id)))
+    assert len(keys) == n_parts and n_parts <= 3 * generations
+    staged = np.zeros_like(dense)
+    for key in keys:
+        table = pq.read_table(io.BytesIO(get_bytes(s3, inprocess_moto.staging_bucket, key)))
+        assert table.schema.field("value").type == pa.float64(), key  # rewritten from float32 where needed
+        chunk = int(key.split("/chunks/")[1].split("/")[0])
+        staged[table.column("cell").to_numpy(), chunk * width + table.column("feature").to_numpy()] = table.column("value").to_numpy()
+    np.testing.assert_array_equal(staged, dense)
