@@ -3,10 +3,10 @@
 Readers hand `ChunkParts` non-zeros as (feature, cell, value) in whatever order their format gives
 them (row blocks of a CSV or CSR, column blocks of a CSC). They are spooled per chunk to the
 worker's local disk (16 bytes a non-zero; memory holds at most `spill_bytes` of them). Every
-`generation_nnz` non-zeros (96 M, 1.5 GB of spool) the spool's chunks are written to staging by a
+`generation_nnz` non-zeros (128 M, 2 GB of spool) the spool's chunks are written to staging by a
 background thread while reading goes on, one part per chunk that has data in the generation; the
 last generation is written by `finish`. So the number of S3 objects is at most `n_chunks` per
-generation (one generation up to 96 M non-zeros), not a multiple of how often memory filled, and
+generation (one generation up to 128 M non-zeros), not a multiple of how often memory filled, and
 the local disk holds at most two generations.
 
 Values are stored as float32 when every value of the matrix is exactly a float32 (counts, most h5ad
@@ -73,7 +73,7 @@ class ChunkParts:
         *,
         spill_bytes: int = 64 << 20,
         part_nnz: int = 32 << 20,
-        generation_nnz: int = 96 << 20,
+        generation_nnz: int = 128 << 20,
         workdir: str | None = None,
     ) -> None:
         self.s3, self.settings, self.dataset_id, self.version_id = s3, settings, dataset_id, version_id
@@ -164,15 +164,21 @@ class ChunkParts:
     def _write_generation(self, path: Path, spooled: dict[int, int], generation: int, n_chunks: int | None) -> None:
         """Encode and upload one generation's chunks; the last (`n_chunks` given) also gives every
         chunk without any part an empty one."""
-        arrays = {c: [np.memmap(path / f"{c}.{name}", dtype=dtype, mode="r", shape=(n,)) for name, dtype in _FIELDS] for c, n in spooled.items() if n}
-        if self.all_float32 and not all(fits_float32(np.asarray(a[2])) for a in arrays.values()):
+        # One chunk's arrays in memory at a time (read, not mapped: mapped pages would count as the
+        # worker's memory until the whole generation is written).
+        def read(chunk: int) -> list[np.ndarray]:
+            n = spooled.get(chunk, 0)
+            return [np.fromfile(path / f"{chunk}.{name}", dtype=dtype, count=n) if n else np.zeros(0, dtype) for name, dtype in _FIELDS]
+
+        present = sorted(c for c, n in spooled.items() if n)
+        if self.all_float32 and not all(fits_float32(np.fromfile(path / f"{c}.value", dtype=np.float64, count=spooled[c])) for c in present):
             self.all_float32 = False
-        chunks = sorted(arrays)
+        chunks = present
         if n_chunks is not None:
             have = {c for c, _, _ in self.written} | set(chunks)
             chunks = sorted(set(chunks) | (set(range(n_chunks)) - have))
         for chunk in chunks:
-            feature, cell, value = arrays.get(chunk) or [np.zeros(0, dtype) for _, dtype in _FIELDS]
+            feature, cell, value = read(chunk)
             for k, start in enumerate(range(0, max(1, value.size), self.part_nnz)):
                 sl = slice(start, start + self.part_nnz)
                 part = generation * 1000 + k
