@@ -106,12 +106,16 @@ async def _ingest(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
     except NotFound as exc:
         raise BadUpload(f"upload object s3://{msg.bucket}/{msg.key} no longer exists") from exc
     loop = asyncio.get_running_loop()
+    last: list[tuple[int, int, int]] = []
 
     def progress(bytes_read: int, bytes_total: int, rows: int) -> None:
         # From the splitting thread; fire and forget (a lost report only delays the next one).
+        last[:] = [(bytes_read, bytes_total, rows)]
         asyncio.run_coroutine_threadsafe(deps.records.record_ingest_progress(dataset_id, version_id, bytes_read, bytes_total, rows), loop)
 
     plan = await asyncio.to_thread(ingest_upload, reader, msg.key, deps.s3, deps.settings, dataset_id, version_id, progress=progress)
+    if last:
+        await deps.records.record_ingest_progress(dataset_id, version_id, *last[0])
     await deps.records.record_plan(
         dataset_id,
         version_id,

@@ -66,6 +66,11 @@ def test_every_format_of_the_same_data_publishes_identical_statistics(stack: Set
     with ThreadPoolExecutor(max_workers=len(uploads)) as pool:
         versions = dict(zip(uploads, pool.map(lambda fmt: _upload(stack, uploads[fmt], datasets[fmt]), uploads)))
     assert {fmt: v["state"] for fmt, v in versions.items()} == {fmt: "PUBLISHED" for fmt in uploads}
+    # Ingest reported its progress on the version record: the whole matrix.csv, every row.
+    assert versions["csv"]["ingest"]["rows"] == SPEC.n_cells
+    with zipfile.ZipFile(csv_zip) as archive:
+        size = archive.getinfo("matrix.csv").file_size
+    assert versions["csv"]["ingest"]["bytes_read"] == versions["csv"]["ingest"]["bytes_total"] == size
     features = list(ref.matrix.columns)
     for grouping in ("cell_type", "donor"):
         bodies = {fmt: _aggregates(stack, datasets[fmt], grouping, features) for fmt in uploads}
