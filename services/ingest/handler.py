@@ -16,7 +16,7 @@ from shared.messages import DATASET_ID_PATTERN, ComputeChunk, Message, UploadEve
 from shared.records import Records, State, VersionRecord
 from shared.staging import VersionPlan, read_plan
 
-from services.ingest.split import ingest_upload, open_s3_upload
+from services.ingest.split import ingest_upload, open_s3_upload, remove_stale_workdirs
 
 
 @dataclass
@@ -27,6 +27,7 @@ class IngestDeps:
 
 
 async def make_deps(settings: Settings, aws: AwsClients) -> IngestDeps:
+    remove_stale_workdirs()  # spools of a killed predecessor
     return IngestDeps(settings, Records(aws.dynamodb, settings), s3_client(settings))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import shutil
 import stat
@@ -64,6 +65,8 @@ ROLES: dict[str, tuple[str, ...]] = {
     "barcodes.tsv": ("barcodes.tsv", "barcodes.tsv.gz"),
 }
 UPLOAD_SUFFIXES = (".zip", ".h5ad", ".h5")
+# Local work directory of one upload: `<prefix><pid>-<random>` (see remove_stale_workdirs).
+WORKDIR_PREFIX = "wideviews-upload-"
 
 
 def upload_kind(key: str) -> str | None:
@@ -486,7 +489,7 @@ def ingest_upload(
 def _ingest_upload(
     reader: io.RawIOBase, upload_key: str, kind: str, s3: Any, settings: Settings, dataset_id: str, version_id: str, progress: Progress | None
 ) -> VersionPlan:
-    with tempfile.TemporaryDirectory(prefix="wideviews-upload-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-") as workdir:
         if kind == ".zip":
             upload: UploadArchive | None = open_upload(reader, settings)
             manifest = read_manifest(upload)
@@ -540,6 +543,19 @@ def _copy_object(reader: io.RawIOBase, local: Path, settings: Settings) -> None:
         raise BadUpload(f"upload is {size} bytes, over the limit of {settings.max_upload_bytes}")
     with open(local, "wb") as dst:
         shutil.copyfileobj(reader, dst, 8 << 20)
+
+
+def remove_stale_workdirs(root: str | None = None) -> list[str]:
+    """Remove the local work directories (spool, HDF5 copies) of ingest processes that are gone:
+    a worker killed mid-upload leaves its directory behind. Returns what was removed."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        pid = path.name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed
 
 
 def open_s3_upload(s3: Any, bucket: str, key: str, object_version: str | None = None) -> S3RangeReader:

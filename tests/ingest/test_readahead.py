@@ -52,3 +52,4 @@ def test_a_zip_member_read_through_read_ahead_is_intact() -> None:
             assert archive.read("big.bin") == payload
     finally:
         ahead.close()
+
