@@ -122,7 +122,7 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
     | {(a, "${VersionsTable.Arn}") for a in ("dynamodb:GetItem", "dynamodb:UpdateItem")}
     | {("elasticmapreduce:AddJobFlowSteps", EMR_CLUSTER), ("elasticmapreduce:DescribeStep", EMR_CLUSTER)},
     "LoaderTaskRole": _queues("loader")
-    | {("s3:GetObject", STAGING_OBJECTS), ("s3:ListBucket", STAGING_LIST)}
+    | {("s3:GetObject", STAGING_OBJECTS), ("s3:PutObject", STAGING_OBJECTS), ("s3:ListBucket", STAGING_LIST)}
     # BulkLoad's split halves of an HFile spanning a region boundary, and only those.
     | {(a, "arn:${AWS::Partition}:s3:::${Prefix}-staging/staging/*/.tmp/*") for a in ("s3:PutObject", "s3:DeleteObject")}
     | {(a, "${VersionsTable.Arn}") for a in ("dynamodb:GetItem", "dynamodb:UpdateItem")},
@@ -269,3 +269,4 @@ def test_template_names_match_the_settings_and_the_lambda_handler_exists() -> No
         variables += list(props.get("Environment", {}).get("Variables", {}))
         for variable in variables:
             assert variable.startswith("WIDEVIEWS_") and variable[len("WIDEVIEWS_"):].lower() in fields, variable
+

@@ -89,6 +89,10 @@ async def test_worker_logs_one_json_object_per_line_with_the_message_context(pri
 
         await _run_until(worker, finished)
         version = await records.get_version(dataset_id, version_id)
+        # The worker asked SQS for the URLs of its own queue, its DLQ and the next queue only: what its
+        # task role allows (deploy/template.yaml), nothing more.
+        assert worker.queues is not None
+        assert set(worker.queues.urls) == {settings.queue_name("compute"), settings.queue_name("compute", dead_letter=True), settings.queue_name("load")}
 
     lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]  # every line is one JSON object
     ours = [line for line in lines if line.get("message_id") == sent["MessageId"]]
