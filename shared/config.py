@@ -90,8 +90,10 @@ class Settings(BaseSettings):
     max_header_bytes: int = 64 * 1024 * 1024
     max_features: int = 200_000
 
-    # Tables of a version are pre-split so that no region starts with more rows than this.
+    # Tables of a version are pre-split so that no region starts with more rows than this, nor with
+    # more than `region_bytes` of the view's estimated rows (what matters for the transpose at scale).
     rows_per_region: int = 20_000
+    region_bytes: int = 4 * 1024 * 1024 * 1024
 
     # Worker loop.
     visibility_timeout_s: int = 60

@@ -130,22 +130,28 @@ class VersionPlan(BaseModel):
             shares_cells = first == 0
         return views + (list(SPLIT_VIEWS) if shares_cells else [])
 
-    def feature_split_keys(self, rows_per_region: int) -> list[bytes]:
-        """Row keys the feature-keyed views (stats, transpose) are pre-split at: every
-        `rows_per_region`-th feature in byte order (a transpose row `<feature>\\0<part>` sorts right
-        after its feature, so a feature's parts stay in one region)."""
-        names = sorted(f.encode() for f in self.features)
-        return sorted(set(names[rows_per_region::rows_per_region]))
+    def region_rows(self, view: str, rows_per_region: int, region_bytes: int) -> int:
+        """Rows per region of a view's table: at most `rows_per_region`, and at most `region_bytes`
+        of the view's estimated row size (a transpose row holds a feature's non-zeros at 8 bytes
+        each, at the mean density: at 10 M cells it is megabytes, a cells row is ~100 bytes)."""
+        if view == "features":
+            row_bytes = 16 + 8 * self.nnz / max(1, len(self.features))
+        elif view == "cells":
+            row_bytes = 64 + 24 * (len(self.groupings) + len(self.numeric_columns) + 2)
+        else:
+            groups = next((len(g.groups) for g in self.groupings if g.view == view), 1)
+            row_bytes = 12 * (16 + 8 * groups)
+        return max(1, min(rows_per_region, int(region_bytes // max(1.0, row_bytes))))
 
-    @property
-    def views(self) -> list[str]:
-        return [g.view for g in self.groupings] + list(CHUNK_VIEWS_ALWAYS) + list(SPLIT_VIEWS)
-
-    def cell_range(self, chunk: int) -> tuple[int, int]:
-        """The cells (by position) whose rows of the cells view this chunk's job writes: [start, end)."""
-        if not self.cells_split:
-            return (0, self.n_cells) if chunk == 0 else (0, 0)
-        return chunk * self.n_cells // self.n_chunks, (chunk + 1) * self.n_cells // self.n_chunks
+    def split_keys(self, view: str, rows_per_region: int, region_bytes: int, cell_ids: list[str] | None = None) -> list[bytes]:
+        """Row keys to pre-split a view's table at (`region_rows` rows per region). Stats and
+        transpose rows are features (a transpose row `<feature>\\0<part>` sorts right after its
+        feature, so a feature's parts stay in one region); the cells view splits on `cell_ids`."""
+        if view == "catalog":
+            return []
+        step = self.region_rows(view, rows_per_region, region_bytes)
+        names = sorted(c.encode() for c in cell_ids or []) if view == "cells" else sorted(f.encode() for f in self.features)
+        return sorted(set(names[step::step]))
 
     def chunk_views(self, chunk: int) -> list[str]:
         """The views one chunk's job produces (local executor: a unit is a chunk)."""

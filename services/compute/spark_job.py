@@ -6,7 +6,7 @@ Nothing of the matrix passes through the driver or a local disk of ours:
 1. The executors read the batch's staged non-zeros from S3 (`s3a://` with hadoop-aws against the
    local moto server; EMRFS `s3://` on EMR).
 2. The non-zeros are shuffled into partitions of features contiguous in row-key (byte) order,
-   cut at the views' region boundaries (`VersionPlan.feature_split_keys`). A partition is chosen
+   cut at the views' region boundaries (`VersionPlan.split_keys`). A partition is chosen
    by a key whose Spark hash lands on exactly that partition, so the partitioner is exact.
 3. Each partition runs the kernel (`services.compute.views`, the local executor's code) and emits
    its stats and transpose cells already sorted, plus one check row per view (cells, rows,
@@ -119,7 +119,8 @@ def feature_partitions(plan: VersionPlan, first: int, end: int, settings: Settin
     order = np.array(sorted(range(hi - lo), key=names.__getitem__), dtype=np.int64) + lo
     sorted_names = [plan.features[i].encode() for i in order]
     cuts = {0, len(order)}
-    cuts.update(bisect.bisect_left(sorted_names, key) for key in plan.feature_split_keys(settings.rows_per_region))
+    for view in [g.view for g in plan.groupings] + ["features"]:
+        cuts.update(bisect.bisect_left(sorted_names, key) for key in plan.split_keys(view, settings.rows_per_region, settings.region_bytes))
     per_feature_nnz = plan.nnz / max(1, len(plan.features))
     width = min(settings.spark_partition_features, max(1, int(settings.spark_partition_nnz // max(1.0, per_feature_nnz))))
     n_pieces = max(settings.spark_min_partitions, -(-len(order) // width))
