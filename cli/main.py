@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from shared.config import Settings
 
-COMMAND_MODULES: tuple[str, ...] = ("cli.stack", "cli.upload", "cli.dlq", "cli.versions", "cli.sample", "cli.synth", "cli.demo")
+COMMAND_MODULES: tuple[str, ...] = ("cli.stack", "cli.upload", "cli.dlq", "cli.versions", "cli.sample", "cli.synth", "cli.demo", "cli.settings")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,98 +22,153 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    """Endpoints, names, ports and timeouts of one wideviews deployment."""
+    """Endpoints, names, ports and timeouts of one wideviews deployment.
 
-    model_config = SettingsConfigDict(env_prefix="WIDEVIEWS_", extra="ignore")
+    The string under each field is its meaning: pydantic keeps it as the field's description, and
+    README.md's settings table is generated from them (`wideviews settings --markdown`).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WIDEVIEWS_", extra="ignore", use_attribute_docstrings=True)
 
     home: Path = Field(default_factory=lambda: Path(".wideviews").resolve())
+    """State directory of the local stack (`stack.json`, logs, HBase data); `--home` or `WIDEVIEWS_HOME`."""
     project_root: Path = PROJECT_ROOT
+    """The checkout (or image directory) holding jvm/ and its built jars."""
     region: str = "us-east-1"
+    """AWS region of every client."""
     # None means real AWS; the local stack points this at its moto server.
     aws_endpoint_url: str | None = None
+    """AWS endpoint of every client; unset on AWS, the moto server's URL locally."""
     aws_access_key_id: str = "testing"
+    """Access key used only with `aws_endpoint_url` (moto accepts any); on AWS the role's credentials apply."""
     aws_secret_access_key: str = "testing"
+    """Secret key used only with `aws_endpoint_url`."""
     name_prefix: str = "wideviews"
+    """Prefix of every bucket (`<prefix>-uploads`, `-staging`), queue (`<prefix>-ingest`, `…-dlq`) and table (`<prefix>-datasets`, `-versions`)."""
 
     # HBase: Thrift for reads and table admin, ZooKeeper for the bulk-load tool.
     hbase_thrift_host: str = "127.0.0.1"
+    """Host of the HBase Thrift server (reads, table admin)."""
     hbase_thrift_port: int = 9090
+    """Port of the HBase Thrift server."""
     hbase_zk_host: str = "127.0.0.1"
+    """ZooKeeper quorum host of HBase (the bulk-load tool)."""
     hbase_zk_port: int = 2181
+    """ZooKeeper client port."""
     hbase_namespace: str = "wideviews"
+    """HBase namespace of the version tables."""
     # RPC ports of the local standalone HBase (master and its in-process RegionServer), and its heap.
     hbase_master_port: int = 16000
+    """RPC port of the local standalone HMaster."""
     hbase_regionserver_port: int = 16020
+    """RPC port of the local standalone RegionServer."""
     hbase_heap_mb: int = 1024
+    """Heap of the local HBase JVM, in MiB."""
     hbase_pool_size: int = 8
+    """Thrift connections per process."""
 
     # Where the jvm/ tools are when not in this checkout (an EMR step ships the jar beside the job and
     # uses the cluster's HBase jars): the jar's path and the dependency classpath, `:`-separated.
     jvm_jar_path: Path | None = None
+    """The jvm/ tools' jar when not in this checkout (an EMR step ships it beside the job)."""
     jvm_dependency_classpath: str | None = None
+    """The jvm/ tools' dependency classpath (`:`-separated) when not in this checkout."""
     # Run WriteHFiles/BulkLoad in one long-lived JVM per process instead of a JVM per call.
     jvm_tool_server: bool = True
+    """Run WriteHFiles/BulkLoad in one long-lived JVM per process instead of a JVM per call."""
 
     # Compute.
     executor: Executor = "local"
+    """Where a chunk's job runs: `local` (in the compute worker), `spark` (local Spark) or `emr` (an EMR step)."""
     emr_cluster_id: str | None = None
+    """The EMR cluster (`j-…`) that runs the `emr` executor's steps."""
     emr_poll_s: float = 10.0
+    """Seconds between `DescribeStep` polls of a running EMR step."""
     # Where `make package-emr`'s build/emr/ (wideviews.zip, spark_job.py, wideviews-jvm.jar) is copied for EMR steps.
     emr_code_uri: str = "s3://wideviews-staging/code"
+    """S3 prefix holding `make package-emr`'s files (wideviews.zip, spark_job.py, wideviews-jvm.jar)."""
     # HBase jars on an EMR node, for the jvm/ writer the step runs.
     emr_hbase_classpath: str = "/usr/lib/hbase/lib/*:/usr/lib/hbase/*:/etc/hbase/conf"
+    """HBase jars and configuration on an EMR node, for the jvm/ writer the step runs."""
     # spark/emr: chunks per Spark application (one EMR step each); 0 = the whole version in one.
     spark_batch_chunks: int = Field(default=0, ge=0)
+    """spark/emr: chunks per Spark application (one EMR step each); 0 = the whole version in one."""
     # spark/emr: Spark partitions per batch, at least; more when a partition would pass this many
     # features, or (at the matrix's mean density) this many non-zeros.
     spark_min_partitions: int = Field(default=4, ge=1)
+    """spark/emr: the least number of Spark partitions per batch."""
     spark_partition_features: int = Field(default=2048, ge=1)
+    """spark/emr: at most this many features per Spark partition."""
     spark_partition_nnz: int = Field(default=50_000_000, ge=1)
+    """spark/emr: at most about this many non-zeros per Spark partition."""
     # spark/emr: memory of one Spark executor's task for a chunk's staging (sets the chunk width there).
     spark_chunk_memory_budget_bytes: int = 4 * 1024 * 1024 * 1024
+    """spark/emr: memory of one executor task for a chunk's staging (sets the chunk width there)."""
     # URI scheme Spark uses for S3: s3a (hadoop-aws, the local stack) or s3 (EMRFS on EMR).
     spark_s3_scheme: Literal["s3a", "s3"] = "s3a"
+    """URI scheme Spark reads and writes S3 by: `s3a` (hadoop-aws) or `s3` (EMRFS on EMR)."""
     chunk_features: int = 512
+    """Features per column chunk at most (the local executor's unit of work)."""
     # Cores the local executor's kernel uses for one chunk (0: all); Spark tasks use one each.
     compute_threads: int = Field(default=0, ge=0)
+    """Cores the local executor's kernel uses for one chunk (0: all)."""
     chunk_memory_budget_bytes: int = 512 * 1024 * 1024
+    """Memory budget of one chunk in the local executor; the chunk width follows from it and the number of cells."""
     # local: the cells of one compute unit (a run of chunks computed one after another, written as one
     # set of HFiles per view) are held in memory up to about this much.
     unit_memory_budget_bytes: int = 256 * 1024 * 1024
+    """local: a compute unit (chunks computed one after another, one HFile set per view) holds about this much in memory."""
     # A transpose row holds at most this many non-zeros; more spill into `<feature>#<part>` rows.
     features_row_max_nnz: int = 262_144
+    """Non-zeros per `features` row at most; more spill into `<feature>#<part>` rows."""
 
     # Ingest limits (zip safety).
     max_upload_bytes: int = 1 << 40
+    """Largest upload ZIP accepted, in bytes."""
     max_member_bytes: int = 1 << 40
+    """Largest uncompressed ZIP member accepted, in bytes."""
     max_compression_ratio: float = 200.0
+    """Largest expansion ratio of a ZIP member (zip-bomb guard)."""
     max_header_bytes: int = 64 * 1024 * 1024
+    """Longest CSV header line accepted, in bytes."""
     max_features: int = 200_000
+    """Most features (matrix columns) accepted."""
 
-    # Tables of a version are pre-split so that no region starts with more rows than this, nor with
-    # more than `region_bytes` of the view's estimated rows (what matters for the transpose at scale).
     rows_per_region: int = 20_000
+    """Version tables are pre-split so no region starts with more rows than this."""
     region_bytes: int = 4 * 1024 * 1024 * 1024
+    """... nor with more than this many bytes of the view's estimated rows (what sizes the transpose's regions at scale)."""
 
     # Worker loop.
     visibility_timeout_s: int = 60
+    """SQS visibility timeout of a received message; the worker's heartbeat extends it while the handler runs."""
     max_receive_count: int = 10
+    """Receives before SQS dead-letters a message (the queues' redrive policy); the worker's last try handles any error as permanent."""
     wait_time_s: int = 2
+    """SQS long-poll wait of each receive, in seconds."""
     retry_base_s: int = 2
+    """First backoff of a retried message, in seconds (doubles each time, with jitter)."""
     retry_max_s: int = 300
+    """Longest backoff of a retried message, in seconds."""
     # Transient failures (HBase or AWS unreachable) retried this often, backoff capped at retry_max_s.
     max_transient_attempts: int = 40
+    """Transient failures (HBase or AWS unreachable) retried this often before the version fails."""
 
     # Logging: one JSON object per line on stderr (shared/logs.py).
-    # The service a process runs, on each of its log lines (set per ECS service and on the Lambda).
     service: str = ""
+    """The service a process runs, on each of its log lines (set per ECS service and on the Lambda)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Level of the JSON log lines: DEBUG, INFO, WARNING or ERROR."""
 
     # Query.
     query_host: str = "127.0.0.1"
+    """Address the local query server listens on."""
     query_port: int = 8080
+    """Port the local query server listens on."""
     pointer_cache_s: float = 2.0
+    """Seconds the query caches a dataset's current-version pointer."""
     max_features_per_request: int = 1000
+    """Most features one aggregates request may ask for."""
 
     @classmethod
     def load(cls, **overrides: Any) -> "Settings":

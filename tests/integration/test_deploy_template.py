@@ -270,3 +270,16 @@ def test_template_names_match_the_settings_and_the_lambda_handler_exists() -> No
         for variable in variables:
             assert variable.startswith("WIDEVIEWS_") and variable[len("WIDEVIEWS_"):].lower() in fields, variable
 
+
+def test_readme_deploying_section_names_every_parameter_alarm_and_output() -> None:
+    template = load_template()
+    readme = (TEMPLATE.parents[1] / "README.md").read_text()
+    section = readme.split("## Deploying to AWS", 1)[1].split("\n## ", 1)[0]
+    for parameter in template["Parameters"]:
+        assert f"`{parameter}`" in section or f"{parameter}=" in section, f"README does not explain parameter {parameter}"
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            name = resource["Properties"]["AlarmName"].replace("${Prefix}", "<prefix>")
+            assert f"`{name}`" in section, f"README does not explain alarm {name}"
+    for output in template["Outputs"]:
+        assert output in section, f"README does not mention output {output}"
