@@ -153,6 +153,16 @@ class VersionPlan(BaseModel):
         names = sorted(c.encode() for c in cell_ids or []) if view == "cells" else sorted(f.encode() for f in self.features)
         return sorted(set(names[step::step]))
 
+    @property
+    def views(self) -> list[str]:
+        return [g.view for g in self.groupings] + list(CHUNK_VIEWS_ALWAYS) + list(SPLIT_VIEWS)
+
+    def cell_range(self, chunk: int) -> tuple[int, int]:
+        """The cells (by position) whose rows of the cells view this chunk's job writes: [start, end)."""
+        if not self.cells_split:
+            return (0, self.n_cells) if chunk == 0 else (0, 0)
+        return chunk * self.n_cells // self.n_chunks, (chunk + 1) * self.n_cells // self.n_chunks
+
     def chunk_views(self, chunk: int) -> list[str]:
         """The views one chunk's job produces (local executor: a unit is a chunk)."""
         return self.unit_views(chunk, chunk + 1)
