@@ -18,7 +18,7 @@ from shared import jvm
 from shared.adapters.hbase import HBase, view_table
 from shared.config import Settings
 from shared.layout import CATALOG_FAMILY, CELLS_FAMILY, FEATURES_FAMILY, STATS_FAMILY
-from shared.staging import VersionPlan, read_cells, read_plan
+from shared.staging import read_cells, read_plan
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +27,6 @@ _FAMILIES = {"features": FEATURES_FAMILY, "cells": CELLS_FAMILY, "catalog": CATA
 
 def view_family(view: str) -> bytes:
     return _FAMILIES.get(view, STATS_FAMILY)
-
-
-def split_keys(plan: VersionPlan, view: str, cell_ids: list[str] | None, rows_per_region: int) -> list[bytes]:
-    """Row keys to pre-split a view's table at, so no region starts with more than `rows_per_region` rows.
-
-    Stats and transpose rows are features (the transpose's `<feature>\\0<part>` rows sort right after
-    their feature, so a feature's parts stay in one region); the cells view splits on cell ids.
-    """
-    if view == "catalog":
-        return []
-    names = sorted(cell_ids or []) if view == "cells" else sorted(plan.features, key=str.encode)
-    keys = [name.encode() for name in names[rows_per_region::rows_per_region]]
-    return sorted(set(keys))
 
 
 def ensure_view_table(s3: Any, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str) -> str:
@@ -55,7 +42,8 @@ def ensure_view_table(s3: Any, hbase: HBase, settings: Settings, dataset_id: str
     cell_ids = None
     if view == "cells" and plan.n_cells > settings.rows_per_region:
         cell_ids = read_cells(s3, settings, plan).column("cell_id").to_pylist()
-    jvm.create_table(settings, table, view_family(view).decode(), split_keys(plan, view, cell_ids, settings.rows_per_region))
+    keys = plan.split_keys(view, settings.rows_per_region, settings.region_bytes, cell_ids)
+    jvm.create_table(settings, table, view_family(view).decode(), keys)
     return table
 
 

@@ -11,7 +11,7 @@ import happybase
 import numpy as np
 import pytest
 
-from services.loader.load import bulk_load_view_chunk, split_keys
+from services.loader.load import bulk_load_view_chunk
 from shared import jvm, layout
 from shared.adapters.hbase import HBase, view_table
 from shared.adapters.s3 import put_json, upload_dir
@@ -37,10 +37,18 @@ def _plan(n_features: int) -> VersionPlan:
 
 def test_split_keys_bound_rows_per_region() -> None:
     plan = _plan(50)
-    assert split_keys(plan, "stats_t", None, 20) == [b"G0020", b"G0040"]
-    assert split_keys(plan, "features", None, 20) == [b"G0020", b"G0040"]
-    assert split_keys(plan, "catalog", None, 20) == []
-    assert split_keys(plan, "cells", ["c3", "c1", "c2", "c0"], 2) == [b"c2"]
+    big = 1 << 40  # bytes never bind here
+    assert plan.split_keys("stats_t", 20, big) == [b"G0020", b"G0040"]
+    assert plan.split_keys("features", 20, big) == [b"G0020", b"G0040"]
+    assert plan.split_keys("catalog", 20, big) == []
+    assert plan.split_keys("cells", 2, big, ["c3", "c1", "c2", "c0"]) == [b"c2"]
+
+
+def test_split_keys_bound_bytes_per_region() -> None:
+    # 50 features with 1,000 non-zeros each: a transpose row is ~8 KB, so 20 KB regions hold 2 features.
+    plan = _plan(50).model_copy(update={"nnz": 50_000})
+    keys = plan.split_keys("features", 20, 20_000)
+    assert keys == [f"G{i:04d}".encode() for i in range(2, 50, 2)]
 
 
 def test_large_view_is_pre_split_and_loads_across_regions(stack: Settings) -> None:
