@@ -16,6 +16,8 @@ The floor, measured in the same run on the same file:
   3. the kernel over all chunks of the published version (all groupings, one core per chunk as a
      Spark task; the staged chunks are read first, outside the timing).
 floor = 1 + 2 + 3. Goal: upload to PUBLISHED within 2x the floor with the local executor.
+Both in wall time and in CPU seconds (the stack's processes and the upload client against the floor's
+own): this machine is shared, and the CPU a run spends is steadier than its wall time.
 
 Exactness: 50 features drawn at random, every group of every grouping, all 12 statistics from the
 HTTP API against pandas on those columns of the CSV (read in the same run).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -61,12 +64,18 @@ def run(cmd: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Comple
     return subprocess.run(cmd, env=env, text=True, capture_output=True, check=False, **kwargs)
 
 
-class PeakRss:
-    """Peak resident memory of each named process tree, sampled from /proc."""
+class ProcessMeter:
+    """Peak resident memory and CPU seconds of each named process tree, from /proc.
+
+    RSS is sampled every 0.2 s. CPU is user + system time of every process of the tree, children
+    that exited included (their time is in the parent's cutime/cstime), counted from enter to exit:
+    on a shared machine the CPU a run spends is steadier than its wall time."""
 
     def __init__(self, roots: dict[str, int]) -> None:
         self.roots = roots
         self.peak: dict[str, int] = {name: 0 for name in roots}
+        self.cpu_s: dict[str, float] = {}
+        self._cpu_start: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -92,6 +101,15 @@ class PeakRss:
             pass
         return 0
 
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # utime, stime, cutime, cstime: fields 14-17 of stat, 11-14 after the command.
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
     def _tree(self, pid: int, children: dict[int, list[int]]) -> list[int]:
         out, todo = [], [pid]
         while todo:
@@ -99,6 +117,10 @@ class PeakRss:
             out.append(p)
             todo += children.get(p, [])
         return out
+
+    def _cpu_totals(self) -> dict[str, float]:
+        children = self._children()
+        return {name: sum(self._cpu(p) for p in self._tree(pid, children)) for name, pid in self.roots.items()}
 
     def _sample(self) -> None:
         while not self._stop.is_set():
@@ -108,13 +130,22 @@ class PeakRss:
                 self.peak[name] = max(self.peak[name], total)
             self._stop.wait(0.2)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> "ProcessMeter":
+        self._cpu_start = self._cpu_totals()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+        end = self._cpu_totals()
+        self.cpu_s = {name: end[name] - self._cpu_start[name] for name in self.roots}
+
+
+def cpu_now(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (all its threads) or of its waited-for children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def synth(args: argparse.Namespace, path: Path, env: dict[str, str]) -> float:
@@ -134,18 +165,18 @@ def floor_read(path: Path, workdir: Path) -> dict[str, float]:
     """Inflate the member alone, then pyarrow's tuned read_csv of the inflated file."""
     with zipfile.ZipFile(path) as archive:
         member = next(n for n in archive.namelist() if n.endswith("matrix.csv"))
-        started = time.monotonic()
+        started, cpu = time.monotonic(), cpu_now()
         with archive.open(member) as src:
             while src.read(64 << 20):
                 pass
-        inflate_s = time.monotonic() - started
+        inflate_s, inflate_cpu_s = time.monotonic() - started, cpu_now() - cpu
         csv_path = workdir / "matrix.csv"
         if not csv_path.exists():
             with archive.open(member) as src, open(csv_path, "wb") as dst:
                 while block := src.read(64 << 20):
                     dst.write(block)
     header = csv_path.open().readline().rstrip("\n").split(",")
-    started = time.monotonic()
+    started, cpu = time.monotonic(), cpu_now()
     reader = pacsv.open_csv(
         csv_path,
         read_options=pacsv.ReadOptions(block_size=64 << 20, use_threads=True),
@@ -154,23 +185,27 @@ def floor_read(path: Path, workdir: Path) -> dict[str, float]:
     rows = 0
     for batch in reader:
         rows += batch.num_rows
-    parse_s = time.monotonic() - started
-    return {"inflate_s": inflate_s, "parse_s": parse_s, "rows": rows, "csv_bytes": csv_path.stat().st_size}
+    parse_s, parse_cpu_s = time.monotonic() - started, cpu_now() - cpu
+    return {
+        "inflate_s": inflate_s, "parse_s": parse_s, "inflate_cpu_s": inflate_cpu_s, "parse_cpu_s": parse_cpu_s,
+        "rows": rows, "csv_bytes": csv_path.stat().st_size, "loadavg": os.getloadavg()[0],
+    }  # fmt: skip
 
 
-def floor_kernel(settings: Settings, dataset_id: str, version_id: str) -> float:
-    """The kernel over every chunk of the version, all groupings, one core (staged reads untimed)."""
+def floor_kernel(settings: Settings, dataset_id: str, version_id: str) -> tuple[float, float]:
+    """The kernel over every chunk of the version, all groupings, one core (staged reads untimed): wall and CPU s."""
     s3 = s3_client(settings)
     plan = read_plan(s3, settings, dataset_id, version_id)
     codes = group_codes(read_cells(s3, settings, plan), plan)
-    total = 0.0
+    wall = cpu = 0.0
     for chunk in range(plan.n_chunks):
         matrix = load_chunk_matrix(s3, settings, plan, chunk)
-        started = time.monotonic()
+        started, thread_cpu = time.monotonic(), time.thread_time()
         for grouping, code in zip(plan.groupings, codes):
             compute_group_stats(matrix, code, len(grouping.groups), threads=1)
-        total += time.monotonic() - started
-    return total
+        wall += time.monotonic() - started
+        cpu += time.thread_time() - thread_cpu
+    return wall, cpu
 
 
 def spot_check(settings: Settings, csv_path: Path, zip_path: Path, dataset_id: str, version_id: str, n_features: int, seed: int) -> dict[str, int]:
@@ -227,10 +262,11 @@ def bench_executor(args: argparse.Namespace, executor: str, zip_path: Path, work
         settings = Settings.load(home=home)
         runs = []
         for i in range(args.runs):
-            started = time.monotonic()
-            with PeakRss(pids) as rss:
+            started, client_cpu, load = time.monotonic(), cpu_now(resource.RUSAGE_CHILDREN), os.getloadavg()[0]
+            with ProcessMeter(pids) as meter:
                 done = run([WIDEVIEWS, "upload", str(zip_path), "--dataset", "bench", "--wait", "--json", "--timeout", "7200"], env)
             wall = time.monotonic() - started
+            cpu = dict(meter.cpu_s, client=cpu_now(resource.RUSAGE_CHILDREN) - client_cpu)
             version = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
             status = json.loads(run([WIDEVIEWS, "status", "bench", "--json"], env).stdout)["datasets"][0]
             record = next((v for v in status["versions"] if v["version_id"] == version.get("version_id")), None)
@@ -244,15 +280,17 @@ def bench_executor(args: argparse.Namespace, executor: str, zip_path: Path, work
                     "stages_s": dict(stage_times(history)) if history else {},
                     "versions_total": len(status["versions"]),
                     "n_chunks": record["n_chunks"] if record else None,
-                    "peak_rss_bytes": dict(rss.peak),
+                    "peak_rss_bytes": dict(meter.peak),
+                    "cpu_s": cpu,
+                    "loadavg_start_end": [load, os.getloadavg()[0]],
                     "version_id": version.get("version_id"),
                 }
             )
-            print(f"  {executor} run {i + 1}: {version.get('state')} in {wall:.1f} s; versions so far {len(status['versions'])}", flush=True)
+            print(f"  {executor} run {i + 1}: {version.get('state')} in {wall:.1f} s ({sum(cpu.values()):.0f} CPU s); versions so far {len(status['versions'])}", flush=True)
         last = runs[-1]["version_id"]
         result: dict[str, Any] = {"runs": runs}
         if last:
-            result["kernel_floor_s"] = floor_kernel(settings, "bench", last)
+            result["kernel_floor_s"], result["kernel_floor_cpu_s"] = floor_kernel(settings, "bench", last)
             result["spot_check"] = spot_check(settings, workdir / "matrix.csv", zip_path, "bench", last, 50, args.seed)
         return result
     finally:
@@ -296,18 +334,24 @@ def main() -> int:
     for executor in args.executors:
         results["executors"][executor] = bench_executor(args, executor, zip_path, args.workdir)
     print()
-    print(f"{'executor':<8} {'run':>3} {'state':<10} {'total s':>8} {'x floor':>8} {'ingest':>7} {'compute':>8} {'load':>7} {'verify':>7} {'versions':>8}  peak RSS MiB")
+    print(f"{'executor':<8} {'run':>3} {'state':<10} {'total s':>8} {'x floor':>8} {'CPU s':>7} {'x floor':>8} {'ingest':>7} {'compute':>8} {'load':>7} {'verify':>7} {'versions':>8}  peak RSS MiB")
     for executor, result in results["executors"].items():
         floor_s = floor["inflate_s"] + floor["parse_s"] + result.get("kernel_floor_s", 0.0)
-        result["floor_s"] = floor_s
+        floor_cpu_s = floor["inflate_cpu_s"] + floor["parse_cpu_s"] + result.get("kernel_floor_cpu_s", 0.0)
+        result["floor_s"], result["floor_cpu_s"] = floor_s, floor_cpu_s
         for r in result["runs"]:
             st = r["stages_s"]
             rss = " ".join(f"{k}={v / 2**20:.0f}" for k, v in sorted(r["peak_rss_bytes"].items()))
+            cpu = sum(r["cpu_s"].values())
             print(
-                f"{executor:<8} {r['run']:>3} {str(r['state']):<10} {r['upload_to_published_s']:8.1f} {r['upload_to_published_s'] / floor_s:8.2f} "
+                f"{executor:<8} {r['run']:>3} {str(r['state']):<10} {r['upload_to_published_s']:8.1f} {r['upload_to_published_s'] / floor_s:8.2f} {cpu:7.0f} {cpu / floor_cpu_s:8.2f} "
                 f"{st.get('INGESTING', 0):7.1f} {st.get('COMPUTING', 0):8.1f} {st.get('LOADING', 0):7.1f} {st.get('VALIDATING', 0):7.1f} {r['versions_total']:>8}  {rss}"
             )
-        print(f"{executor:<8} floor {floor_s:.1f} s = inflate {floor['inflate_s']:.1f} + parse {floor['parse_s']:.1f} + kernel {result.get('kernel_floor_s', 0):.1f}; spot check {result.get('spot_check')}")
+            print(f"{'':<8} {'':>3} CPU s by process: " + " ".join(f"{k}={v:.0f}" for k, v in sorted(r["cpu_s"].items())) + f"; load average {r['loadavg_start_end'][0]:.1f} -> {r['loadavg_start_end'][1]:.1f}")
+        print(
+            f"{executor:<8} floor {floor_s:.1f} s = inflate {floor['inflate_s']:.1f} + parse {floor['parse_s']:.1f} + kernel {result.get('kernel_floor_s', 0):.1f}; "
+            f"CPU {floor_cpu_s:.0f} s = {floor['inflate_cpu_s']:.0f} + {floor['parse_cpu_s']:.0f} + {result.get('kernel_floor_cpu_s', 0):.0f}; spot check {result.get('spot_check')}"
+        )
     out = ROOT / "benchmarks" / "results" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
