@@ -87,6 +87,8 @@ class VersionPlan(BaseModel):
     groupings: list[GroupingPlan]
     embedding: EmbeddingPlan | None = None
     numeric_columns: list[str] = []
+    # Display symbols of the features, in feature order ("" where none; empty: the upload had none).
+    feature_symbols: list[str] = []
     title: str = ""
     description: str = ""
     # HBase cell timestamp of every value of the version: a recomputed chunk rewrites identical keys.

@@ -115,6 +115,15 @@ def features_view_cells(features: list[str], chunk: sp.csc_array | np.ndarray, m
     return ViewCells.from_unsorted("features", cells)
 
 
+def numeric_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A staged numeric column as float64, NaN where blank. An integer column that ingest made a
+    grouping as well is staged as its labels ("0", "1", …, or the missing group): parsed back."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        integers = pc.match_substring_regex(column, r"^-?[0-9]{1,18}$")
+        column = pc.cast(pc.if_else(integers, column, pa.scalar(None, column.type)), pa.float64())
+    return column.to_numpy()
+
+
 def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: int | None = None, *, offset: int = 0) -> ViewCells:
     """Rows = cell id: its position, grouping values, embedding coordinates and numeric metadata; for
     the cells at rows [start, end) of `cells` only (the share of one job). `cells` starts at the
@@ -123,7 +132,7 @@ def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: in
     cells = cells.slice(start, end - start)
     ids = cells.column("cell_id").to_pylist()
     text = {g.name: cells.column(g.name).to_pylist() for g in plan.groupings}
-    numeric = {c: cells.column(c).to_numpy() for c in plan.numeric_columns}
+    numeric = {c: numeric_values(cells.column(c)) for c in plan.numeric_columns}
     emb = np.column_stack([numeric[c] for c in plan.embedding.columns]) if plan.embedding else None
     out = []
     for i, cell_id in enumerate(ids):
@@ -141,9 +150,11 @@ def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: in
 
 
 def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
-    """The chunk's feature list; chunk 0 adds the dataset's `meta` document."""
+    """The chunk's feature list (and their display symbols, if any); chunk 0 adds the dataset's `meta` document."""
     start, end = plan.chunks[chunk]
     out = [(f"features:{chunk:06d}".encode(), b"list", layout.encode_json(plan.features[start:end]))]
+    if plan.feature_symbols:
+        out.append((f"symbols:{chunk:06d}".encode(), b"list", layout.encode_json(plan.feature_symbols[start:end])))
     if chunk == 0:
         meta = {
             "dataset_id": plan.dataset_id,

@@ -6,7 +6,8 @@ values; each block's non-zeros go to `ChunkParts` like a CSV's. Memory is one bl
 pointer array (8 bytes a cell or feature).
 
 h5ad: `X` (or `raw/X` when the manifest says `"matrix": "raw.X"`, or when there is no `X`), CSR,
-CSC or dense, float or integer; `var`'s index as the features; `obs` (categorical, string, numeric,
+CSC or dense, float or integer; `var`'s index as the features, and a text `var` column as their
+display symbols (the manifest's `feature_symbols`, else the first of `SYMBOL_COLUMNS`); `obs` (categorical, string, numeric,
 boolean and nullable columns) as the cell metadata, and `obsm` `X_umap`, `X_tsne` and the first two
 columns of `X_pca` as `umap_1, umap_2`, … numeric columns (embeddings).
 
@@ -22,13 +23,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from services.ingest.matrix import MatrixSummary, Progress, check_feature_count, check_ids, check_names, check_row_count, chunk_ranges, chunk_width
+from services.ingest.matrix import CONTROL, MatrixSummary, Progress, check_feature_count, check_ids, check_names, check_row_count, chunk_ranges, chunk_width
 from services.ingest.parts import ChunkParts
 from shared.config import Settings
 from shared.errors import BadUpload
 
 GENE_EXPRESSION = "Gene Expression"
+# var columns taken as the features' display symbols when the manifest names none (CELLxGENE's
+# schema calls it feature_name; scanpy's examples gene_symbols), the first one present.
+SYMBOL_COLUMNS = ("feature_name", "gene_symbols", "gene_symbol", "gene_name", "symbol")
+_UNSET: Any = object()
 EMBEDDINGS = {"X_umap": "umap", "X_tsne": "tsne", "X_pca": "pca"}
 
 
@@ -229,10 +235,50 @@ def read_h5ad_obs(file: Any, name: str, cell_ids: list[str]) -> pa.Table:
     return pa.table(columns)
 
 
+def read_var_symbols(var: Any, name: str, features: list[str], column: str | None = _UNSET) -> list[str]:
+    """The features' display symbols from the text `var` column `column` ("" where missing); [] when
+    there are none, or when they equal the features themselves.
+
+    `column` unset: the first of `SYMBOL_COLUMNS` that `var` has as text; None: no symbols. A named
+    column that is absent, not text, or holds control characters or over 1024 bytes is `BadUpload`.
+    """
+    if column is None:
+        return []
+    named = column is not _UNSET
+    candidates = [column] if named else [c for c in SYMBOL_COLUMNS if c in var]
+    for candidate in candidates:
+        if candidate not in var:
+            present = [k for k in var.keys() if k not in ("_index", "__categories")]
+            raise BadUpload(f"{name}: manifest feature_symbols {candidate!r} is not a var column (var columns: {present[:20]})")
+        values = _obs_column(var[candidate], name, candidate)
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        if not pa.types.is_string(values.type):
+            if named:
+                raise BadUpload(f"{name}: var column {candidate!r} (feature_symbols) is not text but {values.type}")
+            continue
+        if len(values) != len(features):
+            raise BadUpload(f"{name}: var column {candidate!r} has {len(values)} values for {len(features)} features")
+        symbols = pc.fill_null(values, "").to_pylist()
+        for i, symbol in enumerate(symbols):
+            if CONTROL.search(symbol) or len(symbol.encode()) > 1024:
+                raise BadUpload(f"{name}: var column {candidate!r}: the symbol of feature {features[i]!r} has control characters or is over 1024 bytes")
+        return [] if symbols == features else symbols
+    return []
+
+
 def split_h5ad(
-    path: Path, settings: Settings, new_parts: Any, *, matrix: str = "X", progress: Progress | None = None, block_nnz: int = 4 << 20
+    path: Path,
+    settings: Settings,
+    new_parts: Any,
+    *,
+    matrix: str = "X",
+    symbols: str | None = _UNSET,
+    progress: Progress | None = None,
+    block_nnz: int = 4 << 20,
 ) -> tuple[MatrixSummary, pa.Table]:
-    """Stage an h5ad's matrix; returns the summary and its obs/obsm metadata table."""
+    """Stage an h5ad's matrix; returns the summary (with the features' symbols, see
+    `read_var_symbols`: `symbols` is the manifest's feature_symbols) and its obs/obsm metadata table."""
     name = path.name
     with _open(path, name) as file:
         if "obs" not in file or "var" not in file:
@@ -253,6 +299,8 @@ def split_h5ad(
         check_ids(pa.array(cell_ids, pa.string()), name)
         check_names(features, "feature", name)
         check_feature_count(len(features), settings, name)
+        # Before the matrix: a bad feature_symbols fails the upload without staging anything.
+        feature_symbols = read_var_symbols(var, name, features, symbols)
         width = chunk_width(len(cell_ids), settings)
         with new_parts(width) as parts:
             reader = _Reader(name, parts, len(cell_ids), len(features), block_nnz, progress)
@@ -272,7 +320,7 @@ def split_h5ad(
             n_parts = parts.finish(len(chunks))
             nnz = parts.nnz
         metadata = read_h5ad_obs(file, name, cell_ids)
-    summary = MatrixSummary(pa.array(cell_ids, pa.string()), features, "cell_id", chunks, n_parts, nnz)
+    summary = MatrixSummary(pa.array(cell_ids, pa.string()), features, "cell_id", chunks, n_parts, nnz, feature_symbols)
     return summary, metadata
 
 

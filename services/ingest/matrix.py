@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +30,8 @@ class MatrixSummary:
     chunks: list[tuple[int, int]]
     parts: int
     nnz: int
+    # Display symbols of the features (an h5ad's var column), "" where a feature has none; empty: none.
+    symbols: list[str] = field(default_factory=list)
 
 
 def chunk_width(est_cells: int, settings: Settings) -> int:

@@ -214,6 +214,9 @@ def read_manifest(upload: UploadArchive | None) -> dict[str, Any]:
             raise BadUpload(f"{MANIFEST}: {key!r} must be a string")
     if document.get("orientation", ORIENTATIONS[0]) not in ORIENTATIONS:
         raise BadUpload(f"{MANIFEST}: 'orientation' must be one of {list(ORIENTATIONS)}, not {document['orientation']!r}")
+    symbols = document.get("feature_symbols")
+    if "feature_symbols" in document and symbols is not None and (not isinstance(symbols, str) or not symbols):
+        raise BadUpload(f"{MANIFEST}: 'feature_symbols' must name a var column of the .h5ad (a non-empty string), or be null for none")
     if document.get("matrix", "X") not in ("X", "raw.X"):
         raise BadUpload(f"{MANIFEST}: 'matrix' (of an .h5ad) must be 'X' or 'raw.X', not {document['matrix']!r}")
     return document
@@ -307,7 +310,8 @@ def _split_hdf5(kind: str, local: Path, settings: Settings, new_parts: Callable[
     from services.ingest.hdf5 import split_10x_h5, split_h5ad
 
     if kind == "h5ad":
-        return split_h5ad(local, settings, new_parts, matrix=manifest.get("matrix", "X"), progress=progress)
+        symbols = {"symbols": manifest["feature_symbols"]} if "feature_symbols" in manifest else {}
+        return split_h5ad(local, settings, new_parts, matrix=manifest.get("matrix", "X"), progress=progress, **symbols)
     return split_10x_h5(local, settings, new_parts, progress=progress), None
 
 
@@ -380,8 +384,9 @@ def plan_metadata(
 
     A column named in the manifest's groupings is a grouping whatever its type (integers become
     labels "0", "1", … ordered numerically). Without a manifest, text columns with at most 10,000
-    groups and integer columns with at most 200 distinct values (cluster numbers) are groupings.
-    Other numeric columns keep their blanks as nulls (served as null).
+    groups are groupings, and integer columns with at most 200 distinct values (cluster numbers)
+    are groupings and numeric columns both: the staged column holds the labels, which compute reads
+    back as numbers. Numeric columns keep their blanks as nulls (served as null).
     """
     n_cells = len(cell_ids)
     if aligned is None:
@@ -422,6 +427,9 @@ def plan_metadata(
         order_of[name] = order
         if wanted is None and (len(order) <= MAX_GROUPS):
             candidates.append(name)
+        if wanted is None and is_number:
+            # Cluster numbers, or a small count (genes detected at low depth): also offered as numbers.
+            numeric_cols.append(name)
     chosen = list(wanted) if wanted is not None else candidates
     table = pa.table(columns)
     groupings = []
@@ -493,6 +501,8 @@ def _ingest_upload(
         if kind == ".zip":
             upload: UploadArchive | None = open_upload(reader, settings)
             manifest = read_manifest(upload)
+            if manifest.get("feature_symbols") and "h5ad" not in upload.members:  # type: ignore[union-attr]
+                raise BadUpload(f"{MANIFEST}: 'feature_symbols' names a var column of an .h5ad, but this upload's matrix is not one")
             matrix, own_metadata = split_matrix(upload, s3, settings, dataset_id, version_id, manifest=manifest, workdir=workdir, progress=progress)  # type: ignore[arg-type]
             matrix_member = PurePosixPath(next(upload.members[r].filename for r in ("matrix.csv", "h5ad", "10x.h5", "matrix.mtx") if r in upload.members)).name  # type: ignore[union-attr]
         else:
@@ -524,6 +534,7 @@ def _ingest_upload(
         groupings=groupings,
         embedding=embedding,
         numeric_columns=numeric_cols,
+        feature_symbols=matrix.symbols,
         title=str(manifest.get("title", "")),
         description=str(manifest.get("description", "")),
         timestamp_ms=int(time.time() * 1000),

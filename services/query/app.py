@@ -373,7 +373,7 @@ def create_app(
     def list_features(
         request: Request,
         dataset_id: DatasetIdPath,
-        prefix: Annotated[str | None, Query(max_length=MAX_FEATURE_NAME_BYTES, description="case-insensitive prefix; exact matches first")] = None,
+        prefix: Annotated[str | None, Query(max_length=MAX_FEATURE_NAME_BYTES, description="case-insensitive prefix of a name or display symbol; exact matches first")] = None,
         limit: Annotated[int | None, Query(ge=1, le=10_000, description="features per page (default 20 with a prefix, 1000 without)")] = None,
         cursor: CursorQuery = None,
         version: VersionQuery = None,
@@ -387,18 +387,21 @@ def create_app(
                 raise BadRequest("invalid cursor: it belongs to another listing")
         target = service.target(request, dataset_id, version, "json", cursor_version)
         index = service.reader.features(service.catalog(target))
-        matches = index.search(prefix) if prefix else index.names
+        found = index.search(prefix) if prefix else None
+        total = len(found) if found is not None else len(index.names)
         size = limit or (20 if prefix else 1000)
 
         def build(n: int) -> bytes:
             end = position + n
-            nxt = encode_cursor({"v": target.version_id, "o": end, "p": prefix}) if end < len(matches) else None
+            page = found[position:end] if found is not None else range(position, min(end, total))
+            nxt = encode_cursor({"v": target.version_id, "o": end, "p": prefix}) if end < total else None
             body = {
                 "dataset": dataset_id,
                 "version": target.version_id,
                 "prefix": prefix,
-                "total": len(matches),
-                "features": matches[position:end],
+                "total": total,
+                "features": [index.names[i] for i in page],
+                "symbols": [index.symbols[i] or None for i in page] if index.symbols else None,
                 "next_cursor": nxt,
             }
             return encode_json(body)

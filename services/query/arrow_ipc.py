@@ -1,7 +1,8 @@
 """Arrow IPC streams written with flatbuffers and numpy alone (the Lambda package has no pyarrow).
 
 The read API sends a few flat tables: signed integer, float and UTF-8 columns, optionally with
-dictionary-encoded UTF-8 columns (groupings: few distinct values over many cells), no nulls. This
+dictionary-encoded UTF-8 columns (groupings: few distinct values over many cells); a float column's
+NaN (a blank metadata value: stored values are never NaN) is written as null. This
 module writes exactly that, following the Arrow columnar format's IPC streaming spec
 (format/Message.fbs, Schema.fbs; metadata version V5):
 
@@ -9,8 +10,8 @@ module writes exactly that, following the Arrow columnar format's IPC streaming 
     message = 0xFFFFFFFF | int32 metadata size | Message flatbuffer (padded to 8) | body (buffers, each padded to 8)
     end     = 0xFFFFFFFF 0x00000000
 
-Every buffer of a column without nulls is its validity bitmap (empty: length 0 means all valid),
-then its values (primitive), or its int32 offsets and its bytes (UTF-8). Any Arrow reader decodes it
+Every column's buffers are its validity bitmap (empty: length 0 means all valid; else one bit per
+row, least significant first, 1 = valid), then its values (primitive), or its int32 offsets and its bytes (UTF-8). Any Arrow reader decodes it
 (the tests read every answer back with pyarrow).
 """
 
@@ -39,6 +40,8 @@ class _Column:
     offsets: np.ndarray | None = None  # int32, for utf8 (of the dictionary, for dict)
     data: bytes = b""
     dictionary_id: int = -1
+    validity: bytes = b""  # empty: no nulls
+    null_count: int = 0
 
 
 def _utf8(strings: list[str]) -> tuple[np.ndarray, bytes]:
@@ -64,7 +67,11 @@ def _column(name: str, values: object, dictionary_id: int) -> _Column:
         return _Column(name, "int", array.astype(array.dtype.newbyteorder("<"), copy=False))
     if array.dtype.kind == "f":
         dtype = np.dtype("<f4") if array.dtype.itemsize == 4 else np.dtype("<f8")
-        return _Column(name, "float", array.astype(dtype, copy=False))
+        missing = np.isnan(array)
+        if not missing.any():
+            return _Column(name, "float", array.astype(dtype, copy=False))
+        validity = np.packbits(~missing, bitorder="little").tobytes()
+        return _Column(name, "float", np.where(missing, 0, array).astype(dtype), validity=validity, null_count=int(missing.sum()))
     raise TypeError(f"column {name!r}: no Arrow encoding here for {array.dtype}")
 
 
@@ -119,7 +126,9 @@ def _field(b: flatbuffers.Builder, column: _Column) -> int:
     children = _vector_of_offsets(b, [])
     b.StartObject(7)
     b.PrependUOffsetTRelativeSlot(0, name, 0)
-    b.PrependBoolSlot(1, False, False)  # nullable: no column here has nulls
+    # Float columns may hold nulls (blank metadata) on any page: declared nullable always, so that every
+    # page of one listing has the same schema.
+    b.PrependBoolSlot(1, column.kind == "float", False)
     b.PrependUint8Slot(2, type_tag, 0)
     b.PrependUOffsetTRelativeSlot(3, type_offset, 0)
     if dictionary is not None:
@@ -180,7 +189,7 @@ def _batch(length: int, nodes: list[tuple[int, int]], buffers: list[bytes]) -> t
 def _column_buffers(column: _Column) -> list[bytes]:
     if column.kind == "utf8":
         return [b"", column.offsets.tobytes(), column.data]  # type: ignore[union-attr]
-    return [b"", column.values.tobytes()]  # type: ignore[union-attr]
+    return [column.validity, column.values.tobytes()]  # type: ignore[union-attr]
 
 
 def encode_stream(columns: dict[str, object], metadata: dict[str, str] | None = None) -> bytes:
@@ -221,7 +230,7 @@ def encode_stream(columns: dict[str, object], metadata: dict[str, str] | None = 
 
         out += _message(_DICTIONARY_BATCH, dictionary, len(body)) + body
     buffers = [buf for c in cols for buf in _column_buffers(c)]
-    batch, body = _batch(length, [(length, 0) for _ in cols], buffers)
+    batch, body = _batch(length, [(length, c.null_count) for c in cols], buffers)
     out += _message(_RECORD_BATCH, batch, len(body)) + body
     out += _CONTINUATION + b"\x00\x00\x00\x00"
     return bytes(out)

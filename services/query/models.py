@@ -85,7 +85,10 @@ class FeatureList(BaseModel):
     version: str
     prefix: str | None = Field(description="the prefix searched (case-insensitive), null for the full list in matrix order")
     total: int = Field(description="features matching (all of them without a prefix)")
-    features: list[str]
+    features: list[str] = Field(description="feature names (what the other endpoints take)")
+    symbols: list[str | None] | None = Field(
+        None, description="the features' display symbols, in the order of `features` (null where a feature has none); null when the dataset has none"
+    )
     next_cursor: str | None
 
 
@@ -113,7 +116,7 @@ class FeatureValues(BaseModel):
 class CellsEmbedding(BaseModel):
     name: str
     columns: list[str]
-    coordinates: list[list[float]]
+    coordinates: list[list[float | None]] = Field(description="per cell; null where the cell's metadata had a blank coordinate")
 
 
 class CellsPage(BaseModel):
@@ -134,5 +137,5 @@ class Cell(BaseModel):
     cell: str
     position: int | None
     metadata: dict[str, str]
-    embedding: dict[str, list[float]]
-    numeric: dict[str, float | None]
+    embedding: dict[str, list[float | None]] = Field(description="null coordinates where the metadata had a blank")
+    numeric: dict[str, float | None] = Field(description="every numeric column; null where the metadata had a blank")

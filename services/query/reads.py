@@ -109,28 +109,34 @@ class Catalog:
 
 
 class FeatureIndex:
-    """A version's features in matrix order, and sorted by their case-folded names for prefix search."""
+    """A version's features in matrix order (with their display symbols, if the upload had any), and
+    sorted by their case-folded names and symbols for prefix search."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], symbols: list[str] | None = None) -> None:
         self.names = names
-        order = sorted(range(len(names)), key=lambda i: (names[i].casefold(), names[i]))
-        self._folded = [names[i].casefold() for i in order]
-        self._order = order
+        self.symbols = symbols or None
+        keys = [(name.casefold(), name, i) for i, name in enumerate(names)]
+        if self.symbols:
+            keys += [(symbol.casefold(), symbol, i) for i, symbol in enumerate(self.symbols) if symbol]
+        keys.sort()
+        self._folded = [k[0] for k in keys]
+        self._text = [k[1] for k in keys]
+        self._feature = [k[2] for k in keys]
 
-    def search(self, prefix: str) -> list[str]:
-        """Names starting with `prefix`, case-insensitively: exact matches first (same case first), then A-Z.
+    def search(self, prefix: str) -> list[int]:
+        """Positions of the features whose name or symbol starts with `prefix`, case-insensitively:
+        exact matches first (same case first), then A-Z by the text matched; each feature once.
 
         O(log n + matches).
         """
         folded = prefix.casefold()
         lo = bisect.bisect_left(self._folded, folded)
         hi = bisect.bisect_left(self._folded, folded + _AFTER_ALL, lo)
-        matches = [self.names[i] for i in self._order[lo:hi]]
         # Case-insensitive exact matches sort first already (a prefix sorts before its extensions).
-        exact = [m for m in matches[:8] if m.casefold() == folded]
-        if len(exact) > 1 and prefix in exact:
-            matches = [prefix] + [m for m in matches if m != prefix]
-        return matches
+        exact = [j for j in range(lo, min(hi, lo + 8)) if self._folded[j] == folded]
+        same_case = [j for j in exact if self._text[j] == prefix]
+        order = same_case + [j for j in range(lo, hi) if j not in same_case]
+        return list(dict.fromkeys(self._feature[j] for j in order))
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,18 @@ class CellsPage:
     embedding: np.ndarray | None  # (n, dims) float64
     numeric: dict[str, np.ndarray]
     last_key: bytes | None  # the page's last row key when more rows may follow
+
+
+def _vectors_or_nan(values: list[bytes | None], n: int) -> np.ndarray:
+    """Vector cells of `n` numbers as a (len(values), n) float64 array; NaN rows where a cell is absent
+    (a blank metadata value is written as no cell; ingest rejects NaN itself, so NaN means blank)."""
+    present = [v for v in values if v is not None]
+    if len(present) == len(values):
+        return layout.decode_vectors(present, n)
+    out = np.full((len(values), n), np.nan)
+    mask = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    out[mask] = layout.decode_vectors(present, n)
+    return out
 
 
 class VersionReader:
@@ -187,14 +205,17 @@ class VersionReader:
         return self._catalogs.get_or_load((dataset_id, version_id), load)
 
     def features(self, catalog: Catalog) -> FeatureIndex:
-        """The version's feature list (the catalog's `features:<chunk>` rows, in chunk order)."""
+        """The version's feature list and symbols (the catalog's `features:<chunk>` and `symbols:<chunk>` rows, in chunk order)."""
 
         def load() -> FeatureIndex:
-            rows = self.hbase.scan(self._table(catalog, "catalog"), row_prefix=b"features:")
+            table = self._table(catalog, "catalog")
             names: list[str] = []
-            for _, data in rows:
+            for _, data in self.hbase.scan(table, row_prefix=b"features:"):
                 names += layout.decode_json(data[layout.CATALOG_FAMILY + b":list"])
-            return FeatureIndex(names)
+            symbols: list[str] = []
+            for _, data in self.hbase.scan(table, row_prefix=b"symbols:"):
+                symbols += layout.decode_json(data[layout.CATALOG_FAMILY + b":list"])
+            return FeatureIndex(names, symbols)
 
         return self._features.get_or_load((catalog.dataset_id, catalog.version_id), load)
 
@@ -285,11 +306,11 @@ class VersionReader:
         embedding = None
         if "embedding" in include and catalog.embedding_name:
             col = family + b"e:" + catalog.embedding_name.encode()
-            embedding = layout.decode_vectors([data[col] for _, data in rows], len(catalog.embedding_columns))
+            embedding = _vectors_or_nan([data.get(col) for _, data in rows], len(catalog.embedding_columns))
         numeric: dict[str, np.ndarray] = {}
         if "numeric" in include:
             for c in catalog.numeric_columns:
-                numeric[c] = layout.decode_vectors([data[family + b"n:" + c.encode()] for _, data in rows], 1)[:, 0]
+                numeric[c] = _vectors_or_nan([data.get(family + b"n:" + c.encode()) for _, data in rows], 1)[:, 0]
         last = rows[-1][0] if len(rows) == limit else None
         return CellsPage(ids, positions, metadata, embedding, numeric, last)
 
@@ -298,7 +319,13 @@ class VersionReader:
         row = self.hbase.row(self._table(catalog, "cells"), cell_id.encode())
         if not row:
             raise NotFound(f"cell {cell_id!r} not in dataset {catalog.dataset_id!r}")
-        out: dict[str, Any] = {"position": None, "metadata": {}, "embedding": {}, "numeric": {}}
+        # A blank value has no cell in the view: served as null (an embedding with a blank coordinate, all null).
+        out: dict[str, Any] = {
+            "position": None,
+            "metadata": {},
+            "embedding": {catalog.embedding_name: [None] * len(catalog.embedding_columns)} if catalog.embedding_name else {},
+            "numeric": dict.fromkeys(catalog.numeric_columns),
+        }
         for column, value in row.items():
             qualifier = column.partition(b":")[2].decode()
             kind, _, name = qualifier.partition(":")

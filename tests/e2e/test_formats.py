@@ -1,17 +1,23 @@
 """The same data as CSV, h5ad, 10x .h5 and a 10x MatrixMarket folder publishes identical statistics,
 through the real stack (upload -> ingest -> compute -> loader -> publisher -> query), equal to pandas
-over the CSV; and metadata as it comes (integer groupings, blank numbers) is served as such."""
+over the CSV; and metadata as it comes (integer groupings, blank numbers, an h5ad's gene symbols) is
+served as such."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import json
+import urllib.request
 import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anndata
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 import scipy.io
 import scipy.sparse as sp
@@ -106,6 +112,76 @@ def test_integer_groupings_and_blank_numbers_are_served_as_they_come(stack: Sett
     # Cells of cluster 10 are c0, c4, c9: A = 0, 1, 0.
     assert body["stats"]["sum"][0][3] == 1.0
     status, blank = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/cells/c1"))
-    assert status == 200 and "score" not in blank["numeric"] and blank["metadata"] == {"leiden": "2"}
+    assert status == 200 and blank["numeric"] == {"score": None} and blank["metadata"] == {"leiden": "2"}
     status, filled = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/cells/c2"))
     assert status == 200 and filled["numeric"] == {"score": 1.25}
+    # Every cell at once: blanks are null in JSON and in Arrow (pandas reads the same CSV as NaN).
+    expected = [None if s == "" else float(s) for s in scores]
+    status, page = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/cells"))
+    assert status == 200
+    assert [page["numeric"]["score"][page["cells"].index(f"c{i}")] for i in range(12)] == expected
+    with urllib.request.urlopen(query_url(stack, f"/v1/datasets/{dataset_id}/cells", format="arrow")) as answer:
+        table = pa.ipc.open_stream(answer.read()).read_all()
+    by_id = dict(zip(table.column("cell_id").to_pylist(), table.column("score").to_pylist()))
+    assert [by_id[f"c{i}"] for i in range(12)] == expected
+    assert table.schema.field("score").nullable and table.column("score").null_count == 2
+
+
+def test_integer_columns_without_a_manifest_are_groupings_and_numeric_columns(stack: Settings, tmp_path: Path) -> None:
+    leiden = [10, 2, 2, 0, 10, 1, 2, 0, 1, 10, 2, 2]
+    n_genes = ["3", "", "7", "3", "9", "3", "7", "7", "3", "9", "3", "7"]
+    rng = np.random.default_rng(3)
+    matrix = pd.DataFrame(rng.integers(0, 4, size=(12, 3)).astype(float), columns=["A", "B", "C"], index=[f"c{i}" for i in range(12)])
+    path = tmp_path / "ints.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("matrix.csv", matrix.to_csv(index_label="cell_id"))
+        archive.writestr("metadata.csv", "cell_id,leiden,n_genes\n" + "".join(f"c{i},{leiden[i]},{n_genes[i]}\n" for i in range(12)))
+    dataset_id = f"ints-{uuid.uuid4().hex[:8]}"
+    assert _upload(stack, path, dataset_id)["state"] == "PUBLISHED"
+    status, info = http_json(query_url(stack, f"/v1/datasets/{dataset_id}"))
+    assert status == 200
+    assert [g["name"] for g in info["groupings"]["leiden"]] == ["0", "1", "2", "10"]
+    assert [g["name"] for g in info["groupings"]["n_genes"]] == ["3", "7", "9", "(missing)"]
+    assert info["numeric_columns"] == ["leiden", "n_genes"]
+    # As a grouping: the stats equal pandas' groupby on the integers.
+    body = _aggregates(stack, dataset_id, "leiden", ["A", "B", "C"])
+    expected = matrix.groupby(np.array(leiden)).mean()
+    assert body["stats"]["mean"] == [[float(expected.loc[g, f]) for g in (0, 1, 2, 10)] for f in ("A", "B", "C")]
+    # As numbers: the same values, the blank as null.
+    status, page = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/cells", include="numeric"))
+    assert status == 200
+    order = [page["cells"].index(f"c{i}") for i in range(12)]
+    assert [page["numeric"]["leiden"][j] for j in order] == [float(v) for v in leiden]
+    assert [page["numeric"]["n_genes"][j] for j in order] == [float(v) if v else None for v in n_genes]
+    status, cell = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/cells/c4"))
+    assert cell["metadata"] == {"leiden": "10", "n_genes": "9"} and cell["numeric"] == {"leiden": 10.0, "n_genes": 9.0}
+
+
+def test_h5ad_var_symbols_are_served_and_searchable(stack: Settings, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    ids = [f"ENSG{i:011d}" for i in range(30)]
+    symbols = [f"GENE{i % 25}" if i != 4 else None for i in range(30)]  # GENE0..4 twice; one without a symbol
+    symbols[7] = "CD3E"
+    counts = rng.poisson(0.6, size=(40, 30)).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(rng.choice(["B", "T"], size=40))}, index=[f"cell{i}" for i in range(40)])
+    var = pd.DataFrame({"symbol_col": pd.Categorical(symbols), "gene_name": [f"decoy{i}" for i in range(30)]}, index=ids)
+    h5ad = tmp_path / "sym.h5ad"
+    anndata.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var).write_h5ad(h5ad)
+    path = tmp_path / "sym.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(h5ad, "sym.h5ad")
+        archive.writestr("manifest.json", json.dumps({"feature_symbols": "symbol_col"}))
+    dataset_id = f"sym-{uuid.uuid4().hex[:8]}"
+    assert _upload(stack, path, dataset_id)["state"] == "PUBLISHED"
+    status, listing = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/features"))
+    assert status == 200
+    assert listing["features"] == ids and listing["symbols"] == symbols
+    # A scientist types the symbol: the feature's id comes back with it, and reads by the id.
+    status, found = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/features", prefix="cd3"))
+    assert status == 200 and found["features"] == [ids[7]] and found["symbols"] == ["CD3E"]
+    status, found = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/features", prefix="gene1"))
+    expected = [i for i in range(30) if symbols[i] is not None and symbols[i].startswith("GENE1")]
+    assert found["features"][0] == ids[1] and sorted(found["features"]) == sorted(ids[i] for i in expected)
+    body = _aggregates(stack, dataset_id, "cell_type", [ids[7]])
+    frame = pd.DataFrame(counts, index=obs.index, columns=ids)
+    assert body["stats"]["sum"] == [[float(frame.loc[obs.cell_type == g, ids[7]].sum()) for g in ("B", "T")]]

@@ -199,7 +199,7 @@ def test_feature_search_is_case_insensitive_exact_first_and_pages(published: Pub
     listed, pages = _all_pages(client, path, {"limit": 13}, "features")
     assert listed == names and all(p["total"] == len(names) and p["version"] == published.version for p in pages)
     assert client.get(path, params={"prefix": "nothing-like-this"}).json() == {
-        "dataset": ds, "version": published.version, "prefix": "nothing-like-this", "total": 0, "features": [], "next_cursor": None
+        "dataset": ds, "version": published.version, "prefix": "nothing-like-this", "total": 0, "features": [], "symbols": None, "next_cursor": None
     }
     bad = client.get(path, params={"cursor": "bm90IGEgY3Vyc29y"})
     assert bad.status_code == 400 and "invalid cursor" in bad.json()["message"]

@@ -176,6 +176,8 @@ CASES = [
     Case("gz-member-not-gzip", lambda: _zip({"matrix.csv.gz": GOOD_MATRIX}), "matrix.csv.gz is not valid gzip data"),
     Case("transposed-ragged", lambda: _zip({"matrix.csv": "gene,c1,c2\nA,1,2\nB,3\n", "manifest.json": '{"orientation": "features_as_rows"}'}), "feature row 2"),
     Case("manifest-bad-orientation", lambda: _zip({"matrix.csv": GOOD_MATRIX, "manifest.json": '{"orientation": "sideways"}'}), "'orientation' must be one of"),
+    Case("h5ad-symbols-not-a-var-column", lambda: _zip({"data.h5ad": _h5ad(), "manifest.json": '{"feature_symbols": "gene_symbols"}'}), "feature_symbols 'gene_symbols' is not a var column"),
+    Case("symbols-without-h5ad", lambda: _zip({"matrix.csv": GOOD_MATRIX, "manifest.json": '{"feature_symbols": "gene_symbols"}'}), "'feature_symbols' names a var column of an .h5ad"),
     Case("metadata-non-finite-number", lambda: _zip({"matrix.csv": GOOD_MATRIX, "metadata.csv": "cell_id,score\nc1,1\nc2,inf\nc3,2\n"}), "non-finite value (inf) at cell 'c2'"),
 ]
 

@@ -192,10 +192,11 @@ def test_metadata_as_it_comes_integer_groupings_and_blank_numbers(inprocess_moto
     # A blank numeric value is a null, not a failure.
     assert plan.numeric_columns == ["score"]
     assert cells.column("score").to_pylist() == [None if s == "" else float(s) for s in scores]
-    # Without a manifest: text columns and integer columns of at most 200 values are groupings.
+    # Without a manifest: text columns and integer columns of at most 200 values are groupings, and
+    # those integer columns numeric columns as well.
     plan, _, _, _ = _ingest(inprocess_moto, "n.zip", _zip({"matrix.csv": matrix, "metadata.csv": metadata}))
     assert [(g.name, g.groups) for g in plan.groupings] == [("leiden", ["0", "1", "2", "10"]), ("batch", ["b0", "b1"])]
-    assert plan.numeric_columns == ["score"]
+    assert plan.numeric_columns == ["leiden", "score"]
 
 
 def test_parts_are_written_a_generation_at_a_time_and_one_schema_for_the_version(inprocess_moto: Settings) -> None:
