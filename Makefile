@@ -3,7 +3,9 @@
 #
 #   make setup   .venv (python3.11) with the project and its test extras; the jvm/ jar (Maven);
 #                the HBase runtime classpath (Maven); a docker-compose client for validating
-#                docker-compose.yml (Debian's package, installed only when none is present).
+#                docker-compose.yml (Debian's package, installed only when none is present); the
+#                explorer page (npm ci + esbuild into explorer/dist; Debian's nodejs/npm when there is
+#                no npm); Debian's chromium and chromedriver for the browser tests.
 #   make test    the whole test suite; integration tests start their own stack
 #   make demo    setup, `wideviews stack up`, `wideviews demo` (sample upload -> dot plot), status
 #   make down    `wideviews stack down`
@@ -22,9 +24,12 @@ SPARK_S3_CLASSPATH := jvm/spark-runtime/target/classpath.txt
 JVM_JAR := jvm/target/wideviews-jvm.jar
 JVM_SOURCES := $(shell find jvm/src -type f 2>/dev/null)
 
-.PHONY: setup python jvm hbase-classpath spark-s3-classpath compose-client test test-compose docker-engine demo down package-emr package-lambda images
+EXPLORER_BUNDLE := explorer/dist/explorer.js
+EXPLORER_SOURCES := $(wildcard explorer/src/*) explorer/build.mjs explorer/package.json explorer/package-lock.json
 
-setup: python jvm hbase-classpath spark-s3-classpath compose-client
+.PHONY: setup python jvm hbase-classpath spark-s3-classpath compose-client explorer node chromium test test-compose docker-engine demo down package-emr package-lambda images
+
+setup: python jvm hbase-classpath spark-s3-classpath compose-client explorer chromium
 
 python: $(PYTHON_STAMP)
 
@@ -74,6 +79,33 @@ compose-client:
 	    >build/apt-docker-compose.log 2>&1 \
 	    || echo "warning: docker-compose could not be installed (build/apt-docker-compose.log); its test will skip"; \
 	else echo "no docker compose client and no root apt-get: the docker-compose.yml test will skip"; fi
+
+# The explorer page (explorer/): its npm libraries at the locked versions, bundled by esbuild into
+# explorer/dist, which the query server serves at /. Rebuilt only when its sources change.
+explorer: $(EXPLORER_BUNDLE)
+
+$(EXPLORER_BUNDLE): $(EXPLORER_SOURCES) | node
+	cd explorer && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+	touch $@
+
+# npm for the explorer's build: Debian's nodejs and npm when there is none (root and apt-get).
+node:
+	@if command -v npm >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's nodejs and npm (to build explorer/)"; mkdir -p build; \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm; } \
+	    >build/apt-node.log 2>&1 || { echo "nodejs and npm could not be installed (build/apt-node.log)" >&2; exit 1; }; \
+	else echo "npm is needed to build explorer/: install Node.js 18 or later" >&2; exit 1; fi
+
+# The browser tests (tests/browser) drive Debian's chromium through its chromedriver; nothing is
+# downloaded at test time.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium and chromium-driver (for tests/browser)"; mkdir -p build; \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-dejavu-core; } \
+	    >build/apt-chromium.log 2>&1 || { echo "chromium could not be installed (build/apt-chromium.log)" >&2; exit 1; }; \
+	else echo "warning: no chromium/chromedriver and no root apt-get: tests/browser will fail" >&2; fi
 
 test: setup
 	@status=0; $(PY) -m pytest -q -m "not compose" tests || status=$$?; \

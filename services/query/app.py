@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from services.query.conventions import EXPOSED_HEADERS, GZIP_SUFFIX, Conventions
 from services.query.encode import as_int_list, decode_cursor, encode_arrow, encode_csv, encode_cursor, encode_json, fit_page
@@ -647,6 +648,11 @@ def create_app(
         row = service.reader.cell(catalog, cell_id)
         body = {"dataset": dataset_id, "version": target.version_id, "cell": cell_id, **row}
         return Response(encode_json(body), media_type="application/json", headers=target.headers())
+
+    # The explorer page (explorer/, built into explorer/dist by `make explorer`) at /, after every route above.
+    explorer_dist = settings.project_root / "explorer" / "dist"
+    if explorer_dist.is_dir():
+        app.mount("/", StaticFiles(directory=explorer_dist, html=True), name="explorer")
 
     return app
 

@@ -1,0 +1,186 @@
+// The embedding (e.g. UMAP) as a WebGL scatter (regl-scatterplot): every cell, coloured by a group or
+// by one gene's values. Cells and values arrive as Arrow pages into typed arrays indexed by the cell's
+// position in the matrix, so a gene's values (non-zeros by position) land without any lookup.
+import createScatterplot from 'regl-scatterplot';
+import { eachArrowPage, seg } from './api.js';
+
+// Zero: light grey; non-zero: the upper half of ColorBrewer's OrRd, light to dark.
+const ZERO_COLOUR = '#d4d4d4';
+const GENE_STOPS = ['#fdd49e', '#fdbb84', '#fc8d59', '#ef6548', '#d7301f', '#b30000', '#7f0000'];
+export const CATEGORY_COLOURS = [
+  '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf',
+  '#aec7e8', '#ffbb78', '#98df8a', '#ff9896', '#c5b0d5', '#c49c94', '#f7b6d2', '#c7c7c7', '#dbdb8d', '#9edae5',
+];
+
+function hex(c) {
+  return [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16));
+}
+
+export function geneColourMap(n = 256) {
+  const out = [ZERO_COLOUR];
+  for (let i = 1; i < n; i += 1) {
+    const t = ((i - 1) / (n - 2)) * (GENE_STOPS.length - 1);
+    const k = Math.min(GENE_STOPS.length - 2, Math.floor(t));
+    const a = hex(GENE_STOPS[k]);
+    const b = hex(GENE_STOPS[k + 1]);
+    const rgb = a.map((v, j) => Math.round(v + (b[j] - v) * (t - k)));
+    out.push(`#${rgb.map((v) => v.toString(16).padStart(2, '0')).join('')}`);
+  }
+  return out;
+}
+
+export function geneGradientCss() {
+  return `linear-gradient(to right, ${GENE_STOPS.join(', ')})`;
+}
+
+const yieldToPage = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+export class EmbeddingView {
+  constructor(canvas) {
+    this.canvas = canvas;
+    this.scatter = null;
+    this.cells = null; // {dataset, version, n, x, y, groupings: {name: {codes, labels}}}
+    this.colour = null; // what the drawn points are coloured by
+    this.drawn = null; // {kind, gene?, grouping?, n, nonzero, max, values}
+    this.spatialIndex = null;
+  }
+
+  // Every cell's coordinates and groups, in pages of 100,000 (Arrow); `progress(done, total)`.
+  async load(dataset, described, progress) {
+    const n = described.n_cells;
+    const [cx, cy] = described.embedding.columns;
+    const x = new Float32Array(n).fill(NaN);
+    const y = new Float32Array(n).fill(NaN);
+    const groupings = {};
+    for (const name of Object.keys(described.groupings)) {
+      groupings[name] = { codes: new Int32Array(n).fill(-1), labels: described.groupings[name].map((g) => g.name) };
+    }
+    let done = 0;
+    await eachArrowPage(`/v1/datasets/${seg(dataset)}/cells`, [['include', 'metadata,embedding'], ['version', described.version], ['limit', '100000']], async (table) => {
+      const positions = table.getChild('position').toArray();
+      const xs = table.getChild(cx);
+      const ys = table.getChild(cy);
+      const xv = xs.nullCount ? Array.from(xs, (v) => (v === null ? NaN : v)) : xs.toArray();
+      const yv = ys.nullCount ? Array.from(ys, (v) => (v === null ? NaN : v)) : ys.toArray();
+      for (let i = 0; i < positions.length; i += 1) {
+        x[positions[i]] = xv[i];
+        y[positions[i]] = yv[i];
+      }
+      for (const [name, grouping] of Object.entries(groupings)) {
+        const column = table.getChild(name);
+        if (!column) continue;
+        const index = new Map(grouping.labels.map((label, i) => [label, i]));
+        let row = 0;
+        for (const chunk of column.data) {
+          // A dictionary column: per page its own dictionary; map its codes to the dataset's groups.
+          const local = chunk.dictionary ? Array.from(chunk.dictionary, (label) => (index.has(label) ? index.get(label) : -1)) : null;
+          for (let i = 0; i < chunk.length; i += 1, row += 1) {
+            const code = local ? local[chunk.values[i]] : index.get(column.get(row)) ?? -1;
+            grouping.codes[positions[row]] = chunk.nullCount && !chunk.getValid(i) ? -1 : code;
+          }
+        }
+      }
+      done += positions.length;
+      progress(done, n);
+    });
+    // Normalised to [-1, 1] with one scale for both axes (an embedding's distances are isotropic).
+    let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+    for (let i = 0; i < n; i += 1) {
+      if (Number.isFinite(x[i]) && Number.isFinite(y[i])) {
+        x0 = Math.min(x0, x[i]); x1 = Math.max(x1, x[i]); y0 = Math.min(y0, y[i]); y1 = Math.max(y1, y[i]);
+      }
+    }
+    const scale = 1.9 / Math.max(x1 - x0, y1 - y0, 1e-12);
+    const mx = (x0 + x1) / 2;
+    const my = (y0 + y1) / 2;
+    const nx = new Float32Array(n);
+    const ny = new Float32Array(n);
+    for (let i = 0; i < n; i += 1) {
+      const ok = Number.isFinite(x[i]) && Number.isFinite(y[i]);
+      nx[i] = ok ? (x[i] - mx) * scale : 9; // cells without coordinates: off screen
+      ny[i] = ok ? (y[i] - my) * scale : 9;
+    }
+    this.cells = { dataset, version: described.version, n, x: nx, y: ny, groupings, columns: [cx, cy] };
+    this.spatialIndex = null;
+  }
+
+  ensureScatter() {
+    if (this.scatter) return;
+    const { width, height } = this.canvas.getBoundingClientRect();
+    this.scatter = createScatterplot({
+      canvas: this.canvas,
+      width: Math.max(1, width),
+      height: Math.max(1, height),
+      backgroundColor: [1, 1, 1, 1],
+      pointSize: 3,
+      opacity: 0.85,
+      lassoInitiator: false,
+    });
+  }
+
+  resize() {
+    if (!this.scatter) return;
+    const { width, height } = this.canvas.getBoundingClientRect();
+    this.scatter.set({ width: Math.max(1, width), height: Math.max(1, height) });
+  }
+
+  pointSize() {
+    const n = this.cells.n;
+    return n > 300000 ? 1 : n > 50000 ? 2 : n > 5000 ? 3 : 4;
+  }
+
+  async draw(z, w, colours, colourBy, order) {
+    this.ensureScatter();
+    this.scatter.set({ pointColor: colours, colorBy: colourBy, pointSize: this.pointSize(), opacity: this.cells.n > 300000 ? 0.6 : 0.85 });
+    const points = { x: this.cells.x, y: this.cells.y, z, w };
+    const options = this.spatialIndex ? { spatialIndex: this.spatialIndex, zDataType: 'categorical', wDataType: 'continuous' } : { zDataType: 'categorical', wDataType: 'continuous' };
+    await this.scatter.draw(points, options);
+    this.spatialIndex = this.scatter.get('spatialIndex');
+    this.scatter.set({ pointOrder: order });
+  }
+
+  // Colour the cells by their group.
+  async colourByGrouping(grouping) {
+    const { codes, labels } = this.cells.groupings[grouping];
+    const n = this.cells.n;
+    const z = new Float32Array(n);
+    for (let i = 0; i < n; i += 1) z[i] = codes[i] < 0 ? labels.length : codes[i];
+    const colours = labels.map((_, i) => CATEGORY_COLOURS[i % CATEGORY_COLOURS.length]).concat([ZERO_COLOUR]);
+    await yieldToPage();
+    await this.draw(z, new Float32Array(n), colours, 'valueA', null);
+    this.drawn = { kind: 'grouping', grouping, n, labels };
+  }
+
+  // Colour the cells by a gene's values (zeros grey, drawn first; the highest values on top).
+  async colourByGene(gene, progress) {
+    const n = this.cells.n;
+    const values = new Float32Array(n);
+    let max = 0;
+    let nonzero = 0;
+    await eachArrowPage(`/v1/datasets/${seg(this.cells.dataset)}/features/${seg(gene)}/values`, [['version', this.cells.version]], async (table) => {
+      const index = table.getChild('index').toArray();
+      const value = table.getChild('value').toArray();
+      for (let i = 0; i < index.length; i += 1) {
+        values[index[i]] = value[i];
+        if (value[i] > max) max = value[i];
+        if (value[i] !== 0) nonzero += 1;
+      }
+      if (progress) progress(nonzero);
+    });
+    const w = new Float32Array(n);
+    const expressing = [];
+    for (let i = 0; i < n; i += 1) {
+      if (values[i] !== 0) {
+        // Index 0 of the colour map is the zeros' grey: non-zeros map onto (0, 1].
+        w[i] = max > 0 ? 1 / 255 + (Math.max(0, values[i]) / max) * (254 / 255) : 0;
+        expressing.push(i);
+      }
+    }
+    await yieldToPage();
+    expressing.sort((a, b) => values[a] - values[b]);
+    const zeros = [];
+    for (let i = 0; i < n; i += 1) if (values[i] === 0) zeros.push(i);
+    await this.draw(new Float32Array(n), w, geneColourMap(), 'valueB', zeros.concat(expressing));
+    this.drawn = { kind: 'gene', gene, n, nonzero, max, values };
+  }
+}

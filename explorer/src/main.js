@@ -1,0 +1,459 @@
+// The explorer page: pick a dataset, a grouping and genes; a dot plot (or box plots) of the genes'
+// per-group statistics; the embedding coloured by a gene; the table as CSV. The URL holds the state.
+// Everything comes from the public read API (/v1/...); nothing is loaded from another origin.
+import Plotly from 'plotly.js-cartesian-dist-min';
+import { ApiError, apiUrl, getJson, seg, serverFeatures } from './api.js';
+import { CATEGORY_COLOURS, EmbeddingView, geneGradientCss } from './embedding.js';
+import { groupOrder } from './order.js';
+import { boxPlotFigure, dotPlotFigure } from './plots.js';
+
+const PLOT_STATS = ['mean', 'frac_expressing', 'min', 'q1', 'median', 'q3', 'max'];
+const MAX_GENES = 200;
+const $ = (id) => document.getElementById(id);
+
+const state = { dataset: null, grouping: null, by: '', genes: [], gene: null, plot: 'dot', order: 'cluster' };
+// What the tests (and curious users) can read: the state, what is plotted and drawn, and whether work is pending.
+const explorer = { state, pending: 0, plotted: null, embedding: null, server: null, timings: [] };
+const timed = async (what, work) => {
+  const t0 = performance.now();
+  const out = await work();
+  explorer.timings.push([what, Math.round(t0), Math.round(performance.now() - t0)]);
+  return out;
+};
+window.wvExplorer = explorer;
+explorer.timings.push(['script evaluated', 0, Math.round(performance.now())]);
+
+let described = null;
+let server = { distributions: null, markers: null, embeddingSample: null, crossed: false };
+let aggregatesCache = new Map();
+let plotToken = 0;
+let cellsLoaded = null;
+let embeddingView = null;
+let embeddingToken = 0;
+
+function setStatus(text, error = false) {
+  $('status').textContent = text;
+  $('status').classList.toggle('error', error);
+}
+
+async function busy(work) {
+  explorer.pending += 1;
+  try {
+    return await work();
+  } catch (err) {
+    setStatus(err instanceof ApiError ? err.message : `error: ${err.message}`, true);
+    return undefined;
+  } finally {
+    explorer.pending -= 1;
+  }
+}
+
+// --- the URL holds the state ---------------------------------------------------------------------
+
+function readUrl() {
+  const params = new URLSearchParams(window.location.search);
+  return {
+    dataset: params.get('dataset'),
+    grouping: params.get('grouping'),
+    by: params.get('by') || '',
+    genes: params.getAll('g'),
+    gene: params.get('color'),
+    plot: params.get('plot'),
+    order: params.get('order'),
+  };
+}
+
+function writeUrl() {
+  const params = new URLSearchParams();
+  if (state.dataset) params.set('dataset', state.dataset);
+  if (state.grouping) params.set('grouping', state.grouping);
+  if (state.by) params.set('by', state.by);
+  for (const gene of state.genes) params.append('g', gene);
+  if (state.gene) params.set('color', state.gene);
+  params.set('plot', state.plot);
+  params.set('order', state.order);
+  window.history.replaceState(null, '', `${window.location.pathname}?${params}`);
+}
+
+// --- datasets and groupings ----------------------------------------------------------------------
+
+function fillSelect(select, values, chosen, labels = values) {
+  select.replaceChildren(...values.map((value, i) => {
+    const option = document.createElement('option');
+    option.value = value;
+    option.textContent = labels[i];
+    return option;
+  }));
+  if (chosen !== null && chosen !== undefined) select.value = chosen;
+}
+
+async function selectDataset(dataset, wanted) {
+  state.dataset = dataset;
+  aggregatesCache = new Map();
+  described = await timed('describe', () => getJson(`/v1/datasets/${seg(dataset)}`));
+  const groupings = Object.keys(described.groupings);
+  const preferred = groupings.includes(wanted.grouping) ? wanted.grouping : groupings.includes('cell_type') ? 'cell_type' : groupings[0];
+  state.grouping = preferred;
+  fillSelect($('grouping'), groupings, preferred, groupings.map((g) => `${g} (${described.groupings[g].length})`));
+  state.by = server.crossed && groupings.includes(wanted.by) && wanted.by !== preferred ? wanted.by : '';
+  fillByOptions();
+  state.genes = wanted.genes.length ? [...new Set(wanted.genes)] : (await getJson(`/v1/datasets/${seg(dataset)}/features`, [['limit', '8']])).features;
+  state.gene = wanted.gene && state.genes.includes(wanted.gene) ? wanted.gene : null;
+  renderChips();
+  fillMarkerGroups();
+  writeUrl();
+  setStatus(`${described.title || dataset}: ${described.n_cells.toLocaleString()} cells, ${described.n_features.toLocaleString()} features (version ${described.version.slice(0, 12)})`);
+  startEmbedding();
+  await refreshPlot();
+}
+
+function fillByOptions() {
+  const others = Object.keys(described.groupings).filter((g) => g !== state.grouping);
+  fillSelect($('by'), ['', ...others], state.by, ['(none)', ...others]);
+  $('by-label').hidden = !server.crossed;
+}
+
+// --- genes: chips and autocomplete ---------------------------------------------------------------
+
+function renderChips() {
+  const chips = state.genes.map((gene) => {
+    const li = document.createElement('li');
+    li.classList.toggle('selected', gene === state.gene);
+    const name = document.createElement('button');
+    name.type = 'button';
+    name.className = 'gene';
+    name.textContent = gene;
+    name.title = `colour the embedding by ${gene}`;
+    name.addEventListener('click', () => setColourGene(gene));
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.className = 'remove';
+    remove.textContent = '×';
+    remove.setAttribute('aria-label', `remove ${gene}`);
+    remove.addEventListener('click', () => removeGene(gene));
+    li.append(name, remove);
+    return li;
+  });
+  $('chips').replaceChildren(...chips);
+}
+
+// The feature's own spelling (the search is case-insensitive, exact match first), or null.
+async function resolveGene(text) {
+  const found = await getJson(`/v1/datasets/${seg(state.dataset)}/features`, [['prefix', text], ['limit', '1']]);
+  const first = found.features[0];
+  return first !== undefined && first.toLowerCase() === text.toLowerCase() ? first : null;
+}
+
+async function addGenes(texts) {
+  const names = texts.map((t) => t.trim()).filter(Boolean);
+  if (!names.length) return;
+  const resolved = await Promise.all(names.map(resolveGene));
+  const unknown = names.filter((_, i) => resolved[i] === null);
+  const known = resolved.filter((r) => r !== null && !state.genes.includes(r));
+  state.genes = [...state.genes, ...new Set(known)].slice(0, MAX_GENES);
+  renderChips();
+  writeUrl();
+  if (unknown.length) setStatus(`not in ${state.dataset}: ${unknown.slice(0, 10).join(', ')}${unknown.length > 10 ? ', …' : ''}`, true);
+  if (known.length) await refreshPlot();
+}
+
+function removeGene(gene) {
+  state.genes = state.genes.filter((g) => g !== gene);
+  if (state.gene === gene) {
+    state.gene = null;
+    busy(colourEmbedding);
+  }
+  renderChips();
+  writeUrl();
+  busy(refreshPlot);
+}
+
+function setupAutocomplete() {
+  const input = $('gene-input');
+  const list = $('suggestions');
+  let active = -1;
+  let timer = null;
+  let asked = 0;
+  const items = () => [...list.children];
+  const close = () => { list.hidden = true; active = -1; };
+  const highlight = (i) => {
+    items().forEach((li, k) => li.classList.toggle('active', k === i));
+    active = i;
+  };
+  const choose = async (name) => {
+    input.value = '';
+    close();
+    await busy(() => addGenes([name]));
+  };
+  input.addEventListener('input', () => {
+    clearTimeout(timer);
+    const text = input.value.trim();
+    if (!text || /[\s,;]/.test(text)) { close(); return; }
+    timer = setTimeout(() => busy(async () => {
+      const ask = ++asked;
+      const found = await getJson(`/v1/datasets/${seg(state.dataset)}/features`, [['prefix', text], ['limit', '12']]);
+      if (ask !== asked) return;
+      list.replaceChildren(...found.features.map((name) => {
+        const li = document.createElement('li');
+        li.setAttribute('role', 'option');
+        li.textContent = name;
+        li.addEventListener('mousedown', (event) => { event.preventDefault(); choose(name); });
+        return li;
+      }));
+      list.hidden = found.features.length === 0;
+      highlight(found.features.length ? 0 : -1);
+    }), 120);
+  });
+  input.addEventListener('keydown', (event) => {
+    const n = items().length;
+    if (event.key === 'ArrowDown' && n) { event.preventDefault(); highlight((active + 1) % n); }
+    else if (event.key === 'ArrowUp' && n) { event.preventDefault(); highlight((active - 1 + n) % n); }
+    else if (event.key === 'Escape') close();
+    else if (event.key === 'Enter') {
+      event.preventDefault();
+      const text = input.value.trim();
+      // A pasted list (commas, spaces, new lines): every name; otherwise the highlighted suggestion.
+      if (/[\s,;]/.test(text)) { input.value = ''; close(); busy(() => addGenes(text.split(/[\s,;]+/))); }
+      else if (!list.hidden && active >= 0) choose(items()[active].textContent);
+      else if (text) choose(text);
+    }
+  });
+  input.addEventListener('blur', () => setTimeout(close, 100));
+}
+
+// --- the plot ------------------------------------------------------------------------------------
+
+function aggregatesParams() {
+  const params = [['grouping', state.grouping], ...state.genes.map((g) => ['feature', g])];
+  if (state.by) params.push(['by', state.by]);
+  return params;
+}
+
+async function fetchAggregates() {
+  const key = JSON.stringify([state.dataset, described.version, aggregatesParams()]);
+  if (!aggregatesCache.has(key)) {
+    const body = await getJson(`/v1/datasets/${seg(state.dataset)}/aggregates`, [...aggregatesParams(), ['stats', PLOT_STATS.join(',')], ['version', described.version]]);
+    aggregatesCache.set(key, body);
+  }
+  return aggregatesCache.get(key);
+}
+
+function updateDownload() {
+  const link = $('download');
+  if (!state.genes.length) {
+    link.removeAttribute('href');
+    link.setAttribute('aria-disabled', 'true');
+    return;
+  }
+  link.href = apiUrl(`/v1/datasets/${seg(state.dataset)}/aggregates`, [...aggregatesParams(), ['format', 'csv'], ['version', described.version]]);
+  link.setAttribute('download', `${state.dataset}_${state.grouping}${state.by ? `_by_${state.by}` : ''}.csv`);
+  link.removeAttribute('aria-disabled');
+}
+
+const PLOT_CONFIG = { displaylogo: false, responsive: false, showLink: false, showSendToCloud: false, showEditInChartStudio: false, modeBarButtonsToRemove: ['select2d', 'lasso2d', 'autoScale2d'], toImageButtonOptions: { format: 'svg' } };
+
+async function refreshPlot() {
+  const token = ++plotToken;
+  updateDownload();
+  const div = $('plot');
+  $('plot-empty').hidden = state.genes.length > 0;
+  if (!state.genes.length) {
+    Plotly.purge(div);
+    explorer.plotted = null;
+    return;
+  }
+  const agg = await timed('aggregates', fetchAggregates);
+  if (token !== plotToken) return;
+  const order = await timed('order', () => groupOrder(state.order, agg, state.gene || agg.features[0]));
+  const kind = state.plot === 'violin' && !server.distributions ? 'box' : state.plot;
+  const gene = state.gene || agg.features[0];
+  const width = Math.max(320, $('plot-panel').clientWidth - 20);
+  const figure = kind === 'dot' ? dotPlotFigure(agg, order, state.grouping, state.gene, width) : boxPlotFigure(agg, order, state.grouping, gene, null, width);
+  await timed(`plot ${kind}`, () => Plotly.react(div, figure.data, figure.layout, PLOT_CONFIG));
+  if (!div.wvClickBound) {
+    div.on('plotly_click', (event) => {
+      const point = event.points && event.points[0];
+      if (point && point.curveNumber === 0 && explorer.plotted && explorer.plotted.kind === 'dot') setColourGene(point.x);
+    });
+    div.wvClickBound = true;
+  }
+  explorer.plotted = { kind, gene: kind === 'dot' ? null : gene, groups: order.map((g) => agg.groups[g]), features: agg.features, version: agg.version };
+}
+
+// --- the embedding -------------------------------------------------------------------------------
+
+function startEmbedding() {
+  const token = ++embeddingToken;
+  const panel = $('embedding-panel');
+  panel.hidden = !described.embedding;
+  explorer.embedding = null;
+  if (!described.embedding) { cellsLoaded = null; return; }
+  embeddingView = embeddingView || new EmbeddingView($('embedding'));
+  const [cx, cy] = described.embedding.columns;
+  $('axis-x').textContent = cx;
+  $('axis-y').textContent = cy;
+  $('embedding-title').textContent = `${described.embedding.name}: loading cells…`;
+  cellsLoaded = busy(async () => {
+    await timed('cells', () => embeddingView.load(state.dataset, described, (done, total) => {
+      if (token === embeddingToken) $('embedding-title').textContent = `${described.embedding.name}: loading cells ${done.toLocaleString()} / ${total.toLocaleString()}`;
+    }));
+    if (token !== embeddingToken) return false;
+    return true;
+  });
+  busy(colourEmbedding);
+}
+
+function renderGeneLegend(drawn) {
+  const legend = $('embedding-legend');
+  const bar = document.createElement('div');
+  bar.className = 'colourbar';
+  bar.innerHTML = `<span class="zero"></span><span>0 (${(drawn.n - drawn.nonzero).toLocaleString()} cells)</span>
+    <span class="lo"></span><span class="ramp"></span><span class="hi"></span>`;
+  bar.querySelector('.zero').style.background = '#d4d4d4';
+  bar.querySelector('.ramp').style.background = geneGradientCss();
+  bar.querySelector('.lo').textContent = '>0';
+  bar.querySelector('.hi').textContent = `${drawn.max.toPrecision(3)} (max)`;
+  const caption = document.createElement('div');
+  caption.className = 'hint';
+  caption.textContent = `${drawn.gene} expression; ${drawn.nonzero.toLocaleString()} of ${drawn.n.toLocaleString()} cells expressing`;
+  legend.replaceChildren(bar, caption);
+}
+
+function renderGroupLegend(drawn) {
+  const list = document.createElement('ul');
+  list.className = 'categories';
+  drawn.labels.forEach((label, i) => {
+    const li = document.createElement('li');
+    const swatch = document.createElement('span');
+    swatch.className = 'swatch';
+    swatch.style.background = CATEGORY_COLOURS[i % CATEGORY_COLOURS.length];
+    li.append(swatch, document.createTextNode(label));
+    list.append(li);
+  });
+  $('embedding-legend').replaceChildren(list);
+}
+
+async function colourEmbedding() {
+  if (!cellsLoaded || !(await cellsLoaded)) return;
+  const token = embeddingToken;
+  const name = described.embedding.name;
+  const n = embeddingView.cells.n.toLocaleString();
+  if (state.gene) {
+    const gene = state.gene;
+    $('embedding-title').textContent = `${name} coloured by ${gene}: loading values…`;
+    await timed('colour by gene', () => embeddingView.colourByGene(gene));
+    if (token !== embeddingToken || state.gene !== gene) return;
+    $('embedding-title').textContent = `${name} of ${n} cells, coloured by ${gene}`;
+    renderGeneLegend(embeddingView.drawn);
+  } else {
+    await timed('colour by group', () => embeddingView.colourByGrouping(state.grouping));
+    if (token !== embeddingToken) return;
+    $('embedding-title').textContent = `${name} of ${n} cells, coloured by ${state.grouping}`;
+    renderGroupLegend(embeddingView.drawn);
+  }
+  explorer.embedding = embeddingView.drawn;
+}
+
+function setColourGene(gene) {
+  state.gene = gene;
+  renderChips();
+  writeUrl();
+  busy(refreshPlot);
+  busy(colourEmbedding);
+}
+
+// --- markers (when the server has the markers view) ----------------------------------------------
+
+function fillMarkerGroups() {
+  $('markers-panel').hidden = !server.markers;
+  if (!server.markers) return;
+  const groups = described.groupings[state.grouping].map((g) => g.name);
+  fillSelect($('marker-group'), groups, groups[0]);
+  busy(refreshMarkers);
+}
+
+async function refreshMarkers() {
+  if (!server.markers) return;
+  const group = $('marker-group').value;
+  const body = await getJson(`/v1/datasets/${seg(state.dataset)}/markers`, [['grouping', state.grouping], ['group', group], ['n', '20']]);
+  const rows = body.markers || body.features || [];
+  $('markers').replaceChildren(...rows.map((row) => {
+    const name = typeof row === 'string' ? row : row.feature;
+    const li = document.createElement('li');
+    li.textContent = name;
+    if (typeof row === 'object' && row.score !== undefined) {
+      const score = document.createElement('span');
+      score.className = 'score';
+      score.textContent = ` t=${Number(row.score).toFixed(1)}`;
+      li.append(score);
+    }
+    const add = document.createElement('button');
+    add.type = 'button';
+    add.textContent = '+';
+    add.title = `add ${name} to the plot`;
+    add.addEventListener('click', () => busy(() => addGenes([name])));
+    li.append(add);
+    return li;
+  }));
+}
+
+// --- wiring --------------------------------------------------------------------------------------
+
+async function init() {
+  const wanted = readUrl();
+  if (wanted.plot) state.plot = wanted.plot;
+  if (wanted.order) state.order = wanted.order;
+  try {
+    server = await timed('openapi', serverFeatures);
+  } catch (_) {
+    // no schema: only what every server has
+  }
+  explorer.server = server;
+  const violin = $('plot-kind').querySelector('option[value="violin"]');
+  violin.disabled = !server.distributions;
+  violin.title = server.distributions ? '' : 'needs the distributions view on the server';
+  if (state.plot === 'violin' && !server.distributions) state.plot = 'box';
+  $('plot-kind').value = state.plot;
+  $('order').value = state.order;
+  const { datasets } = await getJson('/v1/datasets');
+  if (!datasets.length) {
+    setStatus('No published dataset yet: upload one (wideviews upload FILE --dataset ID).');
+    return;
+  }
+  $('dataset').addEventListener('change', () => busy(() => selectDataset($('dataset').value, { genes: [] })));
+  $('grouping').addEventListener('change', () => {
+    state.grouping = $('grouping').value;
+    if (state.by === state.grouping) state.by = '';
+    fillByOptions();
+    fillMarkerGroups();
+    writeUrl();
+    busy(refreshPlot);
+    if (!state.gene) busy(colourEmbedding);
+  });
+  $('by').addEventListener('change', () => { state.by = $('by').value; writeUrl(); busy(refreshPlot); });
+  $('plot-kind').addEventListener('change', () => { state.plot = $('plot-kind').value; writeUrl(); busy(refreshPlot); });
+  $('order').addEventListener('change', () => { state.order = $('order').value; writeUrl(); busy(refreshPlot); });
+  $('clear-genes').addEventListener('click', () => {
+    state.genes = [];
+    state.gene = null;
+    renderChips();
+    writeUrl();
+    busy(refreshPlot);
+    busy(colourEmbedding);
+  });
+  $('marker-group').addEventListener('change', () => busy(refreshMarkers));
+  let resizeTimer = null;
+  window.addEventListener('resize', () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => {
+      if (embeddingView) embeddingView.resize();
+      busy(refreshPlot);
+    }, 150);
+  });
+  const ids = datasets.map((d) => d.dataset);
+  fillSelect($('dataset'), ids, ids.includes(wanted.dataset) ? wanted.dataset : ids.includes('demo') ? 'demo' : ids[0], datasets.map((d) => (d.title ? `${d.dataset}: ${d.title}` : d.dataset)));
+  await selectDataset($('dataset').value, wanted);
+}
+
+setupAutocomplete();
+busy(init);

@@ -1,0 +1,118 @@
+// Plotly figures of the per-group statistics: the dot plot (genes x groups; dot area = fraction of
+// cells expressing, colour = mean) and, for one gene, box plots per group.
+
+export const DOT_MAX_PX = 18;
+const FONT = { family: 'system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif', size: 12 };
+
+const dotSize = (frac) => (frac === null || !(frac > 0) ? 0 : DOT_MAX_PX * Math.sqrt(Math.min(1, frac)));
+const pct = (frac) => (frac === null ? 'n/a' : `${(100 * frac).toFixed(1)}%`);
+
+// agg: the aggregates answer (mean and frac_expressing at least); order: group indices top to bottom.
+export function dotPlotFigure(agg, order, grouping, highlight, minWidth = 520) {
+  const genes = agg.features;
+  const groupLabels = order.map((g) => agg.groups[g]);
+  const x = [];
+  const y = [];
+  const size = [];
+  const colour = [];
+  const text = [];
+  let cmax = 0;
+  genes.forEach((gene, f) => {
+    for (const g of order) {
+      const mean = agg.stats.mean[f][g];
+      const frac = agg.stats.frac_expressing[f][g];
+      x.push(gene);
+      y.push(agg.groups[g]);
+      size.push(dotSize(frac));
+      colour.push(mean === null ? 0 : mean);
+      if (mean !== null && mean > cmax) cmax = mean;
+      text.push(`${gene} in ${agg.groups[g]}<br>mean ${mean === null ? 'n/a' : mean.toPrecision(4)}<br>${pct(frac)} of ${agg.group_counts[g].toLocaleString()} cells expressing`);
+    }
+  });
+  const dots = {
+    type: 'scatter',
+    mode: 'markers',
+    name: 'genes x groups',
+    showlegend: false,
+    x,
+    y,
+    text,
+    hovertemplate: '%{text}<extra></extra>',
+    marker: {
+      size,
+      color: colour,
+      cmin: 0,
+      cmax: cmax || 1,
+      colorscale: 'Reds',
+      line: { width: 0.6, color: '#6b6b6b' },
+      colorbar: { title: { text: 'mean<br>expression', side: 'top' }, len: 130, lenmode: 'pixels', y: 1, yanchor: 'top', thickness: 14, x: 1.02, outlinewidth: 0.5 },
+    },
+  };
+  // A size key: Plotly has no size legend, so one empty trace per reference fraction.
+  const key = [0.1, 0.25, 0.5, 1].map((frac) => ({
+    type: 'scatter',
+    mode: 'markers',
+    x: [null],
+    y: [null],
+    name: `${Math.round(frac * 100)}%`,
+    hoverinfo: 'skip',
+    marker: { size: dotSize(frac), color: '#bdbdbd', line: { width: 0.6, color: '#6b6b6b' } },
+  }));
+  const shapes = highlight && genes.includes(highlight)
+    ? [{ type: 'rect', xref: 'x', yref: 'paper', x0: genes.indexOf(highlight) - 0.5, x1: genes.indexOf(highlight) + 0.5, y0: 0, y1: 1, fillcolor: 'rgba(49,130,189,0.10)', line: { width: 0 }, layer: 'below' }]
+    : [];
+  const longestGroup = Math.max(4, ...groupLabels.map((s) => s.length));
+  const longestGene = Math.max(4, ...genes.map((s) => s.length));
+  const layout = {
+    font: FONT,
+    height: Math.max(380, 26 * groupLabels.length + 60 + 7 * longestGene),
+    width: Math.max(minWidth, 28 * genes.length + 7 * longestGroup + 240),
+    margin: { l: 20 + 7 * Math.min(longestGroup, 40), r: 110, t: 30 + 6.5 * Math.min(longestGene, 30), b: 70 },
+    xaxis: { type: 'category', categoryorder: 'array', categoryarray: genes, range: [-0.6, genes.length - 0.4], side: 'top', tickangle: -60, title: { text: 'gene', standoff: 6 }, automargin: true, fixedrange: true },
+    yaxis: { type: 'category', categoryorder: 'array', categoryarray: [...groupLabels].reverse(), range: [-0.6, groupLabels.length - 0.4], title: { text: grouping }, automargin: true, fixedrange: true },
+    legend: { title: { text: 'fraction of cells expressing (dot area):' }, orientation: 'h', itemsizing: 'trace', x: 0, xanchor: 'left', y: -0.02, yanchor: 'top' },
+    shapes,
+    hovermode: 'closest',
+    plot_bgcolor: '#ffffff',
+    paper_bgcolor: '#ffffff',
+  };
+  return { data: [dots, ...key], layout };
+}
+
+// One gene over the groups, as box plots from the stored quartiles. `whiskers`: 'minmax' (from the
+// 12 statistics: whiskers at min and max) or the distributions view's 1.5 IQR whiskers when given.
+export function boxPlotFigure(agg, order, grouping, gene, boxStats, minWidth = 520) {
+  const f = agg.features.indexOf(gene);
+  const groups = order.map((g) => agg.groups[g]);
+  const pick = (stat) => order.map((g) => (boxStats ? boxStats[stat][g] : agg.stats[stat][f][g]));
+  const trace = {
+    type: 'box',
+    name: gene,
+    x: groups,
+    q1: pick('q1'),
+    median: pick('median'),
+    q3: pick('q3'),
+    lowerfence: boxStats ? pick('lower_whisker') : pick('min'),
+    upperfence: boxStats ? pick('upper_whisker') : pick('max'),
+    fillcolor: 'rgba(203,24,29,0.25)',
+    line: { color: '#a50f15', width: 1.2 },
+    hoverinfo: 'x+y',
+  };
+  const whiskers = boxStats ? 'whiskers at 1.5 IQR' : 'whiskers at min and max';
+  const longestGroup = Math.max(4, ...groups.map((s) => s.length));
+  return {
+    data: [trace],
+    layout: {
+      font: FONT,
+      title: { text: `${gene} by ${grouping}<br><sub>box: quartiles and median; ${whiskers}</sub>`, font: { size: 14 } },
+      height: 460,
+      width: Math.max(minWidth, 36 * groups.length + 160),
+      margin: { l: 70, r: 30, t: 70, b: 40 + 6.5 * Math.min(longestGroup, 40) },
+      xaxis: { title: { text: grouping }, type: 'category', tickangle: groups.length > 8 ? -45 : 0, automargin: true },
+      yaxis: { title: { text: `${gene} expression` }, zeroline: true, rangemode: 'tozero' },
+      showlegend: false,
+      plot_bgcolor: '#ffffff',
+      paper_bgcolor: '#ffffff',
+    },
+  };
+}

@@ -1,0 +1,274 @@
+"""The explorer page served by the query server at /, in headless chromium against the live stack:
+genes picked by typing (autocomplete from the search endpoint) and by pasting a list, the plotted
+values equal to the API's and to pandas' on the uploaded CSV, box plots from the stored quartiles, a
+click on a dot colouring the embedding by that gene (its values checked, its pixels looked at), the
+URL holding the state, the CSV download, 50 genes x 100 groups without long main-thread tasks, a
+narrow screen, and no console error anywhere. Screenshots: build/test-artifacts/browser/."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select
+
+from cli.sample import sample_frames, write_upload_zip
+from shared.config import Settings
+from tests.browser.conftest import wait_idle, wait_until
+from tests.e2e.reference import Reference, cli
+
+pytestmark = pytest.mark.stack
+DOT_MAX_PX = 18  # explorer/src/plots.js: dot diameter at 100% expressing (area ~ fraction)
+N_CLUSTERS = 100
+
+
+@dataclass
+class Demo:
+    dataset_id: str
+    base: str
+    ref: Reference
+
+
+@pytest.fixture(scope="module")
+def demo(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """The demo's synthetic data (cell types with marker genes, donors, regions, a UMAP), 3,000 cells x
+    300 genes, plus a grouping of 100 clusters for the 50 x 100 dot plot."""
+    matrix, metadata = sample_frames(3000, 300, seed=7)
+    rng = np.random.default_rng(3)
+    metadata["cluster"] = [f"c{k:03d}" for k in rng.integers(0, N_CLUSTERS, size=len(metadata))]
+    manifest = {"groupings": ["cell_type", "donor", "region", "cluster"], "embedding": "umap", "title": "explorer test"}
+    path = write_upload_zip(tmp_path_factory.mktemp("browser") / "demo.zip", matrix, metadata, manifest)
+    dataset_id = f"browser-{uuid.uuid4().hex[:8]}"
+    done = cli(stack, "upload", str(path), "--dataset", dataset_id, "--wait", "--timeout", "600")
+    assert done.returncode == 0, done.stderr
+    return Demo(dataset_id, f"http://{stack.query_host}:{stack.query_port}", Reference.from_zip(path))
+
+
+@pytest.fixture(autouse=True)
+def no_console_errors(browser: Any) -> Iterator[None]:
+    """Every test ends with no error in the browser's console (failed requests included)."""
+    browser.get_log("browser")  # drop what an earlier test left
+    yield
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors
+
+
+def api(demo: Demo, path: str, params: list[tuple[str, str]]) -> Any:
+    with urllib.request.urlopen(demo.base + path + "?" + urllib.parse.urlencode(params), timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def open_page(browser: Any, demo: Demo, **params: Any) -> None:
+    browser.get(demo.base + "/?" + urllib.parse.urlencode({"dataset": demo.dataset_id, **params}, doseq=True))
+    wait_until(browser, "return !!window.wvExplorer && !!window.wvExplorer.plotted", what="the first plot")
+    wait_idle(browser)
+
+
+def plotted_dots(browser: Any) -> dict[str, list[Any]]:
+    return browser.execute_script(
+        "const d = document.getElementById('plot').data[0];"
+        "return {x: Array.from(d.x), y: Array.from(d.y), size: Array.from(d.marker.size), colour: Array.from(d.marker.color)};"
+    )
+
+
+def state(browser: Any) -> dict[str, Any]:
+    return browser.execute_script("return JSON.parse(JSON.stringify(window.wvExplorer.state))")
+
+
+def dot_position(browser: Any, gene: str, group: str) -> tuple[float, float]:
+    """Viewport coordinates of the dot of (gene, group), from Plotly's own axes."""
+    return tuple(
+        browser.execute_script(
+            "const gd = document.getElementById('plot'); const f = gd._fullLayout; const r = gd.getBoundingClientRect();"
+            "return [r.left + f._size.l + f.xaxis.d2p(arguments[0]), r.top + f._size.t + f.yaxis.d2p(arguments[1])];",
+            gene,
+            group,
+        )
+    )
+
+
+def test_dot_plot_of_typed_and_pasted_genes_equals_the_api_and_pandas(browser: Any, demo: Demo, screenshot: Any) -> None:
+    open_page(browser, demo, grouping="cell_type")
+    browser.find_element(By.ID, "clear-genes").click()
+    wait_until(browser, "return window.wvExplorer.state.genes.length === 0 && window.wvExplorer.plotted === null")
+    box = browser.find_element(By.ID, "gene-input")
+    box.send_keys("gene0012")
+    wait_until(browser, "return document.querySelectorAll('#suggestions li').length > 0 && !document.getElementById('suggestions').hidden", what="suggestions")
+    shown = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#suggestions li")]
+    # Any case; what the search endpoint answers, in its order.
+    assert shown == api(demo, f"/v1/datasets/{demo.dataset_id}/features", [("prefix", "gene0012"), ("limit", "12")])["features"]
+    assert shown == sorted(n for n in demo.ref.matrix.columns if n.startswith("GENE0012"))[:12]
+    screenshot("suggestions")
+    box.send_keys(Keys.ARROW_DOWN, Keys.ENTER)
+    wait_until(browser, "return window.wvExplorer.state.genes.length === 1")
+    wait_idle(browser)
+    box.send_keys("GENE00026, gene00002 GENE00027", Keys.ENTER)
+    wait_until(browser, "return window.wvExplorer.state.genes.length === 4")
+    wait_idle(browser)
+    genes = [shown[1], "GENE00026", "GENE00002", "GENE00027"]
+    assert state(browser)["genes"] == genes
+    screenshot("dotplot")
+
+    dots = plotted_dots(browser)
+    body = api(demo, f"/v1/datasets/{demo.dataset_id}/aggregates", [("grouping", "cell_type"), ("features", ",".join(genes)), ("stats", "mean,frac_expressing")])
+    groups, expected = demo.ref.group_stats("cell_type")
+    assert len(dots["x"]) == len(genes) * len(groups)
+    assert set(zip(dots["x"], dots["y"])) == {(g, c) for g in genes for c in groups}
+    for gene, group, size, colour in zip(dots["x"], dots["y"], dots["size"], dots["colour"]):
+        f, c = body["features"].index(gene), body["groups"].index(group)
+        assert colour == body["stats"]["mean"][f][c]
+        assert size == pytest.approx(DOT_MAX_PX * math.sqrt(body["stats"]["frac_expressing"][f][c]), rel=1e-12)
+        assert colour == pytest.approx(expected["mean"].loc[group, gene], rel=1e-9)
+        assert (size / DOT_MAX_PX) ** 2 == pytest.approx(expected["frac_expressing"].loc[group, gene], rel=1e-9)
+    # Axis titles and the legends a reader needs.
+    text = browser.find_element(By.ID, "plot").text
+    for label in ("gene", "cell_type", "mean", "expression", "fraction of cells expressing", "100%"):
+        assert label in text, label
+
+
+def test_clicking_a_dot_colours_the_embedding_by_that_gene(browser: Any, demo: Demo, screenshot: Any) -> None:
+    open_page(browser, demo, grouping="cell_type", g=["GENE00026", "GENE00002"], order="server")
+    wait_until(browser, "return window.wvExplorer.embedding && window.wvExplorer.embedding.kind === 'grouping'", what="the embedding by group")
+    screenshot("by-group")
+    legend = browser.find_element(By.ID, "embedding-legend").text
+    assert all(group in legend for group in demo.ref.metadata["cell_type"].unique())
+
+    _, expected = demo.ref.group_stats("cell_type")
+    group = str(expected["frac_expressing"]["GENE00002"].idxmax())  # the biggest dot: easy to hit
+    browser.execute_script("document.getElementById('plot').scrollIntoView()")
+    x, y = dot_position(browser, "GENE00002", group)
+    ActionChains(browser).move_by_offset(0, 0).perform()
+    actions = ActionChains(browser)
+    actions.w3c_actions.pointer_action.move_to_location(int(x), int(y))
+    actions.w3c_actions.pointer_action.pause(0.3)
+    actions.w3c_actions.pointer_action.click()
+    actions.perform()
+    wait_until(browser, "return window.wvExplorer.embedding && window.wvExplorer.embedding.gene === 'GENE00002'", what="the embedding coloured by GENE00002")
+    wait_idle(browser)
+    assert state(browser)["gene"] == "GENE00002"
+    browser.execute_script("document.getElementById('embedding-panel').scrollIntoView()")
+    screenshot("by-gene")
+
+    # The values drawn are the cells' values (Float32 in the page), by position in the matrix.
+    drawn = browser.execute_script("const e = window.wvExplorer.embedding; return {n: e.n, nonzero: e.nonzero, max: e.max, values: Array.from(e.values)};")
+    column = demo.ref.matrix["GENE00002"].to_numpy()
+    np.testing.assert_array_equal(np.array(drawn["values"], dtype=np.float32), column.astype(np.float32))
+    assert (drawn["n"], drawn["nonzero"]) == (len(column), int((column != 0).sum()))
+    assert drawn["max"] == pytest.approx(column.max(), rel=1e-6)
+    caption = browser.find_element(By.ID, "embedding-legend").text
+    assert f"{int((column != 0).sum()):,} of {len(column):,} cells expressing" in caption
+    # And it is drawn: the canvas shows grey (zero) and red (expressing) points on white.
+    pixels = np.asarray(Image.open(io.BytesIO(browser.find_element(By.ID, "embedding").screenshot_as_png)).convert("RGB")).astype(int)
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    red = (r > 150) & (g < 130) & (b < 120)
+    grey = (abs(r - g) < 12) & (abs(g - b) < 12) & (r > 150) & (r < 235)
+    assert red.sum() > 500, red.sum()
+    assert grey.sum() > 200, grey.sum()
+
+
+def test_box_plots_show_the_stored_quartiles(browser: Any, demo: Demo, screenshot: Any) -> None:
+    open_page(browser, demo, grouping="donor", g=["GENE00026", "GENE00002"], color="GENE00026", plot="box", order="server")
+    trace = browser.execute_script(
+        "const d = document.getElementById('plot').data[0];"
+        "return {type: d.type, x: Array.from(d.x), q1: Array.from(d.q1), median: Array.from(d.median), q3: Array.from(d.q3), lo: Array.from(d.lowerfence), hi: Array.from(d.upperfence)};"
+    )
+    groups, expected = demo.ref.group_stats("donor")
+    assert trace["type"] == "box" and trace["x"] == groups
+    for key, stat in (("q1", "q1"), ("median", "median"), ("q3", "q3"), ("lo", "min"), ("hi", "max")):
+        np.testing.assert_allclose(trace[key], expected[stat]["GENE00026"].to_numpy(), rtol=1e-9, err_msg=stat)
+    assert "GENE00026 by donor" in browser.find_element(By.ID, "plot").text
+    screenshot("box")
+
+
+def test_the_url_holds_the_state(browser: Any, demo: Demo) -> None:
+    open_page(browser, demo, grouping="cell_type", g=["GENE00026", "GENE00002", "GENE00100"], color="GENE00002")
+    Select(browser.find_element(By.ID, "order")).select_by_value("size")
+    Select(browser.find_element(By.ID, "grouping")).select_by_value("region")
+    wait_until(browser, "return window.wvExplorer.plotted && window.wvExplorer.plotted.groups.length === 3")
+    wait_idle(browser)
+    link = browser.current_url
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(link).query)
+    assert query["g"] == ["GENE00026", "GENE00002", "GENE00100"]
+    assert (query["grouping"], query["order"], query["color"]) == (["region"], ["size"], ["GENE00002"])
+    browser.get("about:blank")
+    browser.get(link)
+    wait_until(browser, "return !!window.wvExplorer && !!window.wvExplorer.plotted", what="the shared link's plot")
+    wait_idle(browser)
+    assert state(browser) | {"by": ""} == {
+        "dataset": demo.dataset_id, "grouping": "region", "by": "", "genes": ["GENE00026", "GENE00002", "GENE00100"], "gene": "GENE00002", "plot": "dot", "order": "size",
+    }
+    sizes = demo.ref.metadata["region"].value_counts()
+    assert browser.execute_script("return window.wvExplorer.plotted.groups") == list(sizes.index)  # largest first
+
+
+def test_download_is_the_table_as_csv(browser: Any, demo: Demo) -> None:
+    open_page(browser, demo, grouping="cell_type", g=["GENE00026", "GENE00002"])
+    href = browser.find_element(By.ID, "download").get_attribute("href")
+    with urllib.request.urlopen(href, timeout=30) as answer:
+        table = pd.read_csv(io.BytesIO(answer.read()))
+    groups, expected = demo.ref.group_stats("cell_type")
+    assert len(table) == 2 * len(groups)
+    for row in table.itertuples():
+        assert row.mean == pytest.approx(expected["mean"].loc[row.group, row.feature], rel=1e-9)
+        assert row.cells == expected["count"]["n"].loc[row.group]
+
+
+def test_fifty_genes_by_a_hundred_groups_stay_responsive(browser: Any, demo: Demo, screenshot: Any) -> None:
+    genes = [f"GENE{i:05d}" for i in range(0, 250, 5)]
+    # Long tasks (over 50 ms on the main thread), recorded from the page's start.
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {"source": "window.wvLongTasks = []; new PerformanceObserver((l) => l.getEntries().forEach((e) => window.wvLongTasks.push(e.duration))).observe({type: 'longtask', buffered: true});"},
+    )
+    started = time.monotonic()
+    open_page(browser, demo, grouping="cluster", g=genes, order="cluster")
+    loaded_s = time.monotonic() - started
+    plotted = browser.execute_script("return window.wvExplorer.plotted")
+    assert (len(plotted["features"]), len(plotted["groups"])) == (50, N_CLUSTERS)
+    assert len(plotted_dots(browser)["x"]) == 50 * N_CLUSTERS
+    screenshot("50x100")
+    # Re-ordering 5,000 dots.
+    for order in ("size", "server", "cluster"):
+        Select(browser.find_element(By.ID, "order")).select_by_value(order)
+        wait_until(browser, f"return window.wvExplorer.state.order === '{order}'")
+        wait_idle(browser)
+    long_tasks = browser.execute_script("return window.wvLongTasks")
+    print(f"50 x 100: loaded in {loaded_s:.1f} s; longest main-thread task {max(long_tasks, default=0):.0f} ms of {len(long_tasks)} over 50 ms")
+    # Bounds a frozen page would break, not a speed goal: this machine is shared, and the figures on a
+    # quiet one are benchmarks/explorer's (README).
+    assert loaded_s < 60
+    assert max(long_tasks, default=0) < 5000, long_tasks
+
+
+def test_narrow_screen_stacks_the_panels(browser: Any, demo: Demo, screenshot: Any) -> None:
+    browser.set_window_size(420, 900)
+    try:
+        open_page(browser, demo, grouping="cell_type", g=["GENE00026", "GENE00002"], color="GENE00026")
+        wait_until(browser, "return window.wvExplorer.embedding && window.wvExplorer.embedding.gene === 'GENE00026'")
+        layout = browser.execute_script(
+            "const r = (id) => document.getElementById(id).getBoundingClientRect();"
+            "return {plot: r('plot-panel'), emb: r('embedding-panel'), canvas: r('embedding'), width: window.innerWidth, scroll: document.documentElement.scrollWidth};"
+        )
+        assert layout["scroll"] <= layout["width"], layout  # no sideways scrolling of the page
+        assert layout["emb"]["top"] >= layout["plot"]["bottom"], layout  # one column
+        assert layout["canvas"]["width"] >= 250, layout
+        screenshot("narrow")
+        browser.execute_script("document.getElementById('embedding-panel').scrollIntoView()")
+        screenshot("narrow-embedding")
+    finally:
+        browser.set_window_size(1280, 800)
