@@ -164,18 +164,28 @@ class Client:
             for name, groups in described["groupings"].items()
         }
 
-    def features(self, dataset: str, prefix: str | None = None, *, limit: int | None = None, version: str | None = None) -> list[str]:
-        """Feature names starting with `prefix` (any case, exact match first), or all in matrix order; at most `limit`."""
-        out: list[str] = []
+    def features(
+        self, dataset: str, prefix: str | None = None, *, limit: int | None = None, with_symbols: bool = False, version: str | None = None
+    ) -> Any:
+        """Feature names whose name or display symbol starts with `prefix` (any case, exact match first),
+        or all in matrix order; at most `limit`. `with_symbols=True`: a DataFrame (feature, symbol),
+        the symbols of an h5ad's var column (None where a feature has none)."""
+        names: list[str] = []
+        symbols: list[str | None] = []
         cursor: str | None = None
         page = min(limit, 10_000) if limit else 10_000
         while True:
             params = [("prefix", prefix), ("limit", str(page)), ("version", version), ("cursor", cursor)]
             body = self.get_json(self._path("datasets", dataset, "features"), [(k, v) for k, v in params if v is not None])
-            out += body["features"]
+            names += body["features"]
+            symbols += body.get("symbols") or [None] * len(body["features"])
             cursor = body["next_cursor"]
-            if cursor is None or (limit is not None and len(out) >= limit):
-                return out[:limit] if limit is not None else out
+            if cursor is None or (limit is not None and len(names) >= limit):
+                break
+        names, symbols = (names[:limit], symbols[:limit]) if limit is not None else (names, symbols)
+        if with_symbols:
+            return pd.DataFrame({"feature": names, "symbol": symbols})
+        return names
 
     # --- per-group statistics ------------------------------------------------------------------
 

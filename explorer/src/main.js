@@ -26,6 +26,13 @@ explorer.timings.push(['script evaluated', 0, Math.round(performance.now())]);
 let described = null;
 let server = { distributions: null, markers: null, embeddingSample: null, crossed: false };
 let aggregatesCache = new Map();
+// Display symbols of features (h5ad uploads whose features are ids), as the feature listings answer them.
+const symbols = new Map();
+const labelOf = (feature) => symbols.get(feature) || feature;
+function noteSymbols(listing) {
+  if (!listing.symbols) return;
+  listing.features.forEach((feature, i) => { if (listing.symbols[i] && listing.symbols[i] !== feature) symbols.set(feature, listing.symbols[i]); });
+}
 let plotToken = 0;
 let cellsLoaded = null;
 let embeddingView = null;
@@ -97,7 +104,16 @@ async function selectDataset(dataset, wanted) {
   fillSelect($('grouping'), groupings, preferred, groupings.map((g) => `${g} (${described.groupings[g].length})`));
   state.by = server.crossed && groupings.includes(wanted.by) && wanted.by !== preferred ? wanted.by : '';
   fillByOptions();
-  state.genes = wanted.genes.length ? [...new Set(wanted.genes)] : (await getJson(`/v1/datasets/${seg(dataset)}/features`, [['limit', '8']])).features;
+  symbols.clear();
+  if (wanted.genes.length) {
+    state.genes = [...new Set(wanted.genes)];
+    // A dataset with display symbols (h5ad): look the linked features' symbols up for their labels.
+    if ((await getJson(`/v1/datasets/${seg(dataset)}/features`, [['limit', '1']])).symbols) await Promise.all(state.genes.slice(0, 60).map(resolveGene));
+  } else {
+    const first = await getJson(`/v1/datasets/${seg(dataset)}/features`, [['limit', '8']]);
+    noteSymbols(first);
+    state.genes = first.features;
+  }
   state.gene = wanted.gene && state.genes.includes(wanted.gene) ? wanted.gene : null;
   renderChips();
   fillMarkerGroups();
@@ -122,7 +138,7 @@ function renderChips() {
     const name = document.createElement('button');
     name.type = 'button';
     name.className = 'gene';
-    name.textContent = gene;
+    name.textContent = labelOf(gene);
     name.title = `colour the embedding by ${gene}`;
     name.addEventListener('click', () => setColourGene(gene));
     const remove = document.createElement('button');
@@ -140,8 +156,11 @@ function renderChips() {
 // The feature's own spelling (the search is case-insensitive, exact match first), or null.
 async function resolveGene(text) {
   const found = await getJson(`/v1/datasets/${seg(state.dataset)}/features`, [['prefix', text], ['limit', '1']]);
+  noteSymbols(found);
   const first = found.features[0];
-  return first !== undefined && first.toLowerCase() === text.toLowerCase() ? first : null;
+  const symbol = found.symbols ? found.symbols[0] : null;
+  const same = (name) => typeof name === 'string' && name.toLowerCase() === text.toLowerCase();
+  return first !== undefined && (same(first) || same(symbol)) ? first : null;
 }
 
 async function addGenes(texts) {
@@ -193,10 +212,12 @@ function setupAutocomplete() {
       const ask = ++asked;
       const found = await getJson(`/v1/datasets/${seg(state.dataset)}/features`, [['prefix', text], ['limit', '12']]);
       if (ask !== asked) return;
+      noteSymbols(found);
       list.replaceChildren(...found.features.map((name) => {
         const li = document.createElement('li');
         li.setAttribute('role', 'option');
-        li.textContent = name;
+        li.dataset.feature = name;
+        li.textContent = symbols.has(name) ? `${symbols.get(name)} (${name})` : name;
         li.addEventListener('mousedown', (event) => { event.preventDefault(); choose(name); });
         return li;
       }));
@@ -214,7 +235,7 @@ function setupAutocomplete() {
       const text = input.value.trim();
       // A pasted list (commas, spaces, new lines): every name; otherwise the highlighted suggestion.
       if (/[\s,;]/.test(text)) { input.value = ''; close(); busy(() => addGenes(text.split(/[\s,;]+/))); }
-      else if (!list.hidden && active >= 0) choose(items()[active].textContent);
+      else if (!list.hidden && active >= 0) choose(items()[active].dataset.feature);
       else if (text) choose(text);
     }
   });
@@ -268,7 +289,7 @@ async function refreshPlot() {
   const kind = state.plot === 'violin' && !server.distributions ? 'box' : state.plot;
   const gene = state.gene || agg.features[0];
   const width = Math.max(320, $('plot-panel').clientWidth - 20);
-  const figure = kind === 'dot' ? dotPlotFigure(agg, order, state.grouping, state.gene, width) : boxPlotFigure(agg, order, state.grouping, gene, null, width);
+  const figure = kind === 'dot' ? dotPlotFigure(agg, order, state.grouping, state.gene, width, labelOf) : boxPlotFigure(agg, order, state.grouping, gene, null, width, labelOf);
   await timed(`plot ${kind}`, () => Plotly.react(div, figure.data, figure.layout, PLOT_CONFIG));
   if (!div.wvClickBound) {
     div.on('plotly_click', (event) => {
@@ -315,7 +336,7 @@ function renderGeneLegend(drawn) {
   bar.querySelector('.hi').textContent = `${drawn.max.toPrecision(3)} (max)`;
   const caption = document.createElement('div');
   caption.className = 'hint';
-  caption.textContent = `${drawn.gene} expression; ${drawn.nonzero.toLocaleString()} of ${drawn.n.toLocaleString()} cells expressing`;
+  caption.textContent = `${labelOf(drawn.gene)} expression; ${drawn.nonzero.toLocaleString()} of ${drawn.n.toLocaleString()} cells expressing`;
   legend.replaceChildren(bar, caption);
 }
 
@@ -343,7 +364,7 @@ async function colourEmbedding() {
     $('embedding-title').textContent = `${name} coloured by ${gene}: loading values…`;
     await timed('colour by gene', () => embeddingView.colourByGene(gene));
     if (token !== embeddingToken || state.gene !== gene) return;
-    $('embedding-title').textContent = `${name} of ${n} cells, coloured by ${gene}`;
+    $('embedding-title').textContent = `${name} of ${n} cells, coloured by ${labelOf(gene)}`;
     renderGeneLegend(embeddingView.drawn);
   } else {
     await timed('colour by group', () => embeddingView.colourByGrouping(state.grouping));

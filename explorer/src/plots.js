@@ -8,8 +8,9 @@ const dotSize = (frac) => (frac === null || !(frac > 0) ? 0 : DOT_MAX_PX * Math.
 const pct = (frac) => (frac === null ? 'n/a' : `${(100 * frac).toFixed(1)}%`);
 
 // agg: the aggregates answer (mean and frac_expressing at least); order: group indices top to bottom.
-export function dotPlotFigure(agg, order, grouping, highlight, minWidth = 520) {
+export function dotPlotFigure(agg, order, grouping, highlight, minWidth = 520, labelOf = (f) => f) {
   const genes = agg.features;
+  const labels = genes.map(labelOf);
   const groupLabels = order.map((g) => agg.groups[g]);
   const x = [];
   const y = [];
@@ -26,7 +27,7 @@ export function dotPlotFigure(agg, order, grouping, highlight, minWidth = 520) {
       size.push(dotSize(frac));
       colour.push(mean === null ? 0 : mean);
       if (mean !== null && mean > cmax) cmax = mean;
-      text.push(`${gene} in ${agg.groups[g]}<br>mean ${mean === null ? 'n/a' : mean.toPrecision(4)}<br>${pct(frac)} of ${agg.group_counts[g].toLocaleString()} cells expressing`);
+      text.push(`${labels[f]} in ${agg.groups[g]}<br>mean ${mean === null ? 'n/a' : mean.toPrecision(4)}<br>${pct(frac)} of ${agg.group_counts[g].toLocaleString()} cells expressing`);
     }
   });
   const dots = {
@@ -62,13 +63,13 @@ export function dotPlotFigure(agg, order, grouping, highlight, minWidth = 520) {
     ? [{ type: 'rect', xref: 'x', yref: 'paper', x0: genes.indexOf(highlight) - 0.5, x1: genes.indexOf(highlight) + 0.5, y0: 0, y1: 1, fillcolor: 'rgba(49,130,189,0.10)', line: { width: 0 }, layer: 'below' }]
     : [];
   const longestGroup = Math.max(4, ...groupLabels.map((s) => s.length));
-  const longestGene = Math.max(4, ...genes.map((s) => s.length));
+  const longestGene = Math.max(4, ...labels.map((s) => s.length));
   const layout = {
     font: FONT,
     height: Math.max(380, 26 * groupLabels.length + 60 + 7 * longestGene),
     width: Math.max(minWidth, 28 * genes.length + 7 * longestGroup + 240),
     margin: { l: 20 + 7 * Math.min(longestGroup, 40), r: 110, t: 30 + 6.5 * Math.min(longestGene, 30), b: 70 },
-    xaxis: { type: 'category', categoryorder: 'array', categoryarray: genes, range: [-0.6, genes.length - 0.4], side: 'top', tickangle: -60, title: { text: 'gene', standoff: 6 }, automargin: true, fixedrange: true },
+    xaxis: { type: 'category', categoryorder: 'array', categoryarray: genes, range: [-0.6, genes.length - 0.4], tickmode: 'array', tickvals: genes, ticktext: labels, side: 'top', tickangle: -60, title: { text: 'gene', standoff: 6 }, automargin: true, fixedrange: true },
     yaxis: { type: 'category', categoryorder: 'array', categoryarray: [...groupLabels].reverse(), range: [-0.6, groupLabels.length - 0.4], title: { text: grouping }, automargin: true, fixedrange: true },
     legend: { title: { text: 'fraction of cells expressing (dot area):' }, orientation: 'h', itemsizing: 'trace', x: 0, xanchor: 'left', y: -0.02, yanchor: 'top' },
     shapes,
@@ -81,13 +82,14 @@ export function dotPlotFigure(agg, order, grouping, highlight, minWidth = 520) {
 
 // One gene over the groups, as box plots from the stored quartiles. `whiskers`: 'minmax' (from the
 // 12 statistics: whiskers at min and max) or the distributions view's 1.5 IQR whiskers when given.
-export function boxPlotFigure(agg, order, grouping, gene, boxStats, minWidth = 520) {
+export function boxPlotFigure(agg, order, grouping, gene, boxStats, minWidth = 520, labelOf = (f) => f) {
+  const label = labelOf(gene);
   const f = agg.features.indexOf(gene);
   const groups = order.map((g) => agg.groups[g]);
   const pick = (stat) => order.map((g) => (boxStats ? boxStats[stat][g] : agg.stats[stat][f][g]));
   const trace = {
     type: 'box',
-    name: gene,
+    name: label,
     x: groups,
     q1: pick('q1'),
     median: pick('median'),
@@ -104,12 +106,12 @@ export function boxPlotFigure(agg, order, grouping, gene, boxStats, minWidth = 5
     data: [trace],
     layout: {
       font: FONT,
-      title: { text: `${gene} by ${grouping}<br><sub>box: quartiles and median; ${whiskers}</sub>`, font: { size: 14 } },
+      title: { text: `${label} by ${grouping}<br><sub>box: quartiles and median; ${whiskers}</sub>`, font: { size: 14 } },
       height: 460,
       width: Math.max(minWidth, 36 * groups.length + 160),
       margin: { l: 70, r: 30, t: 70, b: 40 + 6.5 * Math.min(longestGroup, 40) },
       xaxis: { title: { text: grouping }, type: 'category', tickangle: groups.length > 8 ? -45 : 0, automargin: true },
-      yaxis: { title: { text: `${gene} expression` }, zeroline: true, rangemode: 'tozero' },
+      yaxis: { title: { text: `${label} expression` }, zeroline: true, rangemode: 'tozero' },
       showlegend: false,
       plot_bgcolor: '#ffffff',
       paper_bgcolor: '#ffffff',

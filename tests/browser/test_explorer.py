@@ -14,6 +14,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -272,3 +273,59 @@ def test_narrow_screen_stacks_the_panels(browser: Any, demo: Demo, screenshot: A
         screenshot("narrow-embedding")
     finally:
         browser.set_window_size(1280, 800)
+
+
+# --- an h5ad whose features are ids with display symbols ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def symbols_demo(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> tuple[Demo, list[str], list[str | None]]:
+    """A small h5ad: Ensembl-like ids as features, symbols in a var column, a UMAP in obsm."""
+    import anndata
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(11)
+    ids = [f"ENSG{i:011d}" for i in range(30)]
+    symbols: list[str | None] = [f"GENE{i}" if i != 4 else None for i in range(30)]
+    symbols[7] = "CD3E"
+    counts = rng.poisson(0.8, size=(120, 30)).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(rng.choice(["B", "T", "NK"], size=120))}, index=[f"cell{i}" for i in range(120)])
+    var = pd.DataFrame({"symbol_col": pd.Categorical(symbols)}, index=ids)
+    adata = anndata.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var, obsm={"X_umap": rng.normal(size=(120, 2))})
+    folder = tmp_path_factory.mktemp("symbols")
+    adata.write_h5ad(folder / "sym.h5ad")
+    path = folder / "sym.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(folder / "sym.h5ad", "sym.h5ad")
+        archive.writestr("manifest.json", json.dumps({"feature_symbols": "symbol_col", "title": "symbols"}))
+    dataset_id = f"browser-sym-{uuid.uuid4().hex[:8]}"
+    done = cli(stack, "upload", str(path), "--dataset", dataset_id, "--wait", "--timeout", "600")
+    assert done.returncode == 0, done.stderr
+    matrix = pd.DataFrame(counts.astype(np.float64), index=obs.index, columns=ids)
+    return Demo(dataset_id, f"http://{stack.query_host}:{stack.query_port}", Reference(matrix, obs.astype(str))), ids, symbols
+
+
+def test_symbols_are_searched_and_shown_features_are_read_by_id(browser: Any, symbols_demo: Any, screenshot: Any) -> None:
+    demo, ids, symbols = symbols_demo
+    open_page(browser, demo, grouping="cell_type")
+    chips = [chip.text for chip in browser.find_elements(By.CSS_SELECTOR, "#chips button.gene")]
+    assert chips == [s if s else i for i, s in zip(ids[:8], symbols[:8])]
+    browser.find_element(By.ID, "clear-genes").click()
+    wait_until(browser, "return window.wvExplorer.state.genes.length === 0")
+    box = browser.find_element(By.ID, "gene-input")
+    box.send_keys("cd3")
+    wait_until(browser, "return document.querySelectorAll('#suggestions li').length > 0 && !document.getElementById('suggestions').hidden", what="suggestions")
+    assert [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#suggestions li")] == [f"CD3E ({ids[7]})"]
+    box.send_keys(Keys.ENTER)
+    wait_until(browser, "return window.wvExplorer.state.genes.length === 1")
+    box.send_keys("gene1 ENSG00000000004", Keys.ENTER)  # a symbol and an id without a symbol
+    wait_until(browser, "return window.wvExplorer.state.genes.length === 3")
+    wait_idle(browser)
+    assert state(browser)["genes"] == [ids[7], ids[1], ids[4]]
+    dots = plotted_dots(browser)
+    _, expected = demo.ref.group_stats("cell_type")
+    for gene, group, colour in zip(dots["x"], dots["y"], dots["colour"]):
+        assert colour == pytest.approx(expected["mean"].loc[group, gene], rel=1e-9)
+    ticks = browser.execute_script("return Array.from(document.getElementById('plot')._fullLayout.xaxis.ticktext)")
+    assert ticks == ["CD3E", "GENE1", ids[4]]
+    screenshot("symbols")

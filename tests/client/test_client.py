@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,6 +150,28 @@ def test_error_answers_raise_with_the_server_message(published: Published) -> No
     with pytest.raises(ApiError) as caught:
         published.client.dataset("no-such-dataset-here")
     assert caught.value.status == 404
+
+
+def test_features_with_display_symbols(stack: Settings, published: Published, tmp_path: Path) -> None:
+    import anndata
+    import scipy.sparse as sp
+
+    ids = [f"ENSG{i:011d}" for i in range(12)]
+    symbols = [f"SYM{i}" if i != 3 else None for i in range(12)]
+    symbols[5] = "CD3E"
+    rng = np.random.default_rng(2)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(rng.choice(["B", "T"], size=30))}, index=[f"c{i}" for i in range(30)])
+    anndata.AnnData(X=sp.csr_matrix(rng.poisson(1.0, size=(30, 12)).astype(np.float32)), obs=obs, var=pd.DataFrame({"gene_symbols": symbols}, index=ids)).write_h5ad(tmp_path / "sym.h5ad")
+    dataset_id = f"client-sym-{uuid.uuid4().hex[:8]}"
+    done = cli(stack, "upload", str(tmp_path / "sym.h5ad"), "--dataset", dataset_id, "--wait", "--timeout", "600")
+    assert done.returncode == 0, done.stderr
+    listing = published.client.features(dataset_id, with_symbols=True)
+    assert listing["feature"].tolist() == ids and listing["symbol"].tolist() == symbols
+    found = published.client.features(dataset_id, "cd3", with_symbols=True)
+    assert found.to_dict("records") == [{"feature": ids[5], "symbol": "CD3E"}]
+    assert published.client.features(dataset_id, "cd3") == [ids[5]]
+    # Datasets without symbols: None for each.
+    assert published.client.features(published.dataset_id, "GENE0000", with_symbols=True)["symbol"].isna().all()
 
 
 # --- retries: a 503 with Retry-After, from a server that answers 503 twice before answering ------
