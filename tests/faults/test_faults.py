@@ -90,39 +90,67 @@ def _thrift(stack: Settings) -> Iterator[happybase.Connection]:
         conn.close()
 
 
-def _kill(stack: Settings, name: str) -> None:
-    state = local_stack.StackState.read(stack.home)
-    record = state.components.get(name)
-    if record is not None:
-        try:
-            os.kill(record.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a running process (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _kill(stack: Settings, name: str) -> int:
+    """SIGKILL the component's process, which must be running; returns its pid once it is dead."""
+    record = local_stack.StackState.read(stack.home).components.get(name)
+    assert record is not None, f"{name} has no process record"
+    assert _alive(record.pid), f"{name}'s pid {record.pid} was not running before the kill"
+    os.kill(record.pid, signal.SIGKILL)
+    wait_for(lambda: not _alive(record.pid), 10, f"{name} (pid {record.pid}) to die")
+    return record.pid
+
+
+def _still_building(stack: Settings, dataset_id: str) -> bool:
+    """True while the dataset has no version yet or one that is still being built."""
+    db = boto3.client("dynamodb", **stack.aws_client_kwargs())
+    items = db.query(
+        TableName=stack.versions_table, KeyConditionExpression="dataset_id = :d", ExpressionAttributeValues={":d": {"S": dataset_id}}, ConsistentRead=True
+    )["Items"]
+    return not items or any(i["state"]["S"] in ("INGESTING", "COMPUTING", "LOADING", "VALIDATING") for i in items)
 
 
 def test_killing_workers_at_random_points_loses_nothing(stack: Settings, tmp_path: Path) -> None:
-    """20+ kill -9 of random workers at random moments over several uploads; every version publishes right."""
+    """20 kill -9 of random workers at random moments over several uploads; every version publishes right."""
     rng = random.Random(20261125)
-    kills: list[tuple[str, float]] = []
+    kills: list[tuple[str, int, float, bool]] = []
     for trial in range(5):
         dataset_id = _dataset(f"kill{trial}")
         path = _zip(tmp_path, f"k{trial}", 150, 100, seed=100 + trial)
         started = time.monotonic()
         _upload(stack, path, dataset_id)
         for _ in range(4):
-            time.sleep(rng.uniform(0.5, 6.0))
+            time.sleep(rng.uniform(0.5, 6.0))  # a random moment: fault injection, not synchronisation
             victim = rng.choice(WORKERS)
-            _kill(stack, victim)
-            kills.append((victim, round(time.monotonic() - started, 1)))
+            building = _still_building(stack, dataset_id)
+            pid = _kill(stack, victim)
+            kills.append((victim, pid, round(time.monotonic() - started, 1), building))
             local_stack.restart_component(stack, victim)
         entry = _wait_published(stack, dataset_id, 1, 600)
         version = entry["versions"][0]
         assert version["state"] == "PUBLISHED", version
         assert entry["current_version"] == version["version_id"]
         assert_version_matches(stack, dataset_id, version["version_id"], Reference.from_zip(path), ["cell_type", "donor"])
-    assert len(kills) >= 20
-    assert {name for name, _ in kills} == set(WORKERS), kills
+        # Kills after the publication prove nothing: each upload met at least one while it was building.
+        assert any(building for *_, building in kills[-4:]), (dataset_id, kills[-4:])
+    assert {name for name, *_ in kills} == set(WORKERS), kills
     print(f"\nkills survived: {len(kills)} {kills}")
+
+
+def _in_flight(stack: Settings, role: str) -> int:
+    """Messages of the role's queue that a worker has received and not yet deleted."""
+    sqs = boto3.client("sqs", **stack.aws_client_kwargs())
+    url = sqs.get_queue_url(QueueName=stack.queue_name(role))["QueueUrl"]  # type: ignore[arg-type]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
 def test_hbase_restart_during_loading_resumes(stack: Settings, tmp_path: Path) -> None:
@@ -137,8 +165,18 @@ def test_hbase_restart_during_loading_resumes(stack: Settings, tmp_path: Path) -
         # HBase itself (HMaster with its RegionServer) goes down; the Thrift gateway stays, as on EMR.
         local_stack.stop_component(stack, "hbase-master")
     finally:
+        loader_log = stack.home / "logs" / "loader.log"
+        logged_before = loader_log.stat().st_size if loader_log.exists() else 0
         local_stack.restart_component(stack, "loader")
-    time.sleep(5)  # the loader meets HBase down and backs off
+
+    def loader_met_hbase_down() -> bool:
+        # A load in progress (received, not deleted), or one already handled and logged as a retry.
+        with open(loader_log, "rb") as f:
+            f.seek(logged_before)
+            return _in_flight(stack, "load") > 0 or dataset_id.encode() in f.read()
+
+    # HBase comes back only once the loader has taken a load message while HBase was down.
+    wait_for(loader_met_hbase_down, 120, "the loader to take a load message while HBase is down")
     local_stack.restart_component(stack, "hbase-master")
     entry = _wait_published(stack, dataset_id, 1, 900)
     version = entry["versions"][0]
@@ -220,7 +258,7 @@ def test_workers_cut_off_from_aws_for_30_s_back_off_and_resume(stack: Settings, 
         _upload(stack, path, dataset_id)
         wait_for(lambda: _status(stack, dataset_id)["versions"], 120, "the version to exist")
         proxy.cut_off()
-        time.sleep(30)
+        time.sleep(30)  # the fault's length, not a synchronisation: refused connections are asserted below
         proxy.restore()
         entry = _wait_published(stack, dataset_id, 1, 900)
         version = entry["versions"][0]
@@ -295,9 +333,12 @@ def test_older_upload_finishing_later_is_superseded_never_current(stack: Setting
     """Two uploads build side by side; the newer is published first, the older validates later."""
     dataset_id = _dataset("race")
     local_stack.stop_component(stack, "publisher")
+    publisher_log = stack.home / "logs" / "publisher.log"
+    logged_before = publisher_log.stat().st_size if publisher_log.exists() else 0
     try:
         _upload(stack, _zip(tmp_path, "older", 150, 80, seed=41), dataset_id)
-        time.sleep(1.1)  # upload order is the S3 event time (milliseconds)
+        # Upload order is the S3 event's: the newer upload is made once ingest has filed the older.
+        wait_for(lambda: len(_versions(stack, dataset_id)) == 1, 120, "the older upload's version")
         _upload(stack, _zip(tmp_path, "newer", 100, 40, seed=42), dataset_id)
 
         def both_validating() -> dict[str, str] | None:
@@ -314,11 +355,20 @@ def test_older_upload_finishing_later_is_superseded_never_current(stack: Setting
     states = {v["version_id"]: v["state"] for v in entry["versions"]}
     assert states == {ids["newer"]: "PUBLISHED", ids["older"]: "SUPERSEDED"}
     assert entry["current_version"] == ids["newer"] and entry["generation"] == 1
-    # The queued publish messages, now handled by the restarted publisher, change nothing.
-    time.sleep(5)
+    # The queued publish messages, now handled by the restarted publisher, change nothing: wait
+    # until it has logged its outcome for both of them.
+    wait_for(lambda: _handled(publisher_log, logged_before, dataset_id) >= 2, 120, "the publisher to handle both queued messages")
     again = _status(stack, dataset_id)
     assert (again["current_version"], again["generation"]) == (ids["newer"], 1)
     assert {v["version_id"]: v["state"] for v in again["versions"]} == states
+
+
+def _handled(log_path: Path, offset: int, dataset_id: str) -> int:
+    """How many messages about the dataset the worker has logged an outcome for since `offset`."""
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        lines = [json.loads(line) for line in f.read().splitlines() if line.startswith(b"{")]
+    return sum(1 for line in lines if line.get("dataset") == dataset_id and "outcome" in line)
 
 
 async def _publish_in_process(stack: Settings, dataset_id: str, version_ids: list[str]) -> None:

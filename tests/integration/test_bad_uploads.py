@@ -10,6 +10,7 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 import pytest
@@ -200,8 +201,12 @@ def test_bad_upload_is_rejected_with_a_reason_and_writes_nothing_outside_staging
     assert plan_key(dataset_id, version_id) not in added
 
 
-def test_corpus_has_at_least_twenty_cases() -> None:
-    assert len(CASES) >= 20
+def test_readme_reports_the_corpus_as_it_is() -> None:
+    """The README's reliability table gives the corpus' size: it must be this file's."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| bad uploads (the corpus) |")]
+    assert row.split("|")[2].strip() == str(len(CASES)), row
+    assert len({c.name for c in CASES}) == len(CASES), "two cases share a name"
 
 
 def test_good_upload_in_a_top_folder_with_macos_debris_is_accepted(inprocess_moto: Settings) -> None:

@@ -253,14 +253,29 @@ def test_template_names_match_the_settings_and_the_lambda_handler_exists() -> No
     import services.query.lambda_handler as module
 
     assert callable(module.handler)
-    settings = Settings(name_prefix="PFX")
-    names = {r["Properties"].get("QueueName") for r in resources.values() if r["Type"] == "AWS::SQS::Queue"}
-    expected = {settings.queue_name(role, dead_letter=dead) for role in QUEUE_ROLES for dead in (False, True)}
-    assert {n.replace("${Prefix}", "PFX") for n in names} == expected
+    # The names spelled out here, not derived from `Settings`: the template and the code must each
+    # produce exactly these (a change to either side alone fails).
+    queues = {"PFX-ingest", "PFX-compute", "PFX-load", "PFX-publish"}
+    dlqs = {f"{q}-dlq" for q in queues}
+    by_name = {r["Properties"]["QueueName"].replace("${Prefix}", "PFX"): r for r in resources.values() if r["Type"] == "AWS::SQS::Queue"}
+    assert set(by_name) == queues | dlqs
+    queue_resource = {r["Properties"]["QueueName"]: name for name, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    for queue in queues:
+        redrive = by_name[queue]["Properties"]["RedrivePolicy"]
+        dlq = queue_resource[f"{queue}-dlq".replace("PFX", "${Prefix}")]
+        assert redrive == {"deadLetterTargetArn": "${%s.Arn}" % dlq, "maxReceiveCount": "${MaxReceiveCount}"}, queue
     tables = {resources[t]["Properties"]["TableName"].replace("${Prefix}", "PFX") for t in ("DatasetsTable", "VersionsTable")}
-    assert tables == {settings.datasets_table, settings.versions_table}
+    assert tables == {"PFX-datasets", "PFX-versions"}
     buckets = {resources[b]["Properties"]["BucketName"].replace("${Prefix}", "PFX") for b in ("UploadsBucket", "StagingBucket")}
-    assert buckets == {settings.uploads_bucket, settings.staging_bucket}
+    assert buckets == {"PFX-uploads", "PFX-staging"}
+    settings = Settings(name_prefix="PFX")
+    assert {settings.queue_name(role, dead_letter=dead) for role in QUEUE_ROLES for dead in (False, True)} == queues | dlqs
+    assert {settings.datasets_table, settings.versions_table} == tables
+    assert {settings.uploads_bucket, settings.staging_bucket} == buckets
+    # Every object created under uploads/ is announced to the ingest queue.
+    (notification,) = resources["UploadsBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification["Queue"] == "${IngestQueue.Arn}" and notification["Event"] == "s3:ObjectCreated:*"
+    assert notification["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "uploads/"}]
     # Every WIDEVIEWS_* variable the template sets is a setting (a typo would be silently ignored).
     fields = set(Settings.model_fields)
     for resource in resources.values():
