@@ -260,7 +260,7 @@ def test_hbase_master_restarts_while_thrift_is_down_and_keeps_its_tables(stack: 
 
 def test_down_stops_its_own_processes_and_never_a_reused_pid(tmp_path: Path) -> None:
     settings = Settings.load(home=tmp_path / "home")
-    ours = local_stack._spawn(settings, "ingest", ["sleep", "300"], settings.child_env())
+    ours = local_stack.spawn(settings, "ingest", ["sleep", "300"], settings.child_env())
     # A stranger: a process whose pid the stack file claims, as after a crash and pid reuse.
     stranger = subprocess.Popen(["sleep", "300"])
     try:
