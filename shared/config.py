@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     """Seconds the query caches a dataset's current-version pointer."""
     max_features_per_request: int = 1000
     """Most features one aggregates request may ask for."""
+    query_workers: int = 1
+    """Processes of the local query server (uvicorn workers sharing its port); each has its own caches."""
+    query_stats_cache_bytes: int = 67_108_864
+    """Memory of the query's cache of stats rows (version-pinned, so never stale); 0 turns it off."""
 
     @classmethod
     def load(cls, **overrides: Any) -> "Settings":

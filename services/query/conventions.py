@@ -140,8 +140,8 @@ class Conventions:
             and b"content-encoding" not in names
             and content_type.startswith(_COMPRESSIBLE)
         ):
-            # Level 6 for the usual few-KB answers, 1 for pages of megabytes (10x faster, ~10% larger).
-            body = gzip.compress(body, compresslevel=6 if len(body) < 256 * 1024 else 1, mtime=0)
+            # Level 6 for answers of a few KB, 1 from 16 KB on (a 50-feature dot plot, pages): 3-10x faster, ~10% larger.
+            body = gzip.compress(body, compresslevel=6 if len(body) < 16 * 1024 else 1, mtime=0)
             headers.append((b"content-encoding", b"gzip"))
             headers = [
                 (k, v[:-1] + GZIP_SUFFIX.encode() + b'"' if k.lower() == b"etag" and v.endswith(b'"') else v) for k, v in headers

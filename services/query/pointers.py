@@ -25,6 +25,7 @@ import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 
+from services.query.memory_only import require_io
 from shared.config import Settings
 from shared.errors import NotFound, Transient
 
@@ -100,6 +101,7 @@ class Pointers:
         self._lock = threading.Lock()
 
     def _call(self, action: str, fn: Callable[[], T]) -> T:
+        require_io(action)
         try:
             return fn()
         except botocore.exceptions.ClientError as exc:

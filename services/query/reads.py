@@ -1,9 +1,9 @@
 """Reads of one version's views in HBase, decoded to numpy and plain Python (no HTTP here).
 
 A version's tables never change once published, so what is read per version (its catalog document,
-its feature list and search index) is cached in small LRUs; the values themselves are read per
-request (one multi-get for a dot plot, one or two rows for a page of a feature's non-zeros, one
-scan for a page of cells).
+its feature list and search index, pages of cells) is cached in small LRUs, and its stats vectors
+in a cache bounded in bytes (`query_stats_cache_bytes`); a feature's values are read per request
+(one or two rows for a page of its non-zeros).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from services.query.memory_only import require_io
 from shared import layout
 from shared.adapters.hbase import HBase, view_table
 from shared.config import Settings
@@ -49,6 +50,7 @@ class Lru(Generic[K, V]):
         found, value = self._hit(key)
         if found:
             return value  # type: ignore[return-value]
+        require_io("cache miss")
         with self._lock:
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
@@ -65,6 +67,48 @@ class Lru(Generic[K, V]):
                 while len(self._items) > self._size:
                     self._items.popitem(last=False)
             return value
+
+
+class ByteLru(Generic[K, V]):
+    """A thread-safe LRU bounded by the bytes its values take (as the caller counts them); 0 keeps nothing."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[K]) -> dict[K, V]:
+        """The cached values of `keys` (absent keys left out), each marked recently used."""
+        out: dict[K, V] = {}
+        if not self.max_bytes:
+            return out
+        with self._lock:
+            for key in keys:
+                item = self._items.get(key)
+                if item is not None:
+                    self._items.move_to_end(key)
+                    out[key] = item[0]
+        return out
+
+    def put_many(self, items: list[tuple[K, V, int]]) -> None:
+        """Add (key, value, size in bytes) items, evicting the least recently used beyond the bound."""
+        if not self.max_bytes:
+            return
+        with self._lock:
+            for key, value, size in items:
+                old = self._items.pop(key, None)
+                if old is not None:
+                    self._bytes -= old[1]
+                self._items[key] = (value, size)
+                self._bytes += size
+            while self._bytes > self.max_bytes and self._items:
+                _, (_, size) = self._items.popitem(last=False)
+                self._bytes -= size
+
+
+# Bytes a cached stats vector costs beyond its values: the numpy header, the key tuple, the dict slot.
+_ENTRY_OVERHEAD_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -186,6 +230,9 @@ class VersionReader:
         # Pages of cells (a version's cells never change): a plot's reload or a second user is a memory read.
         # At most 8 pages of at most 100,000 cells each.
         self._cells: Lru[tuple[str, str, bytes | None, int, frozenset[str]], CellsPage] = Lru(8)
+        # Stats vectors by (table, feature, stat): a version's tables never change, so an entry is never
+        # stale (the table name holds the version). A dot plot of cached features reads nothing from HBase.
+        self._stats: ByteLru[tuple[str, str, str], np.ndarray] = ByteLru(settings.query_stats_cache_bytes)
 
     def _table(self, catalog: Catalog, view: str) -> str:
         return view_table(self.settings, catalog.dataset_id, catalog.version_id, view)
@@ -220,19 +267,34 @@ class VersionReader:
         return self._features.get_or_load((catalog.dataset_id, catalog.version_id), load)
 
     def stats(self, catalog: Catalog, grouping: Grouping, features: list[str], stats: list[str]) -> dict[str, dict[str, np.ndarray]]:
-        """feature -> stat -> float64 vector over the grouping's groups, by one multi-get.
+        """feature -> stat -> float64 vector over the grouping's groups: from the stats cache, and one
+        multi-get of the features not all of whose stats are cached.
 
         `NotFound` names the features the version does not have.
         """
         unique = list(dict.fromkeys(features))
-        columns = [layout.STATS_FAMILY + b":" + s.encode() for s in stats]
-        rows = self.hbase.rows(self._table(catalog, grouping.view), [f.encode() for f in unique], columns=columns)
-        missing = [f for f in unique if f.encode() not in rows]
-        if missing:
-            raise NotFound(f"features not in dataset {catalog.dataset_id!r}: {missing[:20]}")
-        return {
-            f: {s: layout.decode_stats_vector(rows[f.encode()][c]) for s, c in zip(stats, columns)} for f in unique
-        }
+        table = self._table(catalog, grouping.view)
+        cached = self._stats.get_many([(table, f, s) for f in unique for s in stats])
+        out: dict[str, dict[str, np.ndarray]] = {f: {} for f in unique}
+        for (_, f, s), vector in cached.items():
+            out[f][s] = vector
+        to_read = [f for f in unique if len(out[f]) < len(stats)]
+        if to_read:
+            require_io("stats rows")
+            columns = [layout.STATS_FAMILY + b":" + s.encode() for s in stats]
+            rows = self.hbase.rows(table, [f.encode() for f in to_read], columns=columns)
+            missing = [f for f in to_read if f.encode() not in rows]
+            if missing:
+                raise NotFound(f"features not in dataset {catalog.dataset_id!r}: {missing[:20]}")
+            fresh = []
+            for f in to_read:
+                row = rows[f.encode()]
+                for s, c in zip(stats, columns):
+                    vector = layout.decode_stats_vector(row[c])
+                    out[f][s] = vector
+                    fresh.append(((table, f, s), vector, vector.nbytes + _ENTRY_OVERHEAD_BYTES))
+            self._stats.put_many(fresh)
+        return out
 
     def feature_page(self, catalog: Catalog, feature: str, part: int, offset: int, limit: int) -> FeaturePage:
         """Up to `limit` non-zeros of `feature` from (part, offset) on; `NotFound` if the feature is absent.
@@ -241,6 +303,7 @@ class VersionReader:
         `features_row_max_nnz` non-zeros, so this is one round trip that also tells whether more follow),
         and further parts only when the page needs them.
         """
+        require_io("feature values")
         table = self._table(catalog, "features")
         qualifier = layout.FEATURES_FAMILY + b":" + layout.FEATURES_QUALIFIER
         keys = [layout.feature_part_row(feature, part), layout.feature_part_row(feature, part + 1)]
@@ -316,6 +379,7 @@ class VersionReader:
 
     def cell(self, catalog: Catalog, cell_id: str) -> dict[str, Any]:
         """One cell's row: position, metadata, embedding and numeric columns; `NotFound` if absent."""
+        require_io("cell row")
         row = self.hbase.row(self._table(catalog, "cells"), cell_id.encode())
         if not row:
             raise NotFound(f"cell {cell_id!r} not in dataset {catalog.dataset_id!r}")

@@ -1,7 +1,10 @@
-"""The local HTTP server of the read API: `python -m services.query.server` (uvicorn; host and port from Settings).
+"""The local HTTP server of the read API: `python -m services.query.server` (uvicorn; host, port and
+worker processes from Settings).
 
 `wideviews stack up` starts it as the `query` component. SIGTERM and SIGINT stop it gracefully
-(uvicorn finishes the requests in flight).
+(uvicorn finishes the requests in flight). With `query_workers` > 1 uvicorn's supervisor forks that
+many processes that share the listening socket: each answers requests on its own core with its own
+caches (pointer, catalogs, stats rows) and its own /metrics counters.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+from fastapi import FastAPI
 
 from services.query.app import create_app
 from shared.config import Settings
@@ -17,16 +21,28 @@ from shared.logs import configure_logging
 log = logging.getLogger("wideviews.query")
 
 
-def main() -> None:
+def _settings() -> Settings:
     settings = Settings.load()
-    settings = settings if settings.service else settings.model_copy(update={"service": "query"})
+    return settings if settings.service else settings.model_copy(update={"service": "query"})
+
+
+def server_app() -> FastAPI:
+    """The app of one server process (uvicorn calls this in each worker)."""
+    settings = _settings()
     configure_logging(settings)
-    app = create_app(settings)
-    log.info("query server on http://%s:%s", settings.query_host, settings.query_port)
-    # One process: the pointer cache and the per-version catalogs live in it. No access log (the
-    # metrics count every request; errors are logged with their request id).
+    return create_app(settings)
+
+
+def main() -> None:
+    settings = _settings()
+    configure_logging(settings)
+    workers = max(1, settings.query_workers)
+    log.info("query server on http://%s:%s (%d worker process%s)", settings.query_host, settings.query_port, workers, "es" if workers > 1 else "")
+    # No access log (the metrics count every request; errors are logged with their request id).
     uvicorn.run(
-        app,
+        "services.query.server:server_app",
+        factory=True,
+        workers=workers if workers > 1 else None,
         host=settings.query_host,
         port=settings.query_port,
         access_log=False,
