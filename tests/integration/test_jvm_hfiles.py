@@ -126,13 +126,21 @@ def table(stack: Settings, hbase: happybase.Connection) -> Iterator[str]:
     name = f"{stack.hbase_namespace}:t_{uuid.uuid4().hex[:12]}"
     hbase.create_table(name, {"f": dict()})
     yield name
-    hbase.delete_table(name, disable=True)
+    reconnect(hbase).delete_table(name, disable=True)
+
+
+def reconnect(hbase: happybase.Connection) -> happybase.Connection:
+    """The same connection, reopened: the Thrift server drops a connection idle for a minute,
+    which a Spark step or a bulk load on a loaded machine can outlast."""
+    hbase.close()
+    hbase.open()
+    return hbase
 
 
 def scan_cells(hbase: happybase.Connection, table: str) -> list[tuple[bytes, bytes, bytes]]:
     """Every cell of family f, in scan order, with its timestamp checked."""
     cells = []
-    for row, columns in hbase.table(table).scan(include_timestamp=True):
+    for row, columns in reconnect(hbase).table(table).scan(include_timestamp=True):
         for column, (value, timestamp) in sorted(columns.items()):
             assert column.startswith(b"f:")
             assert timestamp == TIMESTAMP_MS

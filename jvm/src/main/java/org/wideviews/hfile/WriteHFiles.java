@@ -10,20 +10,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
-import org.apache.hadoop.hbase.CellComparatorImpl;
-import org.apache.hadoop.hbase.HConstants;
-import org.apache.hadoop.hbase.KeyValue;
 import org.apache.hadoop.hbase.client.ColumnFamilyDescriptorBuilder;
-import org.apache.hadoop.hbase.io.compress.Compression;
-import org.apache.hadoop.hbase.io.encoding.DataBlockEncoding;
-import org.apache.hadoop.hbase.io.hfile.CacheConfig;
-import org.apache.hadoop.hbase.io.hfile.HFile;
-import org.apache.hadoop.hbase.io.hfile.HFileContext;
-import org.apache.hadoop.hbase.io.hfile.HFileContextBuilder;
-import org.apache.hadoop.hbase.regionserver.BloomType;
-import org.apache.hadoop.hbase.regionserver.HStoreFile;
-import org.apache.hadoop.hbase.regionserver.StoreFileWriter;
-import org.apache.hadoop.hbase.regionserver.StoreUtils;
 import org.apache.hadoop.hbase.util.Bytes;
 
 /**
@@ -111,9 +98,6 @@ public final class WriteHFiles {
   public static Summary write(Configuration conf, List<java.nio.file.Path> inputs, Path outputDir,
       byte[] family, long maxFileBytes, long timestamp) throws IOException {
     ColumnFamilyDescriptorBuilder.isLegalColumnFamilyName(family);
-    if (maxFileBytes <= 0) {
-      throw new IllegalArgumentException("--max-file-bytes must be positive, not " + maxFileBytes);
-    }
     FileSystem fs = outputDir.getFileSystem(conf);
     // HFile blocks carry their own checksums; no .crc files beside local HFiles.
     fs.setWriteChecksum(false);
@@ -123,12 +107,7 @@ public final class WriteHFiles {
     }
     fs.mkdirs(familyDir);
 
-    HFileContext context = fileContext(conf, family);
-    List<Path> written = new ArrayList<>();
-    StoreFileWriter writer = null;
-    long fileBytes = 0;
-    long cells = 0;
-    long rows = 0;
+    HFileSink sink = new HFileSink(conf, fs, familyDir, family, timestamp, maxFileBytes, null);
     byte[] previousRow = null;
     byte[] previousQualifier = null;
     boolean done = false;
@@ -146,96 +125,28 @@ public final class WriteHFiles {
               }
               newRow = byRow != 0;
             }
-            if (newRow) {
-              rows++;
-              // Roll only between rows, as HFileOutputFormat2 does: files hold disjoint whole rows.
-              if (writer != null && fileBytes >= maxFileBytes) {
-                close(writer);
-                writer = null;
-              }
-            }
-            if (writer == null) {
-              writer = new StoreFileWriter.Builder(conf, CacheConfig.DISABLED, fs)
-                  .withOutputDir(familyDir)
-                  .withBloomType(BloomType.ROW)
-                  .withFileContext(context)
-                  .withCellComparator(CellComparatorImpl.COMPARATOR)
-                  .build();
-              written.add(writer.getPath());
-              fileBytes = 0;
-            }
-            KeyValue cell = new KeyValue(row, family, qualifier, timestamp, KeyValue.Type.Put,
-                cellFile.value());
-            writer.append(cell);
-            fileBytes += cell.getLength();
-            cells++;
+            sink.append(row, qualifier, cellFile.value(), newRow);
             previousRow = row;
             previousQualifier = qualifier;
           }
         }
       }
-      if (writer != null) {
-        close(writer);
-        writer = null;
-      }
+      sink.finish();
       done = true;
     } finally {
       if (!done) {
-        discard(fs, writer, written);
+        sink.discard();
       }
     }
 
     long bytes = 0;
     List<String> files = new ArrayList<>();
-    for (Path path : written) {
+    for (Path path : sink.written()) {
       FileStatus status = fs.getFileStatus(path);
       bytes += status.getLen();
       files.add(display(fs.makeQualified(path)));
     }
-    return new Summary(cells, rows, files, bytes);
-  }
-
-  private static HFileContext fileContext(Configuration conf, byte[] family) {
-    HFileContextBuilder builder = new HFileContextBuilder()
-        .withCompression(Compression.Algorithm.NONE)
-        .withDataBlockEncoding(DataBlockEncoding.NONE)
-        .withChecksumType(StoreUtils.getChecksumType(conf))
-        .withBytesPerCheckSum(StoreUtils.getBytesPerChecksum(conf))
-        .withBlockSize(HConstants.DEFAULT_BLOCKSIZE)
-        .withColumnFamily(family);
-    // As HFileOutputFormat2: HFile v3 carries a tags length per cell even when there are none.
-    if (HFile.getFormatVersion(conf) >= HFile.MIN_FORMAT_VERSION_WITH_TAGS) {
-      builder.withIncludesTags(true);
-    }
-    return builder.build();
-  }
-
-  /** Closes a finished HFile with the file info HFileOutputFormat2 gives bulk-load files. */
-  private static void close(StoreFileWriter writer) throws IOException {
-    writer.appendFileInfo(HStoreFile.BULKLOAD_TIME_KEY, Bytes.toBytes(System.currentTimeMillis()));
-    writer.appendFileInfo(HStoreFile.BULKLOAD_TASK_KEY, Bytes.toBytes("wideviews-WriteHFiles"));
-    writer.appendFileInfo(HStoreFile.MAJOR_COMPACTION_KEY, Bytes.toBytes(true));
-    writer.appendFileInfo(HStoreFile.EXCLUDE_FROM_MINOR_COMPACTION_KEY, Bytes.toBytes(false));
-    writer.appendTrackedTimestampsToMetadata();
-    writer.close();
-  }
-
-  /** Best effort after a failure: half a view must never reach a bulk load. */
-  private static void discard(FileSystem fs, StoreFileWriter open, List<Path> written) {
-    if (open != null) {
-      try {
-        open.close();
-      } catch (IOException | RuntimeException ignored) {
-        // The file is deleted next; its close failing changes nothing.
-      }
-    }
-    for (Path path : written) {
-      try {
-        fs.delete(path, false);
-      } catch (IOException ignored) {
-        // Nothing more to do; the caller reports the original failure.
-      }
-    }
+    return new Summary(sink.cells(), sink.rows(), files, bytes);
   }
 
   private static BadInputException outOfOrder(CellFile at, byte[] previousRow,
