@@ -268,7 +268,7 @@ def bench_executor(args: argparse.Namespace, executor: str, zip_path: Path, work
             wall = time.monotonic() - started
             cpu = dict(meter.cpu_s, client=cpu_now(resource.RUSAGE_CHILDREN) - client_cpu)
             version = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
-            status = json.loads(run([WIDEVIEWS, "status", "bench", "--json"], env).stdout)["datasets"][0]
+            status = dataset_status(env)
             record = next((v for v in status["versions"] if v["version_id"] == version.get("version_id")), None)
             history = _history(settings, version.get("version_id"))
             runs.append(
@@ -295,6 +295,17 @@ def bench_executor(args: argparse.Namespace, executor: str, zip_path: Path, work
         return result
     finally:
         run([WIDEVIEWS, "stack", "down"], env, timeout=900)
+
+
+def dataset_status(env: dict[str, str], attempts: int = 5) -> dict[str, Any]:
+    """`wideviews status bench --json`, retried: a loaded machine may time one call out."""
+    for attempt in range(attempts):
+        done = run([WIDEVIEWS, "status", "bench", "--json"], env)
+        if done.returncode == 0:
+            return json.loads(done.stdout)["datasets"][0]
+        print(f"  status failed (attempt {attempt + 1}): {done.stderr.strip().splitlines()[-1:]}", flush=True)
+        time.sleep(5 * (attempt + 1))
+    raise SystemExit("wideviews status kept failing")
 
 
 def _history(settings: Settings, version_id: str | None) -> Any:
