@@ -27,6 +27,7 @@ import argparse
 import http.client
 import json
 import multiprocessing as mp
+import os
 import random
 import statistics
 import sys
@@ -68,10 +69,10 @@ def _scenario_requests(name: str, dataset: str, features: list[str], rng: random
     return out
 
 
-def _http_client(host: str, port: int, requests: list[tuple[str, dict[str, str]]], stop_at: float, out: list[float], errors: list[str]) -> None:
+def _http_client(host: str, port: int, requests: list[tuple[str, dict[str, str]]], stop_at: float, out: list[float], errors: list[str], once: bool = False) -> None:
     conn = http.client.HTTPConnection(host, port, timeout=60)
     i = 0
-    while time.perf_counter() < stop_at:
+    while time.perf_counter() < stop_at and not (once and i >= len(requests)):
         path, headers = requests[i % len(requests)]
         i += 1
         started = time.perf_counter()
@@ -112,6 +113,38 @@ def _thrift_client(settings: dict[str, Any], scenario: str, table: str, keys: li
     conn.close()
 
 
+def _server_pid(settings: Settings) -> int | None:
+    """The pid of the stack's query server (uvicorn's supervisor when it runs several workers)."""
+    try:
+        return int((settings.home / "run" / "query.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _process_tree_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of `pid` and its children (the uvicorn workers), from /proc."""
+    if pid is None:
+        return float("nan")
+    pids = {pid}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) in pids:
+                pids.add(int(entry))
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields_after = fields[fields.rindex(")") + 2 :].split()
+        total += int(fields_after[11]) + int(fields_after[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def load(job: dict[str, Any]) -> dict[str, Any]:
     """In the load-generator process: `clients` threads for `seconds`; latencies and errors back."""
     latencies: list[list[float]] = [[] for _ in range(job["clients"])]
@@ -121,7 +154,7 @@ def load(job: dict[str, Any]) -> dict[str, Any]:
     for c in range(job["clients"]):
         if job["kind"] == "http":
             target: Callable[..., None] = _http_client
-            args: tuple[Any, ...] = (job["host"], job["port"], job["requests"][c], stop_at, latencies[c], errors)
+            args: tuple[Any, ...] = (job["host"], job["port"], job["requests"][c], stop_at, latencies[c], errors, job.get("once", False))
         else:
             target = _thrift_client
             args = (job["settings"], job["scenario"], job["table"], job["keys"][c], job["columns"], stop_at, latencies[c], errors)
@@ -159,7 +192,17 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.load(**({"home": Path(args.home)} if args.home else {}))
     host, port = settings.query_host, settings.query_port
+    server_pid = _server_pid(settings)
     conn = http.client.HTTPConnection(host, port, timeout=60)
+    cold_embedding: dict[str, float] = {}
+    if "d_embedding_arrow" in args.scenarios.split(","):
+        # The first request of a version reads every cell from HBase; later ones hit the server's page cache.
+        started = time.perf_counter()
+        conn.request("GET", f"/v1/datasets/{args.dataset}/cells?include=embedding&limit=100000", headers={"Accept": ARROW})
+        response = conn.getresponse()
+        size = len(response.read())
+        cold_embedding["cold_s"] = time.perf_counter() - started
+        print(f"first embedding request of the version (cold: a scan of the cells view): {cold_embedding['cold_s']:.2f} s, {size / 1e6:.1f} MB, status {response.status}")
     conn.request("GET", f"/v1/datasets/{args.dataset}")
     info = json.loads(conn.getresponse().read())
     version = info["version"]
@@ -181,16 +224,23 @@ def main() -> None:
     features_table = view_table(settings, args.dataset, version, "features")
     settings_dict = {"hbase_thrift_host": settings.hbase_thrift_host, "hbase_thrift_port": settings.hbase_thrift_port}
     scenarios = args.scenarios.split(",")
-    if "d_embedding_arrow" in scenarios:
-        # The first request of a version reads every cell from HBase; later ones hit the server's page cache.
-        started = time.perf_counter()
-        conn.request("GET", f"/v1/datasets/{args.dataset}/cells?include=embedding&limit=100000", headers={"Accept": ARROW})
-        response = conn.getresponse()
-        size = len(response.read())
-        print(f"first embedding request of the version (cold): {time.perf_counter() - started:.2f} s, {size / 1e6:.1f} MB, status {response.status}")
     results: list[dict[str, Any]] = []
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
+        if "a_dotplot" in scenarios:
+            # Every feature's stats row read once through the API before any measurement: HBase's block
+            # cache (which the bare multi-get uses too) and the server's stats cache then hold them all,
+            # as in a server that has been answering for a while. Random draws alone would leave the
+            # first runs measuring a cache being filled.
+            shuffled = random.Random("prime").sample(features, len(features))
+            batches = [shuffled[i : i + 50] for i in range(0, len(shuffled), 50)]
+            prime = [
+                (f"/v1/datasets/{args.dataset}/aggregates?" + urlencode([("grouping", "cell_type"), *[("feature", f) for f in b], ("stats", "mean,frac_expressing")]), {})
+                for b in batches
+            ]
+            started = time.perf_counter()
+            primed = pool.apply(load, ({"kind": "http", "host": host, "port": port, "clients": 4, "seconds": 600.0, "requests": [prime[c::4] for c in range(4)], "once": True},))
+            print(f"primed: every feature's dot plot row read once ({primed['n']} requests, {time.perf_counter() - started:.1f} s)")
         for clients in [int(c) for c in args.clients.split(",")]:
             for scenario in scenarios:
                 rng = random.Random(f"{scenario}-{clients}")
@@ -210,14 +260,18 @@ def main() -> None:
                     # Warm up first (HBase's block cache, the server's per-version caches, connections),
                     # then measure: the figures are steady-state ones.
                     pool.apply(load, ({**job, "seconds": min(3.0, args.seconds)},))
+                    cpu_before = _process_tree_cpu_s(server_pid) if label == "service" else 0.0
                     result = pool.apply(load, (job,))
                     summary = _summary(result)
-                    row = {"clients": clients, "scenario": scenario, "path": label, **summary, "errors": result["n_errors"]}
+                    if label == "service" and summary["n"]:
+                        summary["server_cpu_ms"] = 1000 * (_process_tree_cpu_s(server_pid) - cpu_before) / summary["n"]
+                    row = {"clients": clients, "scenario": scenario, "path": label, **summary, "errors": result["n_errors"], "load": os.getloadavg()[0]}
                     results.append(row)
                     note = f"  errors {result['n_errors']}: {result['errors'][:2]}" if result["n_errors"] else ""
+                    cpu = f"  server CPU {summary['server_cpu_ms']:5.2f} ms/req" if "server_cpu_ms" in summary else " " * 29
                     print(
                         f"{clients:>3} clients  {scenario:<18} {label:<12} p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms"
-                        f"  {summary['rps']:8.1f} req/s  (n={summary['n']}){note}",
+                        f"  {summary['rps']:8.1f} req/s{cpu}  load {row['load']:5.1f}  (n={summary['n']}){note}",
                         flush=True,
                     )
     print("\nservice overhead (service p50 / bare Thrift p50):")
@@ -227,7 +281,7 @@ def main() -> None:
             if len(pair) == 2:
                 print(f"{clients:>3} clients  {scenario:<18} {pair['service']['p50_ms'] / pair['bare thrift']['p50_ms']:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"dataset": args.dataset, "version": version, "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"dataset": args.dataset, "version": version, "embedding": cold_embedding, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

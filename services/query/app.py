@@ -116,11 +116,11 @@ def _exception_response(exc: Exception) -> Response:
 
 
 HotHandler = Callable[[Request, str], Awaitable[Response]]
-_HOT_PATHS = {"aggregates": re.compile(r"/v1/datasets/([^/]+)/aggregates")}
+_HOT_PATHS = {"aggregates": re.compile(r"/v1/datasets/([^/]+)/aggregates"), "list_features": re.compile(r"/v1/datasets/([^/]+)/features")}
 
 
 class HotRoutes:
-    """Answers the hottest GET route (aggregates: a dot plot) straight from the ASGI scope, past FastAPI's
+    """Answers the hottest GET routes (aggregates: a dot plot; the feature search) straight from the ASGI scope, past FastAPI's
     router, dependency solving and exception middleware (a third of a cached dot plot's CPU). It calls
     the very handler the FastAPI route calls, which keeps the OpenAPI schema and answers whatever does
     not match here (an invalid dataset id, for one). Sits inside `Conventions`: same headers, gzip,
@@ -208,6 +208,37 @@ def _choice(query: Any, name: str, allowed: tuple[str, ...]) -> str | None:
     return value
 
 
+def _int_param(query: Any, name: str, low: int, high: int) -> int | None:
+    """An integer query parameter within [low, high] (None when absent); `BadRequest` otherwise."""
+    value = query.get(name)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"{name}: not an integer: {value[:80]!r}") from None
+    if not low <= number <= high:
+        raise BadRequest(f"{name}: must be from {low} to {high}, not {number}")
+    return number
+
+
+def _version_param(query: Any) -> str | None:
+    """`?version=`: a published version's id (32 hex digits), or None."""
+    version = query.get("version")
+    if version is not None and not re.fullmatch(VERSION_ID_PATTERN, version):
+        raise BadRequest("version must be 32 hex digits (a published version id)")
+    return version
+
+
+def features_query(
+    prefix: Annotated[str | None, Query(max_length=MAX_FEATURE_NAME_BYTES, description="case-insensitive prefix of a name or display symbol; exact matches first")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=10_000, description="features per page (default 20 with a prefix, 1000 without)")] = None,
+    cursor: CursorQuery = None,
+    version: VersionQuery = None,
+) -> None:
+    """The feature listing's query parameters as its OpenAPI schema shows them (the route parses them itself)."""
+
+
 def aggregates_query(
     grouping: Annotated[str | None, Query(description="a grouping of the dataset (optional when it has only one)")] = None,
     features: Annotated[list[str], Query(description="comma-separated feature names (repeatable)")] = [],  # noqa: B006 - FastAPI's idiom
@@ -232,6 +263,7 @@ def _query_parameters(declared: Any) -> list[dict[str, Any]]:
 
 
 AGGREGATES_QUERY_PARAMETERS = _query_parameters(aggregates_query)
+FEATURES_QUERY_PARAMETERS = _query_parameters(features_query)
 # Dot plots of more features are answered in a worker thread even when cached: their encoding would
 # hold up the event loop's other requests.
 INLINE_MAX_FEATURES = 200
@@ -459,15 +491,32 @@ def create_app(
         body = {"dataset": dataset_id, "current_version": pointer.current_version, "versions": out}
         return _content_hash_response(request, encode_json(body), service.short_cache)
 
-    @app.get("/v1/datasets/{dataset_id}/features", response_model=FeatureList, tags=["features"], summary="Search or list features")
-    def list_features(
-        request: Request,
-        dataset_id: DatasetIdPath,
-        prefix: Annotated[str | None, Query(max_length=MAX_FEATURE_NAME_BYTES, description="case-insensitive prefix of a name or display symbol; exact matches first")] = None,
-        limit: Annotated[int | None, Query(ge=1, le=10_000, description="features per page (default 20 with a prefix, 1000 without)")] = None,
-        cursor: CursorQuery = None,
-        version: VersionQuery = None,
-    ) -> Response:
+    @app.get(
+        "/v1/datasets/{dataset_id}/features",
+        response_model=FeatureList,
+        tags=["features"],
+        summary="Search or list features",
+        openapi_extra={"parameters": FEATURES_QUERY_PARAMETERS},
+    )
+    async def list_features(request: Request, dataset_id: DatasetIdPath) -> Response:
+        return await list_features_answer(request, dataset_id)
+
+    async def list_features_answer(request: Request, dataset_id: str) -> Response:
+        # Parsed here as `features_query` declares (a search is the API's most frequent request).
+        query = request.query_params
+        prefix = query.get("prefix")
+        if prefix is not None and len(prefix) > MAX_FEATURE_NAME_BYTES:
+            raise BadRequest(f"prefix: at most {MAX_FEATURE_NAME_BYTES} characters")
+        limit = _int_param(query, "limit", 1, 10_000)
+        cursor = query.get("cursor")
+        if cursor is not None and len(cursor) > 4096:
+            raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
+        version = _version_param(query)
+        return await answer(lambda: _list_features(request, dataset_id, prefix, limit, cursor, version))
+
+    hot["list_features"] = list_features_answer
+
+    def _list_features(request: Request, dataset_id: str, prefix: str | None, limit: int | None, cursor: str | None, version: str | None) -> Response:
         position = 0
         cursor_version = None
         if cursor is not None:
@@ -520,9 +569,7 @@ def create_app(
         order_group = query.get("order_group")
         order = _choice(query, "order", ("desc", "asc")) or "desc"
         format = _choice(query, "format", ("json", "csv"))  # noqa: A002
-        version = query.get("version")
-        if version is not None and not re.fullmatch(VERSION_ID_PATTERN, version):
-            raise BadRequest("version must be 32 hex digits (a published version id)")
+        version = _version_param(query)
         # features/feature and groups/group are read in the query string's order, to keep the order in
         # which the two forms were mixed.
         names = _names_in_order(request, "features", "feature")

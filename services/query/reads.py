@@ -46,6 +46,10 @@ class Lru(Generic[K, V]):
                 return True, self._items[key]
             return False, None
 
+    def peek(self, key: K) -> V | None:
+        """The cached value of `key`, or None (never loads)."""
+        return self._hit(key)[1]
+
     def get_or_load(self, key: K, load: Callable[[], V]) -> V:
         found, value = self._hit(key)
         if found:
@@ -217,6 +221,22 @@ def _vectors_or_nan(values: list[bytes | None], n: int) -> np.ndarray:
     return out
 
 
+# Column kinds of pages that answer pages of fewer kinds (the explorer reads metadata and embedding).
+_SUPERSETS = (frozenset({"metadata", "embedding"}), frozenset({"metadata", "embedding", "numeric"}))
+
+
+def _cells_subset(page: CellsPage, kinds: frozenset[str]) -> CellsPage:
+    """The page with only the column kinds `kinds` (a page read with more)."""
+    return CellsPage(
+        page.cell_ids,
+        page.positions,
+        page.metadata if "metadata" in kinds else {},
+        page.embedding if "embedding" in kinds else None,
+        page.numeric if "numeric" in kinds else {},
+        page.last_key,
+    )
+
+
 class VersionReader:
     """Reads of the views of published versions (thread-safe; one HBase connection pool)."""
 
@@ -343,8 +363,18 @@ class VersionReader:
         `include` holds any of "metadata", "embedding", "numeric"; the position always comes. Pages
         are cached per version (see `_cells`).
         """
-        key = (catalog.dataset_id, catalog.version_id, after, limit, frozenset(include))
-        return self._cells.get_or_load(key, lambda: self._read_cells_page(catalog, after, limit, include))
+        wanted = frozenset(include)
+        for kinds in _SUPERSETS:
+            # A page read with more column kinds (the explorer's metadata and embedding) answers this one too.
+            if wanted < kinds:
+                found = self._cells.peek((catalog.dataset_id, catalog.version_id, after, limit, kinds))
+                if found is not None:
+                    return _cells_subset(found, wanted)
+        return self._load_cells_page(catalog, after, limit, wanted)
+
+    def _load_cells_page(self, catalog: Catalog, after: bytes | None, limit: int, kinds: frozenset[str]) -> CellsPage:
+        key = (catalog.dataset_id, catalog.version_id, after, limit, kinds)
+        return self._cells.get_or_load(key, lambda: self._read_cells_page(catalog, after, limit, set(kinds)))
 
     def _read_cells_page(self, catalog: Catalog, after: bytes | None, limit: int, include: set[str]) -> CellsPage:
         family = layout.CELLS_FAMILY + b":"
