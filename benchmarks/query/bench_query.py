@@ -186,7 +186,8 @@ def main() -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--home", help="WIDEVIEWS_HOME of the running stack (default: the environment's)")
     parser.add_argument("--clients", default="1,5,10")
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per scenario and path")
+    parser.add_argument("--slices", type=int, default=4, help="alternating slices the seconds are cut into (service, bare, service, ...)")
     parser.add_argument("--scenarios", default="a_dotplot,b_values_json,b_values_arrow,c_prefix,d_embedding_arrow")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
@@ -256,22 +257,37 @@ def main() -> None:
                         table, columns = features_table, [b"f:v"]
                     jobs.append(("bare thrift", {"kind": "thrift", "settings": settings_dict, "scenario": scenario, "table": table, "keys": keys,
                                                  "columns": columns, "clients": clients, "seconds": args.seconds}))
-                for label, job in jobs:
-                    # Warm up first (HBase's block cache, the server's per-version caches, connections),
-                    # then measure: the figures are steady-state ones.
+                # Warm up first (HBase's block cache, the server's per-version caches, connections), then
+                # measure in alternating slices, service then bare, so that both paths see the same
+                # machine (it is shared: its load changes within seconds).
+                for _, job in jobs:
                     pool.apply(load, ({**job, "seconds": min(3.0, args.seconds)},))
-                    cpu_before = _process_tree_cpu_s(server_pid) if label == "service" else 0.0
-                    result = pool.apply(load, (job,))
+                merged: dict[str, dict[str, Any]] = {label: {"latencies": [], "wall_s": 0.0, "errors": [], "n_errors": 0, "cpu_s": 0.0, "loads": []} for label, _ in jobs}
+                for _ in range(args.slices):
+                    for label, job in jobs:
+                        cpu_before = _process_tree_cpu_s(server_pid) if label == "service" else 0.0
+                        part = pool.apply(load, ({**job, "seconds": args.seconds / args.slices},))
+                        into = merged[label]
+                        into["cpu_s"] += _process_tree_cpu_s(server_pid) - cpu_before if label == "service" else 0.0
+                        into["latencies"] += part["latencies"]
+                        into["wall_s"] += part["wall_s"]
+                        into["errors"] += part["errors"]
+                        into["n_errors"] += part["n_errors"]
+                        into["loads"].append(os.getloadavg()[0])
+                for label, _ in jobs:
+                    result = merged[label]
+                    result["latencies"].sort()
                     summary = _summary(result)
                     if label == "service" and summary["n"]:
-                        summary["server_cpu_ms"] = 1000 * (_process_tree_cpu_s(server_pid) - cpu_before) / summary["n"]
-                    row = {"clients": clients, "scenario": scenario, "path": label, **summary, "errors": result["n_errors"], "load": os.getloadavg()[0]}
+                        summary["server_cpu_ms"] = 1000 * result["cpu_s"] / summary["n"]
+                    load_avg = statistics.mean(result["loads"])
+                    row = {"clients": clients, "scenario": scenario, "path": label, **summary, "errors": result["n_errors"], "load": load_avg}
                     results.append(row)
                     note = f"  errors {result['n_errors']}: {result['errors'][:2]}" if result["n_errors"] else ""
                     cpu = f"  server CPU {summary['server_cpu_ms']:5.2f} ms/req" if "server_cpu_ms" in summary else " " * 29
                     print(
                         f"{clients:>3} clients  {scenario:<18} {label:<12} p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms"
-                        f"  {summary['rps']:8.1f} req/s{cpu}  load {row['load']:5.1f}  (n={summary['n']}){note}",
+                        f"  {summary['rps']:8.1f} req/s{cpu}  load {load_avg:5.1f}  (n={summary['n']}){note}",
                         flush=True,
                     )
     print("\nservice overhead (service p50 / bare Thrift p50):")

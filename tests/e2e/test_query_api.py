@@ -327,6 +327,12 @@ def test_cells_in_bulk_page_as_json_and_arrow(published: Published, client: http
     assert table.column("cell_id").to_pylist() == ids and table.column("position").to_pylist() == positions
     assert table.column("cell_type").to_pylist() == meta.loc[ids, "cell_type"].astype(str).tolist()
     np.testing.assert_array_equal(table.column("umap_2").to_numpy(), meta.loc[ids, "umap_2"].to_numpy())
+    # The embedding alone (the server answers it from the page just read with metadata too): only its columns.
+    r = client.get(f"/v1/datasets/{ds}/cells", params={"include": "embedding", "format": "arrow"})
+    alone = pa.ipc.open_stream(r.content).read_all()
+    assert alone.column_names == ["cell_id", "position", "umap_1", "umap_2"]
+    assert alone.column("cell_id").to_pylist() == ids and alone.column("position").to_pylist() == positions
+    np.testing.assert_array_equal(alone.column("umap_1").to_numpy(), meta.loc[ids, "umap_1"].to_numpy())
     one = client.get(f"/v1/datasets/{ds}/cells/{quote(ODD_CELL, safe='')}").json()
     assert one["cell"] == ODD_CELL and one["position"] == ref.matrix.index.get_loc(ODD_CELL)
     assert one["metadata"]["cell_type"] == meta.loc[ODD_CELL, "cell_type"]
