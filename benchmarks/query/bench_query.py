@@ -16,9 +16,15 @@ of 1, 5 and 10 concurrent clients it prints p50/p99 latency and requests per sec
 and, in the same run, the bare HBase reads of (a) and (b) through the same Thrift server
 (happybase: the multi-get of the 50 stats rows, the multi-get of the feature's part rows), so the
 service's own overhead is the ratio of the two. Every request of a scenario draws its features at
-random from the whole dataset (a fixed seed), as a user's clicks would. Each measurement follows a
-warm-up of the same requests (up to 3 s), so the figures are steady-state: the first embedding
-request of a version (a cold scan of every cell) is timed once, separately, before the runs.
+random from the whole dataset (a fixed seed), as a user's clicks would. Before any measurement every
+feature's dot-plot row is read once through the API (HBase's block cache, which the bare multi-get
+uses as well, and the server's stats cache then hold them all, as in a server that has been
+answering for a while; run the server with WIDEVIEWS_QUERY_STATS_CACHE_BYTES=0 to measure without
+its cache). Each measurement follows a warm-up of the same requests (up to 3 s) and is cut into
+`--slices` alternating slices, service then bare, so that both see the same load of this shared
+machine; the load average and the server's CPU per request (its processes' user + system time) are
+printed beside each figure. The first embedding request of a version (a cold scan of every cell) is
+timed once, separately, before anything else.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from services.query.models import (
     VersionList,
 )
 from services.query.pointers import READABLE_STATES, Pointers
-from services.query.reads import Catalog, VersionReader
+from services.query.reads import Catalog, Lru, VersionReader
 from shared.config import Settings
 from shared.errors import BadRequest, NotFound, Transient
 from shared.messages import DATASET_ID_PATTERN, VERSION_ID_PATTERN
@@ -318,6 +318,8 @@ class QueryService:
         self.reader = reader or VersionReader(settings)
         self.pointers = pointers or Pointers(settings)
         self.short_cache = f"public, max-age={max(1, math.ceil(settings.pointer_cache_s))}"
+        # Encoded pages of cells by ETag: at most 8 of at most `max_response_bytes`.
+        self.cell_pages: Lru[str, tuple[bytes, str | None]] = Lru(8)
 
     def target(self, request: Request, dataset_id: str, version: str | None, representation: str, cursor_version: str | None = None) -> Target:
         """Resolve the version to read and the answer's ETag; `NotModified` if the client has it."""
@@ -747,6 +749,13 @@ def create_app(
             fields = decode_cursor(cursor, {"v": str, "k": str})
             cursor_version, after = fields["v"], fields["k"].encode("utf-8", "surrogatepass")
         target = service.target(request, dataset_id, version, "arrow" if arrow else "json", cursor_version)
+        # A page of cells is megabytes to encode (100,000 ids and coordinates): its body is kept, by its
+        # ETag (the version and the request), for the next client plotting the same embedding.
+        body, nxt = service.cell_pages.get_or_load(target.etag, lambda: _cells_body(target, after, limit, kinds, arrow))
+        return Response(body, media_type=ARROW_STREAM if arrow else "application/json", headers=target.headers(X_Next_Cursor=nxt))
+
+    def _cells_body(target: Target, after: bytes | None, limit: int | None, kinds: set[str], arrow: bool) -> tuple[bytes, str | None]:
+        dataset_id = target.dataset_id
         catalog = service.catalog(target)
         page = service.reader.cells_page(catalog, after, limit or (100_000 if arrow else 10_000), kinds)
         total = len(page.cell_ids)
@@ -785,7 +794,7 @@ def create_app(
         body, n = fit_page(build, total, service.max_response_bytes)
         more = n < total or page.last_key is not None
         nxt = encode_cursor({"v": target.version_id, "k": page.cell_ids[n - 1]}) if more and n else None
-        return Response(body, media_type=ARROW_STREAM if arrow else "application/json", headers=target.headers(X_Next_Cursor=nxt))
+        return body, nxt
 
     @app.get("/v1/datasets/{dataset_id}/cells/{cell_id:path}", response_model=Cell, tags=["cells"], summary="One cell")
     def cell(request: Request, dataset_id: DatasetIdPath, cell_id: Annotated[str, Path(pattern=NAME_PATTERN, description="the cell id, percent-encoded")], version: VersionQuery = None) -> Response:
