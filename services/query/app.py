@@ -115,12 +115,16 @@ def _exception_response(exc: Exception) -> Response:
     raise TypeError(f"no answer for {type(exc).__name__}")
 
 
-HotHandler = Callable[[Request, str], Awaitable[Response]]
-_HOT_PATHS = {"aggregates": re.compile(r"/v1/datasets/([^/]+)/aggregates"), "list_features": re.compile(r"/v1/datasets/([^/]+)/features")}
+HotHandler = Callable[..., Awaitable[Response]]
+_HOT_PATHS = {
+    "aggregates": re.compile(r"/v1/datasets/([^/]+)/aggregates"),
+    "list_features": re.compile(r"/v1/datasets/([^/]+)/features"),
+    "feature_values": re.compile(r"/v1/datasets/([^/]+)/features/(.+)/values"),
+}
 
 
 class HotRoutes:
-    """Answers the hottest GET routes (aggregates: a dot plot; the feature search) straight from the ASGI scope, past FastAPI's
+    """Answers the hottest GET routes (aggregates: a dot plot; the feature search; a feature's values) straight from the ASGI scope, past FastAPI's
     router, dependency solving and exception middleware (a third of a cached dot plot's CPU). It calls
     the very handler the FastAPI route calls, which keeps the OpenAPI schema and answers whatever does
     not match here (an invalid dataset id, for one). Sits inside `Conventions`: same headers, gzip,
@@ -147,7 +151,7 @@ class HotRoutes:
                     if route is not None:
                         scope["route"] = route
                     try:
-                        response = await self.handlers[name](Request(scope, receive), match.group(1))
+                        response = await self.handlers[name](Request(scope, receive), *match.groups())
                     except _ANSWERED_EXCEPTIONS as exc:
                         response = _exception_response(exc)
                     await response(scope, receive, send)
@@ -239,6 +243,15 @@ def features_query(
     """The feature listing's query parameters as its OpenAPI schema shows them (the route parses them itself)."""
 
 
+def values_query(
+    limit: Annotated[int | None, Query(ge=1, le=300_000, description="non-zeros per page (default 100,000 as JSON, 300,000 as Arrow; fewer if the page would pass the size limit)")] = None,
+    cursor: CursorQuery = None,
+    format: FormatQuery = None,  # noqa: A002
+    version: VersionQuery = None,
+) -> None:
+    """A feature's values' query parameters as their OpenAPI schema shows them (the route parses them itself)."""
+
+
 def aggregates_query(
     grouping: Annotated[str | None, Query(description="a grouping of the dataset (optional when it has only one)")] = None,
     features: Annotated[list[str], Query(description="comma-separated feature names (repeatable)")] = [],  # noqa: B006 - FastAPI's idiom
@@ -264,6 +277,7 @@ def _query_parameters(declared: Any) -> list[dict[str, Any]]:
 
 AGGREGATES_QUERY_PARAMETERS = _query_parameters(aggregates_query)
 FEATURES_QUERY_PARAMETERS = _query_parameters(features_query)
+VALUES_QUERY_PARAMETERS = _query_parameters(values_query)
 # Dot plots of more features are answered in a worker thread even when cached: their encoding would
 # hold up the event loop's other requests.
 INLINE_MAX_FEATURES = 200
@@ -668,15 +682,28 @@ def create_app(
         tags=["features"],
         summary="A feature's non-zero values, paged (JSON or Arrow)",
         responses=_with_arrow(FeatureValues, "JSON, or an Arrow stream of (index int32, value) with the page's fields as schema metadata"),
+        openapi_extra={"parameters": VALUES_QUERY_PARAMETERS},
     )
-    def feature_values(
-        request: Request,
-        dataset_id: DatasetIdPath,
-        feature: Annotated[str, Path(pattern=NAME_PATTERN, description="the feature name, percent-encoded")],
-        limit: Annotated[int | None, Query(ge=1, le=300_000, description="non-zeros per page (default 100,000 as JSON, 300,000 as Arrow; fewer if the page would pass the size limit)")] = None,
-        cursor: CursorQuery = None,
-        format: FormatQuery = None,  # noqa: A002
-        version: VersionQuery = None,
+    async def feature_values(
+        request: Request, dataset_id: DatasetIdPath, feature: Annotated[str, Path(pattern=NAME_PATTERN, description="the feature name, percent-encoded")]
+    ) -> Response:
+        return await feature_values_answer(request, dataset_id, feature)
+
+    async def feature_values_answer(request: Request, dataset_id: str, feature: str) -> Response:
+        # Parsed here as `values_query` declares; the read from HBase is in a worker thread.
+        query = request.query_params
+        limit = _int_param(query, "limit", 1, 300_000)
+        cursor = query.get("cursor")
+        if cursor is not None and len(cursor) > 4096:
+            raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
+        format = _choice(query, "format", ("json", "arrow"))  # noqa: A002
+        version = _version_param(query)
+        return await run_in_threadpool(_feature_values, request, dataset_id, feature, limit, cursor, format, version)
+
+    hot["feature_values"] = feature_values_answer
+
+    def _feature_values(
+        request: Request, dataset_id: str, feature: str, limit: int | None, cursor: str | None, format: str | None, version: str | None  # noqa: A002
     ) -> Response:
         _check_name(feature)
         arrow = _wants_arrow(request, format)
