@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     # A transpose row holds at most this many non-zeros; more spill into `<feature>#<part>` rows.
     features_row_max_nnz: int = 262_144
     """Non-zeros per `features` row at most; more spill into `<feature>#<part>` rows."""
+    markers_top_n: int = Field(default=100, ge=1, le=10_000)
+    """Marker features kept per group of each grouping (the `markers` view); fixed in a version's plan at ingest."""
+    embedding_sample_size: int = Field(default=50_000, ge=1, le=5_000_000)
+    """Points at most in the density-aware embedding sample (the `embedding_sample` view); fixed in the plan at ingest."""
 
     # Ingest limits (zip safety).
     max_upload_bytes: int = 1 << 40

@@ -16,6 +16,23 @@ little-endian (numpy reads them without copying):
     vector cell     b"\\x01" b"V" | uint32 n | float64[n]      (cells view: embedding, numeric columns)
     int cell        b"\\x01" b"I" | int64                      (cells view: row position)
     json cell       b"\\x01" b"J" | UTF-8 JSON                 (catalog documents)
+    histogram cell  b"\\x01" b"H" | uint32 n_groups | uint32 n_bins | float64[n_bins + 1] edges
+                    | uint32[n_groups * n_bins] counts (group-major)
+                    distributions view `dist_<grouping>`: row = feature, family `d`, qualifier
+                    `hist` (edges shared by the feature's groups; counts of its non-zeros per bin),
+                    and `zeros`, `whisker_low`, `whisker_high`, `outliers_low`, `outliers_high` as
+                    stats cells (float64 per group; whiskers NaN for an empty group).
+    markers cell    b"\\x01" b"K" | uint32 n | float64[n] score | float64[n] log2fc | float64[n] mean_in
+                    | float64[n] mean_out | float64[n] frac_in | float64[n] frac_out
+                    | uint32[n] name lengths | UTF-8 feature names, concatenated
+                    markers view: row = grouping UTF-8 + b"\\x00" + group UTF-8, family `k`,
+                    qualifier `top`; the group's top features by score, best first.
+    sample cell     b"\\x01" b"P" | uint32 n | uint32 dims | uint32 n_groupings | int32[n] positions
+                    | float64[n * dims] coordinates (point-major) | float64[n] weights
+                    | int32[n * n_groupings] group indices (point-major) | uint32[n] id lengths
+                    | UTF-8 cell ids, concatenated
+                    embedding_sample view: row = b"part" + uint16 part (big-endian), family `e`,
+                    qualifier `p`; at most SAMPLE_PART_POINTS points per row, in position order.
 
 Row keys are raw UTF-8 (feature names and cell ids are validated at ingest: no control characters),
 so HBase's byte order is the order of the UTF-8 strings.
@@ -39,6 +56,32 @@ CELLS_FAMILY = b"c"
 CATALOG_FAMILY = b"m"
 FEATURES_QUALIFIER = b"v"
 PART_SEPARATOR = b"\x00"
+DIST_FAMILY = b"d"
+MARKERS_FAMILY = b"k"
+SAMPLE_FAMILY = b"e"
+HIST_QUALIFIER = b"hist"
+DIST_VECTORS = ("zeros", "whisker_low", "whisker_high", "outliers_low", "outliers_high")
+MARKERS_QUALIFIER = b"top"
+SAMPLE_QUALIFIER = b"p"
+SAMPLE_PART_POINTS = 10_000
+_VIEW_FAMILIES = {
+    "features": FEATURES_FAMILY,
+    "cells": CELLS_FAMILY,
+    "catalog": CATALOG_FAMILY,
+    "markers": MARKERS_FAMILY,
+    "embedding_sample": SAMPLE_FAMILY,
+}
+
+
+def view_family(view: str) -> bytes:
+    """The one column family of a view's table (`stats_*`: s, `dist_*`: d)."""
+    if view.startswith("dist_"):
+        return DIST_FAMILY
+    return _VIEW_FAMILIES.get(view, STATS_FAMILY)
+
+
+# What each marker entry carries, in the cell's order.
+MARKER_FIELDS = ("score", "log2fc", "mean_in", "mean_out", "frac_in", "frac_out")
 
 _DTYPES = {b"f": np.dtype("<f4"), b"d": np.dtype("<f8")}
 
@@ -158,3 +201,105 @@ def decode_vectors(values: list[bytes], n: int) -> np.ndarray:
     if (cells["head"] != _VERSION + b"V").any() or (cells["n"] != n).any():
         raise Permanent(f"values are not all layout-{LAYOUT_VERSION} vector cells of {n} numbers")
     return cells["value"].copy()
+
+
+def encode_histograms(edges: np.ndarray, counts: np.ndarray) -> bytes:
+    """One feature's histograms over all groups: shared edges (n_bins + 1) and counts (n_groups, n_bins)."""
+    e = np.ascontiguousarray(edges, dtype="<f8")
+    c = np.ascontiguousarray(counts, dtype="<u4")
+    n_groups, n_bins = c.shape
+    if e.size != n_bins + 1:
+        raise ValueError(f"{e.size} edges for {n_bins} bins")
+    return _VERSION + b"H" + struct.pack("<II", n_groups, n_bins) + e.tobytes() + c.tobytes()
+
+
+def decode_histograms(value: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `encode_histograms`: (edges float64, counts uint32 (n_groups, n_bins))."""
+    _check_header(value, b"H")
+    n_groups, n_bins = struct.unpack_from("<II", value, 2)
+    edges = np.frombuffer(value, dtype="<f8", count=n_bins + 1, offset=10)
+    counts = np.frombuffer(value, dtype="<u4", count=n_groups * n_bins, offset=10 + 8 * (n_bins + 1))
+    return edges, counts.reshape(n_groups, n_bins)
+
+
+def markers_row(grouping: str, group: str) -> bytes:
+    """Row key of one group's markers."""
+    return grouping.encode() + PART_SEPARATOR + group.encode()
+
+
+def encode_markers(features: list[str], fields: dict[str, np.ndarray]) -> bytes:
+    """One group's ranked markers: feature names and the MARKER_FIELDS vectors, best first."""
+    names = [f.encode() for f in features]
+    n = len(names)
+    head = _VERSION + b"K" + struct.pack("<I", n)
+    vectors = b"".join(np.ascontiguousarray(fields[k], dtype="<f8").tobytes() for k in MARKER_FIELDS)
+    if len(vectors) != 8 * n * len(MARKER_FIELDS):
+        raise ValueError("every marker field needs one value per feature")
+    return head + vectors + np.array([len(b) for b in names], dtype="<u4").tobytes() + b"".join(names)
+
+
+def decode_markers(value: bytes) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Inverse of `encode_markers`."""
+    _check_header(value, b"K")
+    (n,) = struct.unpack_from("<I", value, 2)
+    offset = 6
+    fields = {}
+    for key in MARKER_FIELDS:
+        fields[key] = np.frombuffer(value, dtype="<f8", count=n, offset=offset)
+        offset += 8 * n
+    lengths = np.frombuffer(value, dtype="<u4", count=n, offset=offset)
+    offset += 4 * n
+    names = []
+    for length in lengths.tolist():
+        names.append(value[offset : offset + length].decode())
+        offset += length
+    return names, fields
+
+
+def sample_part_row(part: int) -> bytes:
+    """Row key of one part of the embedding sample."""
+    return b"part" + struct.pack(">H", part)
+
+
+def encode_sample_part(positions: np.ndarray, coordinates: np.ndarray, weights: np.ndarray, groups: np.ndarray, cell_ids: list[str]) -> bytes:
+    """Points of the embedding sample: positions (n), coordinates (n, dims), weights (n), group indices
+    (n, n_groupings), cell ids."""
+    coords = np.ascontiguousarray(coordinates, dtype="<f8")
+    codes = np.ascontiguousarray(groups, dtype="<i4")
+    n, dims = coords.shape
+    ids = [c.encode() for c in cell_ids]
+    if len(ids) != n or codes.shape[0] != n or np.asarray(positions).size != n or np.asarray(weights).size != n:
+        raise ValueError("every sample field needs one entry per point")
+    return (
+        _VERSION
+        + b"P"
+        + struct.pack("<III", n, dims, codes.shape[1])
+        + np.ascontiguousarray(positions, dtype="<i4").tobytes()
+        + coords.tobytes()
+        + np.ascontiguousarray(weights, dtype="<f8").tobytes()
+        + codes.tobytes()
+        + np.array([len(b) for b in ids], dtype="<u4").tobytes()
+        + b"".join(ids)
+    )
+
+
+def decode_sample_part(value: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Inverse of `encode_sample_part`: (positions, coordinates, weights, group indices, cell ids)."""
+    _check_header(value, b"P")
+    n, dims, n_groupings = struct.unpack_from("<III", value, 2)
+    offset = 14
+    positions = np.frombuffer(value, dtype="<i4", count=n, offset=offset)
+    offset += 4 * n
+    coords = np.frombuffer(value, dtype="<f8", count=n * dims, offset=offset).reshape(n, dims)
+    offset += 8 * n * dims
+    weights = np.frombuffer(value, dtype="<f8", count=n, offset=offset)
+    offset += 8 * n
+    codes = np.frombuffer(value, dtype="<i4", count=n * n_groupings, offset=offset).reshape(n, n_groupings)
+    offset += 4 * n * n_groupings
+    lengths = np.frombuffer(value, dtype="<u4", count=n, offset=offset)
+    offset += 4 * n
+    ids = []
+    for length in lengths.tolist():
+        ids.append(value[offset : offset + length].decode())
+        offset += length
+    return positions, coords, weights, codes, ids

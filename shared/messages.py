@@ -18,7 +18,7 @@ from shared.errors import InvalidMessage
 
 DATASET_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 VERSION_ID_PATTERN = r"^[0-9a-f]{32}$"
-VIEW_PATTERN = r"^(features|cells|catalog|stats_[A-Za-z0-9_]{1,64})$"
+VIEW_PATTERN = r"^(features|cells|catalog|markers|embedding_sample|(stats|dist)_[A-Za-z0-9_]{1,80})$"
 DatasetId = Annotated[str, Field(pattern=DATASET_ID_PATTERN)]
 VersionId = Annotated[str, Field(pattern=VERSION_ID_PATTERN)]
 ViewName = Annotated[str, Field(pattern=VIEW_PATTERN)]

@@ -8,6 +8,12 @@ output instead of adding to it:
     staging/<dataset>/<version>/chunks/<chunk>/part-<n>.parquet   non-zeros of a column chunk (feature, cell, value)
     staging/<dataset>/<version>/hfiles/<view>/<unit>/<family>/…   HFiles of one (unit, view)
     staging/<dataset>/<version>/checks/<view>/<unit>.json         rows, checksums and samples of one (unit, view)
+    staging/<dataset>/<version>/markers/<unit>.parquet            one unit's marker candidates (below)
+
+Marker candidates: per grouping and group, the unit's best `markers_top_n` features by score, as
+Parquet columns grouping (string), group (int32), feature (string) and the float64
+`layout.MARKER_FIELDS`. The publisher merges every unit's candidates into the `markers` view once
+all units are loaded (the best `markers_top_n` of the union are the best of the whole version).
 
 A *unit* is what one compute job covers, named by its first chunk: one chunk for the local
 executor, a batch of chunks (one Spark application, one EMR step) for spark and emr.
@@ -27,6 +33,9 @@ from shared.config import Settings
 
 CHUNK_VIEWS_ALWAYS = ("features", "catalog")
 SPLIT_VIEWS = ("cells",)  # written in shares by the chunks' jobs (see VersionPlan.cell_range)
+MARKERS_VIEW = "markers"  # merged from every unit's candidates by the publisher
+SAMPLE_VIEW = "embedding_sample"  # written by the unit of chunk 0, from every cell's coordinates
+MERGED_UNIT = 0  # the unit name under which a merged view's HFile check is kept
 
 
 def version_prefix(dataset_id: str, version_id: str) -> str:
@@ -57,14 +66,33 @@ def check_key(dataset_id: str, version_id: str, view: str, chunk: int) -> str:
     return version_prefix(dataset_id, version_id) + f"checks/{view}/{chunk:06d}.json"
 
 
+def marker_candidates_key(dataset_id: str, version_id: str, chunk: int) -> str:
+    return version_prefix(dataset_id, version_id) + f"markers/{chunk:06d}.parquet"
+
+
+def markers_prefix(dataset_id: str, version_id: str) -> str:
+    return version_prefix(dataset_id, version_id) + "markers/"
+
+
 class GroupingPlan(BaseModel):
-    """One grouping (a text metadata column): its view, its groups in stored order and their sizes."""
+    """One grouping (a text metadata column): its view, its groups in stored order and their sizes.
+
+    A crossed grouping (`crossed` = the names of two groupings) has as groups the non-empty
+    combinations of theirs, labelled `"<a> | <b>"`, with `pairs` their group indices in each.
+    """
 
     model_config = ConfigDict(frozen=True)
     name: str
     view: str
     groups: list[str]
     counts: list[int]
+    crossed: list[str] = []
+    pairs: list[tuple[int, int]] = []
+
+    @property
+    def dist_view(self) -> str:
+        """The view of the grouping's distributions."""
+        return "dist_" + self.view.removeprefix("stats_")
 
 
 class EmbeddingPlan(BaseModel):
@@ -101,6 +129,21 @@ class VersionPlan(BaseModel):
     batches: list[tuple[int, int]] = []
     # Non-zeros of the whole matrix (0 in plans staged before this field): sizes Spark's partitions.
     nnz: int = 0
+    # Pairs of groupings crossed into one more grouping each (the manifest's "crossed").
+    crossed: list[GroupingPlan] = []
+    # Features kept per group in the markers view, and points at most in the embedding sample.
+    markers_top_n: int = 100
+    embedding_sample_size: int = 50_000
+
+    @property
+    def stats_groupings(self) -> list[GroupingPlan]:
+        """Every grouping with stats and distributions views: the metadata's, then the crossed ones."""
+        return list(self.groupings) + list(self.crossed)
+
+    @property
+    def feature_views(self) -> list[str]:
+        """The views whose rows are features (stats, distributions, transpose): cut alike."""
+        return [v for g in self.stats_groupings for v in (g.view, g.dist_view)] + ["features"]
 
     @property
     def n_chunks(self) -> int:
@@ -124,13 +167,14 @@ class VersionPlan(BaseModel):
 
     def unit_views(self, first: int, end: int) -> list[str]:
         """The views one unit's job produces (the cells view only where it has a share of it)."""
-        views = [g.view for g in self.groupings] + list(CHUNK_VIEWS_ALWAYS)
+        views = self.feature_views + ["catalog"]
         if self.cells_split:
             start, stop = self.unit_cell_range(first, end)
             shares_cells = stop > start
         else:
             shares_cells = first == 0
-        return views + (list(SPLIT_VIEWS) if shares_cells else [])
+        sample = [SAMPLE_VIEW] if self.embedding is not None and first == 0 else []
+        return views + (list(SPLIT_VIEWS) if shares_cells else []) + sample
 
     def region_rows(self, view: str, rows_per_region: int, region_bytes: int) -> int:
         """Rows per region of a view's table: at most `rows_per_region`, and at most `region_bytes`
@@ -140,8 +184,11 @@ class VersionPlan(BaseModel):
             row_bytes = 16 + 8 * self.nnz / max(1, len(self.features))
         elif view == "cells":
             row_bytes = 64 + 24 * (len(self.groupings) + len(self.numeric_columns) + 2)
+        elif view.startswith("dist_"):
+            groups = next((len(g.groups) for g in self.stats_groupings if g.dist_view == view), 1)
+            row_bytes = 300 + groups * (4 * 32 + 5 * 8)
         else:
-            groups = next((len(g.groups) for g in self.groupings if g.view == view), 1)
+            groups = next((len(g.groups) for g in self.stats_groupings if g.view == view), 1)
             row_bytes = 12 * (16 + 8 * groups)
         return max(1, min(rows_per_region, int(region_bytes // max(1.0, row_bytes))))
 
@@ -149,7 +196,7 @@ class VersionPlan(BaseModel):
         """Row keys to pre-split a view's table at (`region_rows` rows per region). Stats and
         transpose rows are features (a transpose row `<feature>\\0<part>` sorts right after its
         feature, so a feature's parts stay in one region); the cells view splits on `cell_ids`."""
-        if view == "catalog":
+        if view in ("catalog", MARKERS_VIEW, SAMPLE_VIEW):
             return []
         step = self.region_rows(view, rows_per_region, region_bytes)
         names = sorted(c.encode() for c in cell_ids or []) if view == "cells" else sorted(f.encode() for f in self.features)
@@ -157,7 +204,9 @@ class VersionPlan(BaseModel):
 
     @property
     def views(self) -> list[str]:
-        return [g.view for g in self.groupings] + list(CHUNK_VIEWS_ALWAYS) + list(SPLIT_VIEWS)
+        """Every view of the version: the units' and the merged `markers`."""
+        sample = [SAMPLE_VIEW] if self.embedding is not None else []
+        return self.feature_views + ["catalog"] + list(SPLIT_VIEWS) + sample + [MARKERS_VIEW]
 
     def cell_range(self, chunk: int) -> tuple[int, int]:
         """The cells (by position) whose rows of the cells view this chunk's job writes: [start, end)."""

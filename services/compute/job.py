@@ -24,13 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from services.compute.views import ViewCells, summarize_checks, unit_view_cells, view_family
+from services.compute.views import UnitViews, ViewCells, summarize_checks, unit_view_cells, view_family
 from shared import jvm
-from shared.adapters.s3 import get_bytes, list_keys, put_json, upload_dir
+from shared.adapters.s3 import get_bytes, list_keys, put_bytes, put_json, upload_dir
 from shared.config import Settings
 from shared.errors import Permanent
 from shared.messages import LoadChunk
-from shared.staging import VersionPlan, check_key, chunk_prefix, hfiles_prefix, read_cells, read_plan
+from shared.staging import VersionPlan, check_key, chunk_prefix, hfiles_prefix, marker_candidates_key, read_cells, read_plan
 
 
 def load_chunk_matrix(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> sp.csc_array:
@@ -87,8 +87,16 @@ def publish_chunk_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk:
     return messages
 
 
-def compute_unit_views(s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> list[ViewCells]:
-    """Read the unit's chunks (one at a time) and the cells, run the kernel: every view's cells of the unit."""
+def put_marker_candidates(s3: Any, settings: Settings, plan: VersionPlan, first: int, candidates: pa.Table) -> None:
+    """One unit's marker candidates to staging, for the publisher's merge."""
+    sink = io.BytesIO()
+    pq.write_table(candidates, sink)
+    put_bytes(s3, settings.staging_bucket, marker_candidates_key(plan.dataset_id, plan.version_id, first), sink.getvalue())
+
+
+def compute_unit_views(s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> UnitViews:
+    """Read the unit's chunks (one at a time) and the cells, run the kernel: every view's cells of the
+    unit and its marker candidates."""
     if not (0 <= first < end <= plan.n_chunks):
         raise Permanent(f"chunks {first}-{end - 1} are out of range: version {plan.version_id} has {plan.n_chunks} chunks")
     cells = read_cells(s3, settings, plan)
@@ -96,7 +104,7 @@ def compute_unit_views(s3: Any, settings: Settings, plan: VersionPlan, first: in
     return unit_view_cells(plan, first, end, matrices, cells, settings.features_row_max_nnz, settings.compute_threads)
 
 
-def compute_chunk_views(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> list[ViewCells]:
+def compute_chunk_views(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> UnitViews:
     """Every view's cells of one chunk alone (a unit of one chunk)."""
     return compute_unit_views(s3, settings, plan, chunk, chunk + 1)
 
@@ -108,9 +116,10 @@ def run_unit(s3: Any, settings: Settings, dataset_id: str, version_id: str, firs
         first, end = plan.unit_of(first)
     except ValueError as exc:
         raise Permanent(str(exc)) from exc
-    views = compute_unit_views(s3, settings, plan, first, end)
+    outputs = compute_unit_views(s3, settings, plan, first, end)
+    put_marker_candidates(s3, settings, plan, first, outputs.candidates)
     with tempfile.TemporaryDirectory(prefix=f"wideviews-{version_id[:8]}-{first}-") as tmp:
-        return publish_chunk_outputs(s3, settings, plan, first, views, Path(tmp))
+        return publish_chunk_outputs(s3, settings, plan, first, outputs.views, Path(tmp))
 
 
 def run_from_command_line(prog: str, runner: Callable[[Any, Settings, str, str, int], list[LoadChunk]], argv: list[str] | None) -> int:

@@ -73,14 +73,42 @@ _MAX_BUCKETS = 2048
 _MAX_CANCELLATION = 1024.0
 # Dense chunks are gathered into CSC this many cells x columns at a time (values + int32 rows).
 _DENSE_BLOCK_ELEMENTS = 1 << 21
+# Histogram bins of the distributions (the layout stores exactly this many).
+DIST_BINS = 32
+
+
+@dataclass(frozen=True)
+class Distributions:
+    """Per (feature, group) distributions of one chunk, for violin and box plots.
+
+    `edges` (n_features, DIST_BINS + 1) float64: one histogram's bin edges per feature, shared by all
+    its groups: `numpy.histogram_bin_edges` of the feature's non-zero values (as float64) with
+    DIST_BINS bins ([0, 1] when it has none). `hist` (n_features, n_groups, DIST_BINS) uint32: the
+    group's non-zero values per bin (`numpy.histogram(values, bins=edges)`); the group's zeros are
+    `zeros` (count - nnz), so hist.sum(-1) + zeros == count. `whisker_low`, `whisker_high` (float64):
+    the smallest value >= q1 - 1.5 IQR and the largest <= q3 + 1.5 IQR (zeros included; NaN for an
+    empty group); `outliers_low`, `outliers_high` (int64): the values beyond them on each side.
+    """
+
+    edges: np.ndarray
+    hist: np.ndarray
+    zeros: np.ndarray
+    whisker_low: np.ndarray
+    whisker_high: np.ndarray
+    outliers_low: np.ndarray
+    outliers_high: np.ndarray
 
 
 @dataclass(frozen=True)
 class GroupStats:
-    """Per (feature, group) statistics of one chunk; `values[stat]` is float64 (n_features, n_groups)."""
+    """Per (feature, group) statistics of one chunk; `values[stat]` is float64 (n_features, n_groups).
+
+    `distributions` is set when they were asked for (`with_distributions=True`).
+    """
 
     n_groups: int
     values: dict[Stat, np.ndarray]
+    distributions: Distributions | None = None
 
     def __getattr__(self, name: str) -> np.ndarray:
         # stats.mean reads like the domain; only stat names resolve here.
@@ -104,7 +132,12 @@ class _Columns:
 
 
 def compute_group_stats(
-    chunk: np.ndarray | sp.spmatrix | sp.sparray, group_codes: np.ndarray, n_groups: int, *, threads: int = 1
+    chunk: np.ndarray | sp.spmatrix | sp.sparray,
+    group_codes: np.ndarray,
+    n_groups: int,
+    *,
+    threads: int = 1,
+    with_distributions: bool = False,
 ) -> GroupStats:
     """Compute the 12 `STATS` for every (feature, group) of one cells x features chunk.
 
@@ -116,10 +149,12 @@ def compute_group_stats(
     outside [0, n_groups), or a length mismatch. Time O(nnz + n_features * n_groups) plus selection
     where a quantile lands on a non-zero; memory beyond the chunk (and its CSC copy if it is not CSC)
     is the 12 outputs and two buffers of n_cells values per thread. `threads`: how many cores to use
-    (0: all of them); the result is the same, bit for bit, for any number.
+    (0: all of them); the result is the same, bit for bit, for any number. `with_distributions` adds
+    the histograms, whiskers and outlier counts (`Distributions`): one more pass over each group's
+    non-zeros, while they are still in cache.
     """
     columns = _prepare_columns(chunk)
-    return _compute_prepared(columns, group_codes, n_groups, _thread_count(threads))
+    return _compute_prepared(columns, group_codes, n_groups, _thread_count(threads), with_distributions)
 
 
 def compute_grouping_stats(
@@ -127,11 +162,14 @@ def compute_grouping_stats(
     groupings: Mapping[str, tuple[np.ndarray, int]],
     *,
     threads: int = 1,
+    with_distributions: bool = False,
 ) -> dict[str, GroupStats]:
     """`compute_group_stats` for several groupings (name -> (group codes, n_groups)), converting once."""
     columns = _prepare_columns(chunk)
     n_threads = _thread_count(threads)
-    return {name: _compute_prepared(columns, codes, n, n_threads) for name, (codes, n) in groupings.items()}
+    return {
+        name: _compute_prepared(columns, codes, n, n_threads, with_distributions) for name, (codes, n) in groupings.items()
+    }
 
 
 def sparse_columns(chunk: np.ndarray | sp.spmatrix | sp.sparray) -> sp.csc_array:
@@ -270,31 +308,48 @@ def _first_status(ranges: list[tuple[int, int]], run: Callable[[int, int], int])
     return next((s for s in statuses if s != _OK), _OK)
 
 
-def _stats_of_csc(columns: _Columns, codes: np.ndarray, counts: np.ndarray, out: np.ndarray, n_threads: int) -> int:
+def _stats_of_csc(columns: _Columns, codes: np.ndarray, counts: np.ndarray, out: np.ndarray, dist: tuple, n_threads: int) -> int:
     ranges = _column_ranges(columns.ends - columns.starts + 1, n_threads)
     return _first_status(
         ranges,
         lambda a, b: _stats_of_columns(
-            columns.starts[a:b], columns.ends[a:b], columns.rows, columns.vals, codes, counts, out, a
+            columns.starts[a:b], columns.ends[a:b], columns.rows, columns.vals, codes, counts, out, a, dist
         ),
     )
 
 
-def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int, n_threads: int) -> GroupStats:
+def _distribution_outputs(n_features: int, n_groups: int, wanted: bool) -> tuple:
+    """The kernel's distribution arrays: (wanted, edges, hist, whiskers, outliers); 1-element stand-ins
+    when not wanted (numba compiles one variant either way)."""
+    if not wanted:
+        n_features = n_groups = 1
+    return (
+        wanted,
+        np.empty((n_features, DIST_BINS + 1), dtype=np.float64),
+        np.zeros((n_features, n_groups, DIST_BINS), dtype=np.uint32),
+        np.empty((2, n_features, n_groups), dtype=np.float64),
+        np.empty((2, n_features, n_groups), dtype=np.int64),
+    )
+
+
+def _compute_prepared(
+    columns: _Columns, group_codes: np.ndarray, n_groups: int, n_threads: int, with_distributions: bool = False
+) -> GroupStats:
     codes = _validated_codes(group_codes, n_groups, columns.n_cells)
     counts = np.bincount(codes, minlength=n_groups).astype(np.int64)
     out = np.empty((len(STATS), columns.n_features, n_groups), dtype=np.float64)
+    dist = _distribution_outputs(columns.n_features, n_groups, with_distributions)
     if columns.dense is not None:
         dense = columns.dense
         block = max(1, min(columns.n_features, _DENSE_BLOCK_ELEMENTS // max(1, columns.n_cells)))
         status = _first_status(
             _column_ranges(np.ones(columns.n_features), n_threads),
             lambda a, b: _stats_of_dense(
-                dense, dense.flags.f_contiguous, a, b, block, codes, counts, out
+                dense, dense.flags.f_contiguous, a, b, block, codes, counts, out, dist
             ),
         )
     else:
-        status = _stats_of_csc(columns, codes, counts, out, n_threads)
+        status = _stats_of_csc(columns, codes, counts, out, dist, n_threads)
         if status == _UNSORTED:
             # Unsorted or duplicated row indices: canonicalise a copy (duplicates summed) and rerun.
             csc = sp.csc_array(
@@ -303,12 +358,25 @@ def _compute_prepared(columns: _Columns, group_codes: np.ndarray, n_groups: int,
                 copy=True,
             )
             csc.sum_duplicates()
-            status = _stats_of_csc(_csc_columns(csc), codes, counts, out, n_threads)
+            dist[2][...] = 0
+            status = _stats_of_csc(_csc_columns(csc), codes, counts, out, dist, n_threads)
     if status >= 0:
         raise Permanent(
             f"chunk holds NaN or infinite values (feature column {status}); every value must be a finite number"
         )
-    return GroupStats(n_groups=n_groups, values={stat: out[i] for i, stat in enumerate(STATS)})
+    distributions = None
+    if with_distributions:
+        _, edges, hist, whiskers, outliers = dist
+        distributions = Distributions(
+            edges=edges,
+            hist=hist,
+            zeros=(out[_COUNT] - out[_NNZ]).astype(np.int64),
+            whisker_low=whiskers[0],
+            whisker_high=whiskers[1],
+            outliers_low=outliers[0],
+            outliers_high=outliers[1],
+        )
+    return GroupStats(n_groups=n_groups, values={stat: out[i] for i, stat in enumerate(STATS)}, distributions=distributions)
 
 
 # --- compiled kernel ----------------------------------------------------------------------------------
@@ -509,10 +577,12 @@ def _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist):  # type: ignore[no-untyped-def]
+def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist, binned, edges, norm, row):  # type: ignore[no-untyped-def]
     """One pass over seg[s0:s1]: the sums of (x - shift) and (x - shift)^2 (four fixed lanes, so the
     order and the bits are fixed), and either (bucketed) each value counted into
-    hist[int((x - bucket_low) * scale) capped at last], or its min, max and negatives.
+    hist[int((x - bucket_low) * scale) capped at last], or its min, max and negatives. With `binned`
+    each value is also counted into row by its distribution bin (numpy.histogram's rule: a guess
+    from the value, fixed by the edges; written out here because numba does not inline a call).
 
     Returns (sum of deviations, sum of squares, min, max, negatives); bucketed, min and max are left
     to the rank selection (ranks 0 and m - 1: inf, -inf) and negatives is 0 (the caller buckets only
@@ -531,6 +601,8 @@ def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist
     high = -np.inf
     n_neg = 0
     cap = np.uint64(last)
+    lo_edge = edges[0]
+    top = row.shape[0] - 1
     i = s0
     while i + 4 <= s1:
         x0 = np.float64(seg[_u(i)])
@@ -578,6 +650,39 @@ def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist
             if x3 > high:
                 high = x3
             n_neg += (x0 < 0) + (x1 < 0) + (x2 < 0) + (x3 < 0)
+        if binned:
+            c0 = np.int64((x0 - lo_edge) * norm)
+            if c0 > top:
+                c0 = top
+            if x0 < edges[_u(c0)]:
+                c0 -= 1
+            elif c0 != top and x0 >= edges[_u(c0 + 1)]:
+                c0 += 1
+            row[_u(c0)] += 1
+            c1 = np.int64((x1 - lo_edge) * norm)
+            if c1 > top:
+                c1 = top
+            if x1 < edges[_u(c1)]:
+                c1 -= 1
+            elif c1 != top and x1 >= edges[_u(c1 + 1)]:
+                c1 += 1
+            row[_u(c1)] += 1
+            c2 = np.int64((x2 - lo_edge) * norm)
+            if c2 > top:
+                c2 = top
+            if x2 < edges[_u(c2)]:
+                c2 -= 1
+            elif c2 != top and x2 >= edges[_u(c2 + 1)]:
+                c2 += 1
+            row[_u(c2)] += 1
+            c3 = np.int64((x3 - lo_edge) * norm)
+            if c3 > top:
+                c3 = top
+            if x3 < edges[_u(c3)]:
+                c3 -= 1
+            elif c3 != top and x3 >= edges[_u(c3 + 1)]:
+                c3 += 1
+            row[_u(c3)] += 1
         i += 4
     while i < s1:
         x0 = np.float64(seg[_u(i)])
@@ -593,6 +698,15 @@ def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist
             if x0 > high:
                 high = x0
             n_neg += x0 < 0
+        if binned:
+            c0 = np.int64((x0 - lo_edge) * norm)
+            if c0 > top:
+                c0 = top
+            if x0 < edges[_u(c0)]:
+                c0 -= 1
+            elif c0 != top and x0 >= edges[_u(c0 + 1)]:
+                c0 += 1
+            row[_u(c0)] += 1
         i += 1
     return (dev0 + dev1) + (dev2 + dev3), (sq0 + sq1) + (sq2 + sq3), low, high, n_neg
 
@@ -670,8 +784,11 @@ def _group_value_at_rank(r, n_neg, n_zero, nz_ranks, rank_values, n_ranks) -> fl
 
 
 @numba.njit(cache=True, nogil=True)
-def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # type: ignore[no-untyped-def]
+def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, dist):  # type: ignore[no-untyped-def]
     """Fill out[:, col0 + c, :] for each column c; returns _OK, _UNSORTED or the column of a NaN/inf.
+
+    `dist` = (wanted, edges, hist, whiskers, outliers): when wanted, each column's distributions too
+    (`_column_distributions`, after its stats: the quartiles set the whiskers' fences).
 
     A column's own value range (found during its scatter) spans its selection buckets, so a column
     depends on nothing but itself: the same bits however the columns are split among threads.
@@ -698,6 +815,9 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
             q_lower[g, qi], q_weight[g, qi] = _quantile_position(counts[g], 0.25 * (qi + 1))
         q_top[g] = q_lower[g, 2] + (1 if q_weight[g, 2] > 0.0 else 0)
     hist = np.empty(_MAX_BUCKETS, dtype=np.int64)
+    with_dist, dist_edges, dist_hist, dist_whiskers, dist_outliers = dist
+    seg_low = np.empty(n_groups, dtype=np.float64)
+    seg_high = np.empty(n_groups, dtype=np.float64)
     work = (
         hist,
         target_of,
@@ -746,6 +866,15 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
         value_span = value_high - value_low
         # (a NaN or inf column takes the plain pass, whose sums turn non-finite and report it)
         bucket_ready = value_low >= 0 and value_span > 0 and np.isfinite(value_span) and not has_nan
+        # The distribution bins span the column's non-zeros. The scatter's range is theirs unless an
+        # explicit zero is an extreme (range [0, x] or [x, 0]): then the bins take a pass of their own
+        # once every group's non-zero range is known (`_column_distributions`).
+        binned = with_dist and value_low != 0.0 and value_high != 0.0 and end > start and np.isfinite(value_span) and not has_nan
+        dcol = col if with_dist else 0
+        dist_norm = 0.0
+        if binned:
+            _histogram_edges(value_low, value_high, dist_edges[dcol])
+            dist_norm = (dist_edges.shape[1] - 1) / (dist_edges[dcol, -1] - dist_edges[dcol, 0])
 
         for g in range(n_groups):
             n = counts[g]
@@ -776,8 +905,10 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                 scale = n_buckets / value_span
                 hist[:n_buckets] = 0
             dev_nz, sq_nz, low, high, n_neg = _segment_moments(
-                seg, s0, s1, shift, bucketed, value_low, scale, last, hist
+                seg, s0, s1, shift, bucketed, value_low, scale, last, hist,
+                binned, dist_edges[dcol], dist_norm, dist_hist[dcol, g if with_dist else 0],
             )
+
             n_ranks = _nonzero_ranks(n, nz, n_neg, q_lower[g], q_weight[g], bucketed, nz_ranks)
             # with shift 0 (the usual sparse case) this is the plain float64 sum of the values
             total = dev_nz + nz * shift
@@ -814,6 +945,8 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                     high = rank_values[n_ranks - 1]
                 else:
                     _values_at_ranks(seg, s0, s1, low, high, nz_ranks, n_ranks, rank_values, work)
+            seg_low[g] = low
+            seg_high[g] = high
             if nz == 0:
                 out[_MIN, col, g] = 0.0
                 out[_MAX, col, g] = 0.0
@@ -827,6 +960,8 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                 out[_Q1, col, g] = 0.0
                 out[_MEDIAN, col, g] = 0.0
                 out[_Q3, col, g] = 0.0
+                if with_dist:
+                    _group_whiskers(seg, s0, s1, n, 0.0, 0.0, low, high, n_neg, dist_whiskers, dist_outliers, col, g)
                 continue
             for qi in range(3):
                 lower = q_lower[g, qi]
@@ -837,7 +972,160 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0):  # ty
                     b = _group_value_at_rank(lower + 1, n_neg, n_zero, nz_ranks, rank_values, n_ranks)
                     value = _lerp(a, b, t)
                 out[q_index[qi], col, g] = value
+            if with_dist:
+                _group_whiskers(
+                    seg, s0, s1, n, out[_Q1, col, g], out[_Q3, col, g], low, high, n_neg, dist_whiskers, dist_outliers, col, g
+                )
+        if with_dist:
+            _column_distributions(
+                seg, base, cursor, counts, col, seg_low, seg_high, binned,
+                dist_edges[col], dist_hist[col], dist_whiskers, dist_outliers,
+            )
     return _OK
+
+
+@numba.njit(cache=True, nogil=True)
+def _histogram_edges(first, last, edges):  # type: ignore[no-untyped-def]
+    """numpy.histogram_bin_edges(values, bins) for values spanning [first, last], operation for
+    operation (numpy.linspace), into edges (bins + 1 values)."""
+    if first == last:
+        first -= 0.5
+        last += 0.5
+    bins = edges.shape[0] - 1
+    delta = last - first
+    step = delta / bins
+    for i in range(bins):
+        if step == 0.0:
+            edges[i] = (i / bins) * delta + first
+        else:
+            edges[i] = i * step + first
+    edges[bins] = last
+
+
+@numba.njit(cache=True, nogil=True)
+def _bin_values(seg, s0, s1, edges, row):  # type: ignore[no-untyped-def]
+    """Count seg[s0:s1] into row by numpy.histogram's equal-width bin (a guess from the value, fixed
+    by the edges)."""
+    top = row.shape[0] - 1
+    lo_edge = edges[0]
+    norm = (top + 1) / (edges[top + 1] - lo_edge)
+    for i in range(s0, s1):
+        x = np.float64(seg[_u(i)])
+        b = np.int64((x - lo_edge) * norm)
+        if b > top:
+            b = top
+        if x < edges[_u(b)]:
+            b -= 1
+        elif b != top and x >= edges[_u(b + 1)]:
+            b += 1
+        row[_u(b)] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _fence_values(seg, s0, s1, fence_low, fence_high):  # type: ignore[no-untyped-def]
+    """The values of seg[s0:s1] below fence_low and above fence_high, and the extremes of those
+    within: (n_low, n_high, w_low, w_high). Two lanes, selects before the compares (whether a value
+    is an outlier is data, a branch on it mispredicts)."""
+    n_low = 0
+    n_high = 0
+    low0 = np.inf
+    low1 = np.inf
+    high0 = -np.inf
+    high1 = -np.inf
+    i = s0
+    while i + 2 <= s1:
+        x0 = np.float64(seg[_u(i)])
+        x1 = np.float64(seg[_u(i + 1)])
+        n_low += (x0 < fence_low) + (x1 < fence_low)
+        n_high += (x0 > fence_high) + (x1 > fence_high)
+        a0 = x0 if x0 >= fence_low else np.inf
+        a1 = x1 if x1 >= fence_low else np.inf
+        b0 = x0 if x0 <= fence_high else -np.inf
+        b1 = x1 if x1 <= fence_high else -np.inf
+        if a0 < low0:
+            low0 = a0
+        if a1 < low1:
+            low1 = a1
+        if b0 > high0:
+            high0 = b0
+        if b1 > high1:
+            high1 = b1
+        i += 2
+    if i < s1:
+        x0 = np.float64(seg[_u(i)])
+        n_low += x0 < fence_low
+        n_high += x0 > fence_high
+        a0 = x0 if x0 >= fence_low else np.inf
+        b0 = x0 if x0 <= fence_high else -np.inf
+        if a0 < low0:
+            low0 = a0
+        if b0 > high0:
+            high0 = b0
+    return n_low, n_high, (low0 if low0 < low1 else low1), (high0 if high0 > high1 else high1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _column_distributions(seg, base, cursor, counts, col, seg_low, seg_high, binned, edges, hist, whiskers, outliers):  # type: ignore[no-untyped-def]
+    """One column's histograms unless the moments pass `binned` them (edges shared by its groups: the
+    range of all its non-zeros), from the groups' non-zeros still in their segments; and the
+    whiskers of its empty groups (the others had theirs with their quartiles)."""
+    n_groups = counts.shape[0]
+    if not binned:
+        first = np.inf
+        last = -np.inf
+        for g in range(n_groups):
+            if cursor[g] > base[g]:
+                if seg_low[g] < first:
+                    first = seg_low[g]
+                if seg_high[g] > last:
+                    last = seg_high[g]
+        if first > last:  # no non-zero in the column: numpy's default range
+            first = 0.0
+            last = 1.0
+        _histogram_edges(first, last, edges)
+        for g in range(n_groups):
+            _bin_values(seg, base[g], cursor[g], edges, hist[g])
+    for g in range(n_groups):
+        if counts[g] == 0:
+            whiskers[0, col, g] = np.nan
+            whiskers[1, col, g] = np.nan
+            outliers[0, col, g] = 0
+            outliers[1, col, g] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_whiskers(seg, s0, s1, n, q1, q3, low, high, n_neg, whiskers, outliers, col, g):  # type: ignore[no-untyped-def]
+    """Box-plot whiskers (1.5 IQR, clipped to the data) and outlier counts of one group of n values:
+    its non-zeros seg[s0:s1] (min low, max high, n_neg negatives) and n - (s1 - s0) zeros. Right
+    after the group's quartiles, while its segment is in cache."""
+    iqr = q3 - q1
+    fence_low = q1 - 1.5 * iqr
+    fence_high = q3 + 1.5 * iqr
+    nz = s1 - s0
+    n_zero = n - nz
+    if nz == 0:
+        n_low, n_high, w_low, w_high = 0, 0, np.inf, -np.inf
+    elif fence_low <= low and high <= fence_high:
+        # no non-zero is an outlier: the whiskers are the extremes
+        n_low, n_high, w_low, w_high = 0, 0, low, high
+    elif fence_low == 0.0 and fence_high == 0.0:
+        # q1 = q3 = 0 (a mostly-zero group): every non-zero is an outlier, on its sign's side
+        n_low, n_high, w_low, w_high = n_neg, nz - n_neg, np.inf, -np.inf
+    else:
+        n_low, n_high, w_low, w_high = _fence_values(seg, s0, s1, fence_low, fence_high)
+    if n_zero > 0:
+        if 0.0 < fence_low:
+            n_low += n_zero
+        elif 0.0 < w_low:
+            w_low = 0.0
+        if 0.0 > fence_high:
+            n_high += n_zero
+        elif 0.0 > w_high:
+            w_high = 0.0
+    whiskers[0, col, g] = w_low
+    whiskers[1, col, g] = w_high
+    outliers[0, col, g] = n_low
+    outliers[1, col, g] = n_high
 
 
 @numba.njit(cache=True, nogil=True)
@@ -869,7 +1157,7 @@ def _gather_dense_block(dense, f_order, j0, j1, ends, rows, vals):  # type: igno
 
 
 @numba.njit(cache=True, nogil=True)
-def _stats_of_dense(dense, f_order, first, stop, block, codes, counts, out):  # type: ignore[no-untyped-def]
+def _stats_of_dense(dense, f_order, first, stop, block, codes, counts, out, dist):  # type: ignore[no-untyped-def]
     """`_stats_of_columns` over columns first:stop of a dense chunk, gathered `block` columns at a time."""
     n_cells = dense.shape[0]
     width = max(1, min(block, stop - first))
@@ -881,7 +1169,7 @@ def _stats_of_dense(dense, f_order, first, stop, block, codes, counts, out):  # 
         j1 = min(stop, j0 + width)
         _gather_dense_block(dense, f_order, j0, j1, ends, rows, vals)
         status = _stats_of_columns(
-            starts[: j1 - j0], ends[: j1 - j0], rows, vals, codes, counts, out, j0
+            starts[: j1 - j0], ends[: j1 - j0], rows, vals, codes, counts, out, j0, dist
         )
         if status != _OK:
             return status

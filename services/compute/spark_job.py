@@ -37,13 +37,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from services.compute.job import put_marker_candidates
+from services.compute.markers import CANDIDATE_SCHEMA
 from services.compute.views import (
     ViewCells,
     catalog_view_cells,
     cells_view_cells,
     features_view_cells,
     group_codes,
-    stats_view_cells,
+    grouping_outputs,
+    sample_view_cells,
     summarize_checks,
     view_family,
 )
@@ -51,11 +54,21 @@ from shared.adapters.s3 import S3RangeReader, delete_prefix, put_json, s3_client
 from shared.config import Settings
 from shared.errors import Permanent
 from shared.messages import LoadChunk
-from shared.staging import VersionPlan, cells_key, check_key, chunk_prefix, hfiles_prefix, read_cells, read_plan
+from shared.staging import (
+    SAMPLE_VIEW,
+    VersionPlan,
+    cells_key,
+    check_key,
+    chunk_prefix,
+    hfiles_prefix,
+    read_cells,
+    read_plan,
+)
 
 CELLS_DDL = "view string, row binary, qualifier binary, value binary"
 _CELLS_SCHEMA = pa.schema([("view", pa.string()), ("row", pa.binary()), ("qualifier", pa.binary()), ("value", pa.binary())])
 CHECK_PREFIX = "check:"
+CANDIDATES_ROW = "candidates"  # a partition's marker candidates, as one Arrow IPC stream
 _session: Any = None
 
 
@@ -119,7 +132,7 @@ def feature_partitions(plan: VersionPlan, first: int, end: int, settings: Settin
     order = np.array(sorted(range(hi - lo), key=names.__getitem__), dtype=np.int64) + lo
     sorted_names = [plan.features[i].encode() for i in order]
     cuts = {0, len(order)}
-    for view in [g.view for g in plan.groupings] + ["features"]:
+    for view in plan.feature_views:
         cuts.update(bisect.bisect_left(sorted_names, key) for key in plan.split_keys(view, settings.rows_per_region, settings.region_bytes))
     per_feature_nnz = plan.nnz / max(1, len(plan.features))
     width = min(settings.spark_partition_features, max(1, int(settings.spark_partition_nnz // max(1.0, per_feature_nnz))))
@@ -159,8 +172,8 @@ def _view_rows(cells: ViewCells, task: int) -> list[tuple[str, bytes, bytes, byt
 
 
 def kernel_task(plan: VersionPlan, parts: list[np.ndarray], codes: Any, max_nnz: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """What each feature partition runs: its non-zeros in, its stats and transpose cells (sorted) out."""
-    groupings = [(g.view, len(g.groups)) for g in plan.groupings]
+    """What each feature partition runs: its non-zeros in, its stats, distributions and transpose cells
+    (sorted) out, and its marker candidates."""
     n_cells = plan.n_cells
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -178,10 +191,19 @@ def kernel_task(plan: VersionPlan, parts: list[np.ndarray], codes: Any, max_nnz:
         matrix = sp.csc_array((values, (table.column("cell").to_numpy()[real], local)), shape=(n_cells, features.size))
         matrix.sum_duplicates()
         names = [plan.features[int(i)] for i in features]
-        views = [stats_view_cells(view, names, matrix, code, n) for (view, n), code in zip(groupings, codes.value)]
+        views = []
+        candidates = []
+        for grouping, code in zip(plan.stats_groupings, codes.value):
+            outputs = grouping_outputs(grouping, names, matrix, code, plan.markers_top_n)
+            views += [outputs.stats, outputs.dist]
+            candidates.append(outputs.candidates)
         views.append(features_view_cells(names, matrix, max_nnz))
         for cells in views:
             yield _batch(_view_rows(cells, part))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, CANDIDATE_SCHEMA) as writer:
+            writer.write_table(pa.concat_tables(candidates) if candidates else CANDIDATE_SCHEMA.empty_table())
+        yield _batch([(CANDIDATES_ROW, part.to_bytes(4, "big"), b"", sink.getvalue().to_pybytes())])
 
     return run
 
@@ -215,8 +237,9 @@ def write_view_hfiles(spark: Any, settings: Settings, rows: Any, view: str, uri:
     jvm.org.wideviews.hfile.SparkHFiles.write(rows.select("row", "qualifier", "value")._jdf.javaRDD(), view_family(view).decode(), str(timestamp_ms), uri, {})
 
 
-def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> dict[str, dict[str, Any]]:
-    """Every view of the batch [first, end) as HFiles under its staging prefix; returns the checks."""
+def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> tuple[dict[str, dict[str, Any]], pa.Table]:
+    """Every view of the batch [first, end) as HFiles under its staging prefix; returns the checks
+    and the batch's marker candidates."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -225,7 +248,9 @@ def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, fi
         delete_prefix(s3, settings.staging_bucket, hfiles_prefix(plan.dataset_id, plan.version_id, view, first))
     parts = feature_partitions(plan, first, end, settings)
     keys = exact_partition_keys(spark, len(parts))
-    codes = spark.sparkContext.broadcast(group_codes(read_cells(s3, settings, plan), plan))
+    cells_table = read_cells(s3, settings, plan)
+    code_arrays = group_codes(cells_table, plan)
+    codes = spark.sparkContext.broadcast(code_arrays)
 
     # (chunk, local feature) -> global feature, its partition and that partition's hash key.
     starts = np.array([plan.chunks[c][0] for c in range(first, end)])
@@ -249,10 +274,13 @@ def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, fi
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     checks: dict[str, list[dict[str, Any]]] = {}
+    candidates = []
     try:
         for row in cells_df.filter(F.col("view").startswith(CHECK_PREFIX)).select("view", "value").collect():
             checks.setdefault(row["view"][len(CHECK_PREFIX) :], []).append(json.loads(bytes(row["value"])))
-        for view in [g.view for g in plan.groupings] + ["features"]:
+        for row in cells_df.filter(F.col("view") == CANDIDATES_ROW).select("value").collect():
+            candidates.append(pa.ipc.open_stream(bytes(row["value"])).read_all())
+        for view in plan.feature_views:
             uri = s3_uri(settings, settings.staging_bucket, hfiles_prefix(plan.dataset_id, plan.version_id, view, first))
             write_view_hfiles(spark, settings, cells_df.filter(F.col("view") == view), view, uri, plan.timestamp_ms)
     finally:
@@ -279,11 +307,17 @@ def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, fi
         part = catalog_view_cells(plan, chunk)
         catalog_cells += zip(part.rows, part.qualifiers, part.values)
     catalog = ViewCells.from_unsorted("catalog", catalog_cells)
-    checks["catalog"] = [catalog.check(0)]
-    frame = spark.createDataFrame([(r, q, v) for r, q, v in zip(catalog.rows, catalog.qualifiers, catalog.values)], "row binary, qualifier binary, value binary").coalesce(1)
-    uri = s3_uri(settings, settings.staging_bucket, hfiles_prefix(plan.dataset_id, plan.version_id, "catalog", first))
-    write_view_hfiles(spark, settings, frame.sortWithinPartitions("row", "qualifier"), "catalog", uri, plan.timestamp_ms)
-    return {view: summarize_checks(checks.get(view, [])) for view in views}
+    driver_views = [catalog]
+    if SAMPLE_VIEW in views:
+        # The embedding sample: from every cell's coordinates, which the driver has read already.
+        driver_views.append(sample_view_cells(plan, cells_table, code_arrays))
+    for made in driver_views:
+        checks[made.view] = [made.check(0)]
+        frame = spark.createDataFrame([(r, q, v) for r, q, v in zip(made.rows, made.qualifiers, made.values)], "row binary, qualifier binary, value binary").coalesce(1)
+        uri = s3_uri(settings, settings.staging_bucket, hfiles_prefix(plan.dataset_id, plan.version_id, made.view, first))
+        write_view_hfiles(spark, settings, frame.sortWithinPartitions("row", "qualifier"), made.view, uri, plan.timestamp_ms)
+    merged = pa.concat_tables(candidates) if candidates else CANDIDATE_SCHEMA.empty_table()
+    return {view: summarize_checks(checks.get(view, [])) for view in views}, merged
 
 
 def run_batch_spark(s3: Any, settings: Settings, dataset_id: str, version_id: str, first: int, end: int | None = None) -> list[LoadChunk]:
@@ -293,7 +327,8 @@ def run_batch_spark(s3: Any, settings: Settings, dataset_id: str, version_id: st
         first, end = plan.unit_of(first)
     except ValueError as exc:
         raise Permanent(str(exc)) from exc
-    checks = compute_batch(spark_session(settings), s3, settings, plan, first, end)
+    checks, candidates = compute_batch(spark_session(settings), s3, settings, plan, first, end)
+    put_marker_candidates(s3, settings, plan, first, candidates)
     messages = []
     for view, check in checks.items():
         put_json(s3, settings.staging_bucket, check_key(dataset_id, version_id, view, first), check)

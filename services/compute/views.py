@@ -16,19 +16,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from services.compute.kernel import compute_group_stats, sparse_columns
+from services.compute.kernel import GroupStats, compute_group_stats, sparse_columns
+from services.compute.markers import CANDIDATE_SCHEMA, marker_fields, top_candidates
+from services.compute.sample import sample_embedding
 from shared import layout
 from shared.adapters.hbase import cell_checksum, combine_checksums
 from shared.errors import Permanent
 from shared.stats import STATS
-from shared.staging import VersionPlan
-
-VIEW_FAMILY = {"features": layout.FEATURES_FAMILY, "cells": layout.CELLS_FAMILY, "catalog": layout.CATALOG_FAMILY}
-
+from shared.staging import SAMPLE_VIEW, GroupingPlan, VersionPlan
 
 def view_family(view: str) -> bytes:
     """The one column family of a view's table."""
-    return VIEW_FAMILY.get(view, layout.STATS_FAMILY)
+    return layout.view_family(view)
 
 
 @dataclass
@@ -72,7 +71,8 @@ def summarize_checks(tasks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def group_codes(cells: pa.Table, plan: VersionPlan) -> list[np.ndarray]:
-    """Per grouping, each cell's group index in the plan's group order."""
+    """Per grouping of `plan.stats_groupings` (the metadata's, then the crossed), each cell's group
+    index in the plan's group order."""
     codes = []
     for grouping in plan.groupings:
         column = cells.column(grouping.name).cast(pa.string())
@@ -81,14 +81,34 @@ def group_codes(cells: pa.Table, plan: VersionPlan) -> list[np.ndarray]:
             missing = pc.filter(column, pc.is_null(index))[0].as_py()
             raise Permanent(f"grouping {grouping.name!r}: cell value {missing!r} is not one of the plan's groups")
         codes.append(index.to_numpy(zero_copy_only=False).astype(np.int32))
+    by_name = {g.name: (g, c) for g, c in zip(plan.groupings, codes)}
+    for crossed in plan.crossed:
+        codes.append(crossed_codes(crossed, *(by_name[name] for name in crossed.crossed)))
     return codes
+
+
+def crossed_codes(crossed: GroupingPlan, first: tuple[GroupingPlan, np.ndarray], second: tuple[GroupingPlan, np.ndarray]) -> np.ndarray:
+    """Each cell's group in a crossed grouping: the index of its (first, second) pair in `crossed.pairs`."""
+    width = len(second[0].groups)
+    keys = np.array([a * width + b for a, b in crossed.pairs], dtype=np.int64)
+    cell_keys = first[1].astype(np.int64) * width + second[1]
+    order = np.argsort(keys, kind="stable")
+    at = np.searchsorted(keys[order], cell_keys)
+    found = order[np.minimum(at, keys.size - 1)] if keys.size else np.zeros_like(cell_keys)
+    if not keys.size or (keys[found] != cell_keys).any():
+        raise Permanent(f"crossed grouping {crossed.name!r}: a cell's pair of groups is not one of the plan's")
+    return found.astype(np.int32)
 
 
 def stats_view_cells(
     view: str, features: list[str], chunk: sp.csc_array | np.ndarray, codes: np.ndarray, n_groups: int, threads: int = 1
 ) -> ViewCells:
     """Rows = feature, qualifiers = the 12 stat names, values = a stats vector over the groups."""
-    stats = compute_group_stats(chunk, codes, n_groups, threads=threads)
+    return stats_cells(view, features, compute_group_stats(chunk, codes, n_groups, threads=threads))
+
+
+def stats_cells(view: str, features: list[str], stats: GroupStats) -> ViewCells:
+    """The stats view's cells of computed stats."""
     cells = []
     qualifiers = [s.encode() for s in STATS]
     for f, feature in enumerate(features):
@@ -96,6 +116,47 @@ def stats_view_cells(
         for stat, qualifier in zip(STATS, qualifiers):
             cells.append((row, qualifier, layout.encode_stats_vector(stats.values[stat][f])))
     return ViewCells.from_unsorted(view, cells)
+
+
+def dist_cells(view: str, features: list[str], stats: GroupStats) -> ViewCells:
+    """The distributions view's cells: per feature its histograms (`hist`) and the box-plot vectors."""
+    dist = stats.distributions
+    if dist is None:
+        raise ValueError("stats computed without distributions")
+    vectors = {
+        "zeros": dist.zeros,
+        "whisker_low": dist.whisker_low,
+        "whisker_high": dist.whisker_high,
+        "outliers_low": dist.outliers_low,
+        "outliers_high": dist.outliers_high,
+    }
+    qualifiers = [(name.encode(), vectors[name]) for name in layout.DIST_VECTORS]
+    cells = []
+    for f, feature in enumerate(features):
+        row = feature.encode()
+        cells.append((row, layout.HIST_QUALIFIER, layout.encode_histograms(dist.edges[f], dist.hist[f])))
+        for qualifier, values in qualifiers:
+            cells.append((row, qualifier, layout.encode_stats_vector(values[f])))
+    return ViewCells.from_unsorted(view, cells)
+
+
+@dataclass
+class GroupingOutputs:
+    """What one grouping gives for a set of features: its stats and distributions views' cells and
+    its marker candidates."""
+
+    stats: ViewCells
+    dist: ViewCells
+    candidates: pa.Table
+
+
+def grouping_outputs(
+    grouping: GroupingPlan, features: list[str], chunk: sp.csc_array | np.ndarray, codes: np.ndarray, top_n: int, threads: int = 1
+) -> GroupingOutputs:
+    """One kernel run (stats and distributions) of a grouping over some features, and its views."""
+    stats = compute_group_stats(chunk, codes, len(grouping.groups), threads=threads, with_distributions=True)
+    candidates = top_candidates(grouping.name, features, marker_fields(stats), top_n)
+    return GroupingOutputs(stats_cells(grouping.view, features, stats), dist_cells(grouping.dist_view, features, stats), candidates)
 
 
 def features_view_cells(features: list[str], chunk: sp.csc_array | np.ndarray, max_nnz: int) -> ViewCells:
@@ -164,6 +225,8 @@ def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
             "n_chunks": plan.n_chunks,
             "id_column": plan.id_column,
             "groupings": [g.model_dump() for g in plan.groupings],
+            "crossed": [g.model_dump() for g in plan.crossed],
+            "markers_top_n": plan.markers_top_n,
             "embedding": plan.embedding.model_dump() if plan.embedding else None,
             "numeric_columns": plan.numeric_columns,
             "title": plan.title,
@@ -174,23 +237,57 @@ def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
     return ViewCells.from_unsorted("catalog", out)
 
 
+def sample_view_cells(plan: VersionPlan, cells: pa.Table, codes: list[np.ndarray]) -> ViewCells:
+    """The embedding sample (`services.compute.sample`) of every cell, in parts of SAMPLE_PART_POINTS."""
+    if plan.embedding is None:
+        raise ValueError("the version has no embedding")
+    coordinates = np.column_stack([cells.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in plan.embedding.columns])
+    positions, weights = sample_embedding(coordinates, codes, plan.embedding_sample_size, int(plan.version_id[:16], 16))
+    ids = cells.column("cell_id").take(pa.array(positions)).to_pylist()
+    groups = np.column_stack([c[positions] for c in codes[: len(plan.groupings)]]) if plan.groupings else np.empty((positions.size, 0))
+    out = []
+    step = layout.SAMPLE_PART_POINTS
+    for part, start in enumerate(range(0, max(1, positions.size), step)):
+        sl = slice(start, start + step)
+        value = layout.encode_sample_part(positions[sl], coordinates[positions[sl]], weights[sl], groups[sl], ids[sl])
+        out.append((layout.sample_part_row(part), layout.SAMPLE_QUALIFIER, value))
+    return ViewCells.from_unsorted(SAMPLE_VIEW, out)
+
+
+@dataclass
+class UnitViews:
+    """Every view's cells of one compute unit, and its marker candidates (merged by the publisher)."""
+
+    views: list[ViewCells]
+    candidates: pa.Table
+
+
 def unit_view_cells(
     plan: VersionPlan, first: int, end: int, matrices: Iterable[sp.csc_array], cells: pa.Table, max_nnz: int, threads: int = 1
-) -> list[ViewCells]:
+) -> UnitViews:
     """Every view's cells of the compute unit [first, end) (the whole local job, minus I/O): each
     chunk's matrix (in order, read lazily) through the kernel on `threads` cores, the rows of all
     the unit's chunks merged in row order, so each view is one sorted run of HFiles."""
     codes = group_codes(cells, plan)
     views = plan.unit_views(first, end)
     collected: dict[str, list[tuple[bytes, bytes, bytes]]] = {view: [] for view in views}
+    candidates = []
     for chunk, matrix in zip(range(first, end), matrices):
         start, stop = plan.chunks[chunk]
         features = plan.features[start:stop]
-        parts = [stats_view_cells(g.view, features, matrix, code, len(g.groups), threads) for g, code in zip(plan.groupings, codes)]
+        parts = []
+        for grouping, code in zip(plan.stats_groupings, codes):
+            outputs = grouping_outputs(grouping, features, matrix, code, plan.markers_top_n, threads)
+            parts += [outputs.stats, outputs.dist]
+            candidates.append(outputs.candidates)
         parts += [features_view_cells(features, matrix, max_nnz), catalog_view_cells(plan, chunk)]
         for part in parts:
             collected[part.view].extend(zip(part.rows, part.qualifiers, part.values))
     if "cells" in collected:
         part = cells_view_cells(plan, cells, *plan.unit_cell_range(first, end))
         collected["cells"].extend(zip(part.rows, part.qualifiers, part.values))
-    return [ViewCells.from_unsorted(view, collected[view]) for view in views]
+    if SAMPLE_VIEW in collected:
+        part = sample_view_cells(plan, cells, codes)
+        collected[SAMPLE_VIEW].extend(zip(part.rows, part.qualifiers, part.values))
+    merged = pa.concat_tables(candidates) if candidates else CANDIDATE_SCHEMA.empty_table()
+    return UnitViews([ViewCells.from_unsorted(view, collected[view]) for view in views], merged)

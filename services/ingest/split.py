@@ -209,6 +209,12 @@ def read_manifest(upload: UploadArchive | None) -> dict[str, Any]:
     groupings = document.get("groupings")
     if groupings is not None and (not isinstance(groupings, list) or not all(isinstance(g, str) for g in groupings)):
         raise BadUpload(f"{MANIFEST}: 'groupings' must be a list of column names")
+    crossed = document.get("crossed")
+    if crossed is not None and (
+        not isinstance(crossed, list)
+        or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p) and p[0] != p[1] for p in crossed)
+    ):
+        raise BadUpload(f"{MANIFEST}: 'crossed' must be a list of pairs of two different grouping names, e.g. [[\"cell_type\", \"donor\"]]")
     for key in ("embedding", "title", "description", "orientation", "matrix"):
         if key in document and not isinstance(document[key], str):
             raise BadUpload(f"{MANIFEST}: {key!r} must be a string")
@@ -452,6 +458,42 @@ def plan_metadata(
     return table, groupings, embedding, numeric_cols
 
 
+def plan_crossed(cells: pa.Table, groupings: list[GroupingPlan], pairs: list[list[str]]) -> list[GroupingPlan]:
+    """The manifest's crossed groupings: per pair (a, b) one more grouping whose groups are the
+    non-empty (a group, b group) combinations, in a's order then b's, labelled `"<a> | <b>"`."""
+    by_name = {g.name: g for g in groupings}
+    views = {g.view for g in groupings}
+    crossed = []
+    for first, second in pairs:
+        for name in (first, second):
+            if name not in by_name:
+                raise BadUpload(f"{MANIFEST}: crossed grouping {name!r} is not a grouping (groupings: {sorted(by_name)})")
+        a, b = by_name[first], by_name[second]
+        codes = []
+        for g in (a, b):
+            index = pc.index_in(cells.column(g.name).cast(pa.string()), value_set=pa.array(g.groups, type=pa.string()))
+            codes.append(index.to_numpy(zero_copy_only=False).astype(np.int64))
+        keys, counts = np.unique(codes[0] * len(b.groups) + codes[1], return_counts=True)
+        if keys.size > MAX_GROUPS:
+            raise BadUpload(f"crossed grouping {first!r} x {second!r} has {keys.size} non-empty groups, over the limit of {MAX_GROUPS}")
+        pairs_of = [(int(k // len(b.groups)), int(k % len(b.groups))) for k in keys]
+        view = ("stats_" + _slug(first) + "_by_" + _slug(second))[:80]
+        while view in views:
+            view += "_"
+        views.add(view)
+        crossed.append(
+            GroupingPlan(
+                name=f"{first} × {second}",
+                view=view,
+                groups=[f"{a.groups[i]} | {b.groups[j]}" for i, j in pairs_of],
+                counts=[int(c) for c in counts],
+                crossed=[first, second],
+                pairs=pairs_of,
+            )
+        )
+    return crossed
+
+
 def _find_embedding(numeric_cols: list[str], wanted: str | None, member: str = METADATA) -> EmbeddingPlan | None:
     """`<name>_1, <name>_2, ...` numeric columns form an embedding; the manifest may name which one."""
     families: dict[str, list[tuple[int, str]]] = {}
@@ -520,6 +562,7 @@ def _ingest_upload(
             raw, member = own_metadata, f"{matrix_member} obs"
         aligned = align_metadata(raw, matrix.cell_ids, member, matrix_member) if raw is not None else None
         cells, groupings, embedding, numeric_cols = plan_metadata(aligned, matrix.cell_ids, manifest, member or METADATA)
+        crossed = plan_crossed(cells, groupings, manifest.get("crossed") or [])
     sink = pa.BufferOutputStream()
     pq.write_table(cells, sink, compression="zstd")
     put_bytes(s3, settings.staging_bucket, cells_key(dataset_id, version_id), sink.getvalue().to_pybytes())
@@ -541,6 +584,9 @@ def _ingest_upload(
         cells_split=True,
         batches=settings.chunk_batches(len(matrix.chunks), matrix.nnz),
         nnz=matrix.nnz,
+        crossed=crossed,
+        markers_top_n=settings.markers_top_n,
+        embedding_sample_size=settings.embedding_sample_size,
     )
     put_json(s3, settings.staging_bucket, plan_key(dataset_id, version_id), plan.model_dump(mode="json"))
     return plan

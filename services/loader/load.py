@@ -17,17 +17,10 @@ from typing import Any
 from shared import jvm
 from shared.adapters.hbase import HBase, view_table
 from shared.config import Settings
-from shared.layout import CATALOG_FAMILY, CELLS_FAMILY, FEATURES_FAMILY, STATS_FAMILY
+from shared.layout import view_family
 from shared.staging import read_cells, read_plan
 
 log = logging.getLogger(__name__)
-
-_FAMILIES = {"features": FEATURES_FAMILY, "cells": CELLS_FAMILY, "catalog": CATALOG_FAMILY}
-
-
-def view_family(view: str) -> bytes:
-    return _FAMILIES.get(view, STATS_FAMILY)
-
 
 def ensure_view_table(s3: Any, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str) -> str:
     """The view's table, created pre-split if missing (racing loaders: one creates, the others find it).

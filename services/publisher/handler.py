@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from services.publisher.markers import write_markers
 from services.publisher.verify import verify_version
 from shared.adapters.aws import AwsClients
 from shared.adapters.hbase import HBase
@@ -47,6 +48,7 @@ async def handle_publish_version(msg: PublishVersion, deps: PublisherDeps) -> li
         return []  # published, superseded or deleted already: a duplicate
     if pointer is None or pointer.current_version != ver:
         plan = await asyncio.to_thread(read_plan, deps.s3, deps.settings, ds, ver)
+        await asyncio.to_thread(write_markers, deps.s3, deps.hbase, deps.settings, plan)  # the one view merged from all units
         await asyncio.to_thread(verify_version, deps.s3, deps.hbase, deps.settings, plan)
         pointer = await _pointer(deps.records, ds)
         if pointer is not None and pointer.current_version and pointer.current_upload_order > version.upload_order:

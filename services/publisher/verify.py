@@ -9,7 +9,10 @@ does not read the values back. Per view it checks
   executor cuts its partitions at the region boundaries, so there every region is checked);
 - sampled rows (one recorded per HFile, at most `samples` per view, chosen by the version id) read
   back equal, cell for cell, the checksum compute recorded for them;
-- for the stats views, the sampled rows' `count` vectors equal the grouping's sizes.
+- for the stats views, the sampled rows' `count` vectors equal the grouping's sizes; for the
+  distributions views, the sampled rows' histograms and zeros add up to them;
+- the `markers` view, merged here from the units' candidates (`services.publisher.markers`) just
+  before, is checked like the others against the check the merge recorded.
 
 What it does not see: a value altered after the load in a row that is not sampled. HFiles are
 checksummed by HBase itself, and the loader confirms the files HBase took.
@@ -25,7 +28,7 @@ from shared.adapters.hbase import HBase, cell_checksum, combine_checksums, view_
 from shared.adapters.s3 import get_json, list_keys
 from shared.config import Settings
 from shared.errors import Permanent
-from shared.staging import VersionPlan, check_key, version_prefix
+from shared.staging import MARKERS_VIEW, MERGED_UNIT, VersionPlan, check_key, version_prefix
 
 
 def expected_checks(s3: Any, settings: Settings, plan: VersionPlan) -> dict[str, list[dict[str, Any]]]:
@@ -38,6 +41,11 @@ def expected_checks(s3: Any, settings: Settings, plan: VersionPlan) -> dict[str,
             if key not in present:
                 raise Permanent(f"view {view}: compute recorded no check for chunk {first}")
             tasks[view].extend(get_json(s3, settings.staging_bucket, key)["hfiles"])
+    # Merged once every unit is in (services.publisher.markers), under one unit's name.
+    key = check_key(plan.dataset_id, plan.version_id, MARKERS_VIEW, MERGED_UNIT)
+    if key not in present:
+        raise Permanent(f"view {MARKERS_VIEW}: no check recorded (the units' candidates were never merged)")
+    tasks[MARKERS_VIEW] = get_json(s3, settings.staging_bucket, key)["hfiles"]
     return tasks
 
 
@@ -91,7 +99,8 @@ def verify_version(s3: Any, hbase: HBase, settings: Settings, plan: VersionPlan,
     that is missing, short or off. Returns per-view counts."""
     expected = expected_checks(s3, settings, plan)
     tables = set(hbase.list_tables())
-    groupings = {g.view: g for g in plan.groupings}
+    groupings = {g.view: g for g in plan.stats_groupings}
+    dist_groupings = {g.dist_view: g for g in plan.stats_groupings}
     report: dict[str, dict[str, int]] = {}
     for view in plan.views:
         table = view_table(settings, plan.dataset_id, plan.version_id, view)
@@ -101,6 +110,8 @@ def verify_version(s3: Any, hbase: HBase, settings: Settings, plan: VersionPlan,
         keys = verify_samples(hbase, table, view, expected[view], samples, plan.version_id)
         if view in groupings:
             _check_counts(hbase, table, groupings[view].counts, view, keys)
+        if view in dist_groupings:
+            _check_histograms(hbase, table, dist_groupings[view].counts, view, keys)
         report[view] = {"rows": rows, "sampled": len(keys)}
     return report
 
@@ -111,3 +122,14 @@ def _check_counts(hbase: HBase, table: str, counts: list[int], view: str, keys: 
     for key, data in hbase.rows(table, keys, columns=[column]).items():
         if list(layout.decode_stats_vector(data[column])) != [float(c) for c in counts]:
             raise Permanent(f"view {view}: feature {key.decode(errors='replace')!r} counts differ from the grouping's sizes")
+
+
+def _check_histograms(hbase: HBase, table: str, counts: list[int], view: str, keys: list[bytes]) -> None:
+    """The sampled distribution rows hold every cell of every group: bins plus zeros = group size."""
+    hist_column = layout.DIST_FAMILY + b":" + layout.HIST_QUALIFIER
+    zeros_column = layout.DIST_FAMILY + b":zeros"
+    for key, data in hbase.rows(table, keys, columns=[hist_column, zeros_column]).items():
+        _, bins = layout.decode_histograms(data[hist_column])
+        total = bins.sum(axis=1) + layout.decode_stats_vector(data[zeros_column])
+        if list(total) != [float(c) for c in counts]:
+            raise Permanent(f"view {view}: feature {key.decode(errors='replace')!r} distributions do not add up to the grouping's sizes")

@@ -53,6 +53,8 @@ from services.query.models import (
 )
 from services.query.pointers import READABLE_STATES, Pointers
 from services.query.reads import Catalog, Lru, VersionReader
+from services.query.views_api import ByQuery, group_pairs, resolve_grouping
+from services.query.views_api import router as views_router
 from shared.config import Settings
 from shared.errors import BadRequest, NotFound, Transient
 from shared.messages import DATASET_ID_PATTERN, VERSION_ID_PATTERN
@@ -264,6 +266,7 @@ def aggregates_query(
     order: Annotated[Literal["desc", "asc"], Query()] = "desc",
     format: Annotated[Literal["json", "csv"] | None, Query(description="csv: one row per (feature, group)")] = None,  # noqa: A002
     version: VersionQuery = None,
+    by: ByQuery = None,
 ) -> None:
     """The aggregates route's query parameters as its OpenAPI schema shows them (the route parses them itself)."""
 
@@ -586,6 +589,7 @@ def create_app(
         order = _choice(query, "order", ("desc", "asc")) or "desc"
         format = _choice(query, "format", ("json", "csv"))  # noqa: A002
         version = _version_param(query)
+        by = query.get("by")
         # features/feature and groups/group are read in the query string's order, to keep the order in
         # which the two forms were mixed.
         names = _names_in_order(request, "features", "feature")
@@ -605,14 +609,8 @@ def create_app(
         def build() -> Response:
             target = service.target(request, dataset_id, version, format or "json")
             catalog = service.catalog(target)
-            chosen_name = grouping
-            if chosen_name is None:
-                if len(catalog.groupings) != 1:
-                    raise BadRequest(f"grouping is required (one of {sorted(catalog.groupings)})")
-                chosen_name = next(iter(catalog.groupings))
-            if chosen_name not in catalog.groupings:
-                raise NotFound(f"grouping {chosen_name!r} not in dataset {dataset_id!r} (groupings: {sorted(catalog.groupings)})")
-            chosen = catalog.groupings[chosen_name]
+            chosen = resolve_grouping(catalog, grouping, by)  # with by=: the crossed grouping
+            chosen_name = grouping or chosen.name
             group_names = _names_in_order(request, "groups", "group")
             if group_names:
                 position_of = {g: i for i, g in enumerate(chosen.groups)}
@@ -667,6 +665,8 @@ def create_app(
                     s: [as_int_list(rows[n][s][columns]) if s in _INT_STATS else rows[n][s][columns] for n in ordered] for s in wanted
                 },
                 "order_by": order_by,
+                "by": by,
+                "group_pairs": [group_pairs(catalog, chosen, chosen_name, by)[c] for c in columns] if by else None,  # type: ignore[index]
             }
             return Response(encode_json(body), media_type="application/json", headers=target.headers())
 
@@ -831,6 +831,8 @@ def create_app(
         row = service.reader.cell(catalog, cell_id)
         body = {"dataset": dataset_id, "version": target.version_id, "cell": cell_id, **row}
         return Response(encode_json(body), media_type="application/json", headers=target.headers())
+
+    app.include_router(views_router)  # distributions, markers, embedding sample
 
     # The explorer page (explorer/, built into explorer/dist by `make explorer`) at /, after every route above.
     explorer_dist = settings.project_root / "explorer" / "dist"

@@ -101,6 +101,8 @@ class Aggregates(BaseModel):
     features: list[str] = Field(description="as asked, or ordered by `order_by`")
     stats: dict[str, list[list[float | None]]] = Field(description="stat -> per feature, the value per group (null: undefined)")
     order_by: str | None = None
+    by: str | None = Field(default=None, description="the second grouping of a crossed grouping (`by=`)")
+    group_pairs: list[list[str]] | None = Field(default=None, description="with `by`: each group's (grouping group, by group)")
 
 
 class FeatureValues(BaseModel):

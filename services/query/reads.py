@@ -12,7 +12,7 @@ import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -121,6 +121,13 @@ class Grouping:
     view: str
     groups: list[str]
     counts: list[int]
+    # A crossed grouping: each group's index in the two groupings it crosses.
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def dist_view(self) -> str:
+        """The grouping's distributions view."""
+        return "dist_" + self.view.removeprefix("stats_")
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,9 @@ class Catalog:
     embedding_name: str | None
     embedding_columns: list[str]
     numeric_columns: list[str]
+    # Crossed groupings by their two groupings' names (versions made before crossed groupings: none).
+    crossed: dict[tuple[str, str], Grouping] = field(default_factory=dict)
+    markers_top_n: int = 0
 
     @classmethod
     def from_meta(cls, dataset_id: str, version_id: str, meta: dict[str, Any]) -> "Catalog":
@@ -153,6 +163,13 @@ class Catalog:
             embedding_name=embedding["name"] if embedding else None,
             embedding_columns=list(embedding["columns"]) if embedding else [],
             numeric_columns=list(meta.get("numeric_columns") or []),
+            markers_top_n=int(meta.get("markers_top_n") or 0),
+            crossed={
+                (g["crossed"][0], g["crossed"][1]): Grouping(
+                    g["name"], g["view"], list(g["groups"]), [int(c) for c in g["counts"]], [(int(a), int(b)) for a, b in g["pairs"]]
+                )
+                for g in meta.get("crossed") or []
+            },
         )
 
 

@@ -168,6 +168,17 @@ class HBase:
 
         return self._call("drop table", drop)
 
+    def put_rows(self, table: str, rows: list[tuple[bytes, dict[bytes, bytes]]], *, timestamp_ms: int) -> None:
+        """Write rows (column `family:qualifier` -> value) with one timestamp, in one batch: writing the
+        same rows again leaves the same cells."""
+
+        def put(conn: happybase.Connection) -> None:
+            with conn.table(table).batch(timestamp=timestamp_ms, batch_size=500) as batch:
+                for key, data in rows:
+                    batch.put(key, data)
+
+        self._call("put rows", put)
+
     def rows(self, table: str, keys: list[bytes], columns: list[bytes] | None = None) -> dict[bytes, dict[bytes, bytes]]:
         """Multi-get of rows (missing rows are absent from the result)."""
         return self._call("get rows", lambda conn: dict(conn.table(table).rows(keys, columns=columns)))

@@ -47,6 +47,8 @@ OPTIONAL_IMPORTS = {
     "pygments": "rich's highlighting (with httpx's command line)",
     "markdown-it-py": "rich's markdown (with httpx's command line)",
     "mdurl": "markdown-it-py's URLs (with httpx's command line)",
+    # The test extra's scanpy (the markers' reference) brings joblib and with it cloudpickle.
+    "cloudpickle": "pyarrow pickles with it when installed (and guards its ImportError)",
     "scipy": "numba imports it when installed (its LAPACK bindings); ingest, which uses numba, needs none of it",
 }
 

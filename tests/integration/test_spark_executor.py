@@ -10,6 +10,7 @@ from pathlib import Path
 import boto3
 import happybase
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from cli.sample import sample_frames, write_upload_zip
@@ -17,6 +18,7 @@ from services.compute import job
 from services.compute.spark_job import feature_partitions, run_batch_spark
 from services.ingest.split import ingest_upload
 from services.loader.load import bulk_load_view_chunk
+from services.publisher.markers import markers_cells, read_candidates
 from shared.adapters.hbase import HBase, view_table
 from shared.adapters.s3 import S3RangeReader, list_keys
 from shared.config import Settings
@@ -51,7 +53,8 @@ def test_spark_batch_writes_the_local_executors_cells_through_s3a(stack: Setting
     matrix, metadata = sample_frames(240, 60, seed=5)
     matrix["ALL_ZERO"] = 0.0  # no non-zero reaches its partition
     matrix["NEGATIVE"] = np.round(np.random.default_rng(1).normal(0, 1, len(matrix)), 3)
-    path = write_upload_zip(tmp_path / "up.zip", matrix, metadata)
+    manifest = {"groupings": ["cell_type", "donor"], "crossed": [["cell_type", "donor"]], "embedding": "umap"}
+    path = write_upload_zip(tmp_path / "up.zip", matrix, metadata, manifest)
     s3 = boto3.client("s3", **settings.aws_client_kwargs())
     dataset_id = f"spark-{uuid.uuid4().hex[:8]}"
     key = f"uploads/{dataset_id}/x.zip"
@@ -59,13 +62,19 @@ def test_spark_batch_writes_the_local_executors_cells_through_s3a(stack: Setting
     version_id = uuid.uuid4().hex
     plan = ingest_upload(S3RangeReader(s3, settings.uploads_bucket, key), key, s3, settings, dataset_id, version_id)
     assert plan.batches == [(0, 2), (2, 3)]
+    assert [g.name for g in plan.crossed] == ["cell_type × donor"] and plan.embedding is not None
     assert len(feature_partitions(plan, 0, 2, settings)) >= 3
 
     # The local executor's cells of every chunk, per view: the reference.
     expected: dict[str, list[tuple[bytes, bytes, bytes]]] = {}
+    local_candidates = []
     for chunk in range(plan.n_chunks):
-        for cells in job.compute_chunk_views(s3, settings, plan, chunk):
+        outputs = job.compute_chunk_views(s3, settings, plan, chunk)
+        local_candidates.append(outputs.candidates)
+        for cells in outputs.views:
             expected.setdefault(cells.view, []).extend(zip(cells.rows, cells.qualifiers, cells.values))
+    # every new view is there: distributions of every grouping (the crossed one too), the embedding sample
+    assert {"dist_cell_type", "dist_donor", "stats_cell_type_by_donor", "dist_cell_type_by_donor", "embedding_sample"} <= set(expected)
 
     hbase = HBase(settings, size=1)
     loaded: dict[str, int] = {}
@@ -82,6 +91,10 @@ def test_spark_batch_writes_the_local_executors_cells_through_s3a(stack: Setting
         assert [(r, q, v) for r, q, v, _ in got] == sorted(cells), view
         assert {ts for *_, ts in got} == {plan.timestamp_ms}, view
         assert loaded[view] == len({r for r, _, _ in cells}), view
+    # The markers merged from the spark batches' candidates are the local chunks' merged, byte for byte.
+    local_markers = markers_cells(plan, pa.concat_tables(local_candidates))
+    assert local_markers == markers_cells(plan, read_candidates(s3, settings, plan))
+    assert len(local_markers) == sum(len(g.groups) for g in plan.stats_groupings)
     # The transpose really was split into parts of at most 16 non-zeros.
     assert any(row.endswith(b"\x00\x00\x01") for row, _, _ in expected["features"])
     # Nothing but HFiles and checks was written by the job; no HFile staged twice.

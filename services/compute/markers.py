@@ -1,0 +1,90 @@
+"""Marker features of one chunk: one-vs-rest Welch t-statistics from the per-group moments. No I/O.
+
+For a feature and a group g of n_g cells (mean m_g, variance v_g with ddof=1) against the rest of
+the cells (n_r = N - n_g, mean m_r, variance v_r, ddof=1):
+
+    score  = (m_g - m_r) / sqrt(v_g / n_g + v_r / n_r)        (Welch's t, scanpy's "t-test" score)
+    log2fc = log2((m_g + 1e-9) / (m_r + 1e-9))                (the means as stored; NaN if one is negative)
+
+The rest's moments come from the groups' (count, mean, var) without touching a value again: its sum
+of squared deviations is the groups' own plus their means' spread around the rest's mean (the
+parallel variance formula, about the overall mean so that it costs O(groups) per feature; sums over
+groups in a fixed order, so the bits do not depend on the chunk's width). A score that is undefined (a group or rest of under two cells, or both variances 0 with equal
+means) is 0, as scanpy sets it. Features are ranked by score, best first, ties by feature name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from services.compute.kernel import GroupStats
+from shared.layout import MARKER_FIELDS
+
+CANDIDATE_SCHEMA = pa.schema(
+    [("grouping", pa.string()), ("group", pa.int32()), ("feature", pa.string())] + [(f, pa.float64()) for f in MARKER_FIELDS]
+)
+_PSEUDO = 1e-9
+
+
+def marker_fields(stats: GroupStats) -> dict[str, np.ndarray]:
+    """Per (feature, group) of one chunk: score, log2fc, mean_in, mean_out, frac_in, frac_out (float64)."""
+    count = stats.values["count"]
+    total_sum = stats.values["sum"]
+    mean = stats.values["mean"]
+    nnz = stats.values["nnz"]
+    n_groups = stats.n_groups
+    # Fixed-order sums over groups (never numpy's pairwise reductions, whose blocking varies).
+    n_all = np.zeros(count.shape[0])
+    sum_all = np.zeros(count.shape[0])
+    nnz_all = np.zeros(count.shape[0])
+    for g in range(n_groups):
+        n_all += count[:, g]
+        sum_all += total_sum[:, g]
+        nnz_all += nnz[:, g]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        own_squares = np.where(count > 1, stats.values["var"] * (count - 1), 0.0)
+        mean_all = sum_all / n_all
+        deviation = np.where(count > 0, mean - mean_all[:, None], 0.0)
+        within = np.zeros(count.shape[0])
+        between = np.zeros(count.shape[0])
+        for g in range(n_groups):
+            within += own_squares[:, g]
+            between += count[:, g] * deviation[:, g] ** 2
+        n_rest = n_all[:, None] - count
+        mean_rest = (sum_all[:, None] - total_sum) / n_rest
+        # sum over h != g of n_h (m_h - m_rest)^2 = the same about the overall mean, less the rest's own
+        rest_between = between[:, None] - count * deviation**2 - n_rest * (mean_rest - mean_all[:, None]) ** 2
+        rest_squares = np.maximum(within[:, None] - own_squares + rest_between, 0.0)
+        var_group = stats.values["var"]
+        var_rest = np.where(n_rest > 1, rest_squares / (n_rest - 1), np.nan)
+        score = (mean - mean_rest) / np.sqrt(var_group / count + var_rest / n_rest)
+        score = np.where(np.isnan(score), 0.0, score)
+        log2fc = np.log2((mean + _PSEUDO) / (mean_rest + _PSEUDO))
+        frac_out = (nnz_all[:, None] - nnz) / n_rest
+    return {
+        "score": score,
+        "log2fc": log2fc,
+        "mean_in": mean,
+        "mean_out": mean_rest,
+        "frac_in": stats.values["frac_expressing"],
+        "frac_out": frac_out,
+    }
+
+
+def top_candidates(grouping: str, features: list[str], fields: dict[str, np.ndarray], top_n: int) -> pa.Table:
+    """The best `top_n` features of each group by score (ties: feature name), as candidate rows."""
+    score = fields["score"]
+    n_features, n_groups = score.shape
+    names = np.array(features, dtype=object)
+    by_name = np.argsort(names.astype(str), kind="stable")
+    columns: dict[str, list] = {c: [] for c in CANDIDATE_SCHEMA.names}
+    for g in range(n_groups):
+        # stable sort by score (descending) over the name order: ties keep the name order
+        order = by_name[np.argsort(-score[by_name, g], kind="stable")][:top_n]
+        columns["grouping"] += [grouping] * order.size
+        columns["group"] += [g] * order.size
+        columns["feature"] += names[order].tolist()
+        for key in MARKER_FIELDS:
+            columns[key] += fields[key][order, g].tolist()
+    return pa.table(columns, schema=CANDIDATE_SCHEMA)
