@@ -41,6 +41,10 @@ TEST_STACK_ENV = {
     "WIDEVIEWS_UNIT_MEMORY_BUDGET_BYTES": "60000",
     "WIDEVIEWS_VISIBILITY_TIMEOUT_S": "12",
     "WIDEVIEWS_RETRY_MAX_S": "20",
+    # Fewer markers per group than features per unit, and a sample smaller than the e2e datasets:
+    # the publisher's merge and the sampler both have to choose.
+    "WIDEVIEWS_MARKERS_TOP_N": "10",
+    "WIDEVIEWS_EMBEDDING_SAMPLE_SIZE": "250",
 }
 
 

@@ -1,4 +1,4 @@
-"""The 12 per-group statistics and the transpose of one column chunk: numpy, scipy and numba, no I/O.
+"""The 12 per-group statistics, the distributions and the transpose of one column chunk: numpy, scipy and numba, no I/O.
 
 A chunk is cells x features. The kernel walks it one feature column at a time in CSC order (a dense
 chunk is gathered into CSC a block of columns at a time, so no full sparse copy is made) and never
@@ -16,6 +16,13 @@ materialises a zero:
    the buckets holding the wanted ranks, and a branch-free quickselect (ties split off in one pass)
    finishes. When the column has no negatives the ranks are known before step 2, which then counts
    the buckets itself and leaves min and max to the selection (ranks 0 and nnz - 1).
+
+4. Distributions (`with_distributions`): the column's value range from the scatter spans 32
+   histogram bins (numpy.histogram_bin_edges), and the group's pass of step 2 counts each value
+   into its bin too (numpy's rule: a guess from the value, fixed against the edges). Once the
+   quartiles are known the whiskers (1.5 IQR, clipped to the data) and outlier counts follow from
+   the group's min, max and negatives when no non-zero lies beyond a fence, else from one more
+   compare-only pass over the group's values while they are in cache.
 
 Cost: O(nnz) with no sort: the scatter, one pass per segment, and one or two more over a segment
 only when one of its quantiles lands on a non-zero. Memory: the chunk, the 12 output arrays and two buffers of
