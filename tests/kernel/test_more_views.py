@@ -206,3 +206,13 @@ def test_layouts_round_trip() -> None:
     assert groups.tolist() == [[0, 1], [2, 3]] and ids == ["a", "bé"]
     assert layout.markers_row("cell_type", "B cell") == b"cell_type\x00B cell"
     assert layout.view_family("dist_cell_type") == b"d" and layout.view_family("stats_x") == b"s"
+
+
+def test_embedding_sample_weights_add_up_when_the_budget_is_below_the_occupied_grid() -> None:
+    rng = np.random.default_rng(8)
+    coords = rng.uniform(0, 1, size=(400, 2))  # ~400 occupied cells of a 128 x 128 grid
+    codes = [rng.integers(0, 10, 400).astype(np.int32), np.zeros(400, dtype=np.int32)]
+    positions, weights = sample_embedding(coords, codes, 250, seed=3)
+    assert positions.size == 250
+    np.testing.assert_allclose(weights.sum(), 400)
+    assert set(codes[0][positions]) == set(range(10))
