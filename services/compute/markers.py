@@ -27,13 +27,26 @@ CANDIDATE_SCHEMA = pa.schema(
 _PSEUDO = 1e-9
 
 
+# Features per block: the temporaries of one block stay small beside the chunk (a few MB at most).
+_BLOCK_FEATURES = 256
+
+
 def marker_fields(stats: GroupStats) -> dict[str, np.ndarray]:
     """Per (feature, group) of one chunk: score, log2fc, mean_in, mean_out, frac_in, frac_out (float64)."""
-    count = stats.values["count"]
-    total_sum = stats.values["sum"]
-    mean = stats.values["mean"]
-    nnz = stats.values["nnz"]
-    n_groups = stats.n_groups
+    n_features = stats.values["count"].shape[0]
+    out = {k: np.empty((n_features, stats.n_groups)) for k in ("score", "log2fc", "mean_out", "frac_out")}
+    for start in range(0, n_features, _BLOCK_FEATURES):
+        block = slice(start, start + _BLOCK_FEATURES)
+        for key, values in _block_fields({s: v[block] for s, v in stats.values.items()}, stats.n_groups).items():
+            out[key][block] = values
+    return out | {"mean_in": stats.values["mean"], "frac_in": stats.values["frac_expressing"]}
+
+
+def _block_fields(values: dict[str, np.ndarray], n_groups: int) -> dict[str, np.ndarray]:
+    count = values["count"]
+    total_sum = values["sum"]
+    mean = values["mean"]
+    nnz = values["nnz"]
     # Fixed-order sums over groups (never numpy's pairwise reductions, whose blocking varies).
     n_all = np.zeros(count.shape[0])
     sum_all = np.zeros(count.shape[0])
@@ -43,7 +56,7 @@ def marker_fields(stats: GroupStats) -> dict[str, np.ndarray]:
         sum_all += total_sum[:, g]
         nnz_all += nnz[:, g]
     with np.errstate(invalid="ignore", divide="ignore"):
-        own_squares = np.where(count > 1, stats.values["var"] * (count - 1), 0.0)
+        own_squares = np.where(count > 1, values["var"] * (count - 1), 0.0)
         mean_all = sum_all / n_all
         deviation = np.where(count > 0, mean - mean_all[:, None], 0.0)
         within = np.zeros(count.shape[0])
@@ -56,20 +69,14 @@ def marker_fields(stats: GroupStats) -> dict[str, np.ndarray]:
         # sum over h != g of n_h (m_h - m_rest)^2 = the same about the overall mean, less the rest's own
         rest_between = between[:, None] - count * deviation**2 - n_rest * (mean_rest - mean_all[:, None]) ** 2
         rest_squares = np.maximum(within[:, None] - own_squares + rest_between, 0.0)
-        var_group = stats.values["var"]
         var_rest = np.where(n_rest > 1, rest_squares / (n_rest - 1), np.nan)
-        score = (mean - mean_rest) / np.sqrt(var_group / count + var_rest / n_rest)
-        score = np.where(np.isnan(score), 0.0, score)
-        log2fc = np.log2((mean + _PSEUDO) / (mean_rest + _PSEUDO))
-        frac_out = (nnz_all[:, None] - nnz) / n_rest
-    return {
-        "score": score,
-        "log2fc": log2fc,
-        "mean_in": mean,
-        "mean_out": mean_rest,
-        "frac_in": stats.values["frac_expressing"],
-        "frac_out": frac_out,
-    }
+        score = (mean - mean_rest) / np.sqrt(values["var"] / count + var_rest / n_rest)
+        return {
+            "score": np.where(np.isnan(score), 0.0, score),
+            "log2fc": np.log2((mean + _PSEUDO) / (mean_rest + _PSEUDO)),
+            "mean_out": mean_rest,
+            "frac_out": (nnz_all[:, None] - nnz) / n_rest,
+        }
 
 
 def top_candidates(grouping: str, features: list[str], fields: dict[str, np.ndarray], top_n: int) -> pa.Table:
