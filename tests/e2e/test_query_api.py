@@ -492,6 +492,28 @@ def test_metrics_count_requests_in_prometheus_text(published: Published, client:
     assert _metric(text, "wideviews_query_request_seconds_count", route=route) >= 4
 
 
+def test_hot_routes_are_counted_under_their_route_templates(published: Published, client: httpx.Client) -> None:
+    """The dot plot, the search and a feature's values bypass FastAPI's router: still one count per
+    request, under the same route template as any other route, errors included."""
+    ds, feature = published.dataset_id, published.ref.matrix.columns[10]
+    requests = {
+        "/v1/datasets/{dataset_id}/aggregates": [(f"/v1/datasets/{ds}/aggregates", {"feature": feature, "grouping": "cell_type"}, 200),
+                                                 (f"/v1/datasets/{ds}/aggregates", {"feature": "no-such-feature", "grouping": "cell_type"}, 404)],
+        "/v1/datasets/{dataset_id}/features": [(f"/v1/datasets/{ds}/features", {"prefix": feature[:4]}, 200), (f"/v1/datasets/{ds}/features", {"limit": "0"}, 400)],
+        "/v1/datasets/{dataset_id}/features/{feature:path}/values": [(f"/v1/datasets/{ds}/features/{quote(feature, safe='')}/values", {}, 200)],
+    }
+    before = client.get("/metrics").text
+    for calls in requests.values():
+        for path, params, status in calls:
+            assert client.get(path, params=params).status_code == status, (path, params)
+    after = client.get("/metrics").text
+    for route, calls in requests.items():
+        for status in {c[2] for c in calls}:
+            expected = sum(1 for c in calls if c[2] == status)
+            counted = _metric(after, "wideviews_query_requests_total", route=route, status=str(status)) - _metric(before, "wideviews_query_requests_total", route=route, status=str(status))
+            assert counted == expected, (route, status)
+
+
 # --- the Lambda handler, driven by API Gateway events ----------------------------------------------
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
