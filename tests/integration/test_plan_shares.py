@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.staging import GroupingPlan, VersionPlan
+from shared.staging import EmbeddingPlan, GroupingPlan, VersionPlan
 
 
 def _plan(n_cells: int, n_chunks: int, *, cells_split: bool) -> VersionPlan:
@@ -38,7 +38,9 @@ def test_cell_shares_cover_every_cell_once(n_cells: int, n_chunks: int) -> None:
         assert end - start in (n_cells // n_chunks, -(-n_cells // n_chunks))
     assert covered == list(range(n_cells))
     assert writers == min(n_cells, n_chunks)
-    expected = {f"{c}:{v}" for c in range(n_chunks) for v in ("stats_t", "features", "catalog")}
+    # every unit writes its stats, distributions, transpose and catalog rows; the markers view is the
+    # publisher's merge, never a unit's load
+    expected = {f"{c}:{v}" for c in range(n_chunks) for v in ("stats_t", "dist_t", "features", "catalog")}
     expected |= {f"{c}:cells" for c in range(n_chunks) if plan.cell_range(c)[1] > plan.cell_range(c)[0]}
     assert plan.expected_keys() == expected
 
@@ -50,3 +52,10 @@ def test_plans_staged_before_the_split_keep_the_cells_view_in_chunk_zero() -> No
     plan = VersionPlan.model_validate(raw)
     assert plan.cell_range(0) == (0, 50)
     assert [("cells" in plan.chunk_views(c)) for c in range(4)] == [True, False, False, False]
+
+
+def test_the_embedding_sample_is_written_by_the_first_unit_and_markers_by_no_unit() -> None:
+    plan = _plan(20, 3, cells_split=True).model_copy(update={"embedding": EmbeddingPlan(name="umap", columns=["umap_1", "umap_2"])})
+    assert [("embedding_sample" in plan.chunk_views(c)) for c in range(3)] == [True, False, False]
+    assert "markers" in plan.views and not any(key.endswith(":markers") for key in plan.expected_keys())
+    assert "embedding_sample" not in _plan(20, 3, cells_split=True).views  # no embedding, no sample
