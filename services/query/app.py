@@ -53,7 +53,7 @@ from services.query.models import (
 )
 from services.query.pointers import READABLE_STATES, Pointers
 from services.query.reads import Catalog, Lru, VersionReader
-from services.query.views_api import ByQuery, group_pairs, resolve_grouping
+from services.query.views_api import ByQuery, crossed_groupings, group_pairs, resolve_grouping
 from services.query.views_api import router as views_router
 from shared.config import Settings
 from shared.errors import BadRequest, NotFound, Transient
@@ -481,6 +481,7 @@ def create_app(
             "groupings": {g.name: [{"name": n, "count": c} for n, c in zip(g.groups, g.counts)] for g in catalog.groupings.values()},
             "embedding": {"name": catalog.embedding_name, "columns": catalog.embedding_columns} if catalog.embedding_name else None,
             "numeric_columns": catalog.numeric_columns,
+            "crossed": crossed_groupings(catalog),
             "stats": list(STATS),
         }
         return Response(encode_json(body), media_type="application/json", headers=target.headers())

@@ -7,6 +7,8 @@ that every response the live server gives conforms to it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from shared.stats import Stat
@@ -61,6 +63,9 @@ class DatasetInfo(BaseModel):
     embedding: EmbeddingInfo | None
     numeric_columns: list[str] = []
     stats: list[Stat]
+    crossed: list[dict[str, Any]] = Field(
+        default=[], description='the crossed groupings: [{"grouping", "by", "groups": [{"name", "count"}]}] (read them with grouping=&by=)'
+    )
 
 
 class PublishedVersion(BaseModel):

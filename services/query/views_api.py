@@ -127,6 +127,14 @@ def resolve_grouping(catalog: Catalog, grouping: str | None, by: str | None = No
     return catalog.crossed[(grouping, by)]
 
 
+def crossed_groupings(catalog: Catalog) -> list[dict[str, Any]]:
+    """The dataset's crossed groupings as the dataset document lists them."""
+    return [
+        {"grouping": a, "by": b, "groups": [{"name": n, "count": c} for n, c in zip(g.groups, g.counts)]}
+        for (a, b), g in catalog.crossed.items()
+    ]
+
+
 def group_pairs(catalog: Catalog, chosen: Grouping, grouping: str, by: str | None) -> list[list[str]] | None:
     """With `by`: each crossed group as its (grouping group, by group) names."""
     if by is None:

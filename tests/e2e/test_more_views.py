@@ -86,11 +86,15 @@ def test_crossed_aggregates_match_pandas(stack: Settings, published: tuple[str, 
     labels = _labels(ref, "cell_type", "donor")
     grouped = ref.matrix[features].groupby(labels)
     assert body["by"] == "donor" and sorted(body["groups"]) == sorted(labels.unique())
+    body_groups = body["groups"]
     for stat, want in (("mean", grouped.mean()), ("median", grouped.median()), ("var", grouped.agg(lambda s: np.var(s.to_numpy(), ddof=1) if len(s) > 1 else np.nan))):
         got = np.array([[np.nan if v is None else v for v in row] for row in body["stats"][stat]], dtype=np.float64)
         np.testing.assert_allclose(got, want.loc[body["groups"]].to_numpy().T, rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=stat)
     status, body = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/aggregates", grouping="cell_type", by="region", features=features[0]))
     assert status == 404 and "cell_type by donor" in body["message"]
+    status, info = http_json(query_url(stack, f"/v1/datasets/{dataset_id}"))
+    sizes = labels.value_counts()
+    assert info["crossed"] == [{"grouping": "cell_type", "by": "donor", "groups": [{"name": g, "count": int(sizes[g])} for g in body_groups]}]
 
 
 def _welch(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
