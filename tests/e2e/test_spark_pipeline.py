@@ -49,9 +49,10 @@ def test_spark_executor_publishes_every_view_equal_to_pandas(spark_stack: Settin
 
     assert version["state"] == "PUBLISHED"
     # 133 features in chunks of 40 (the test stack's width) are 4 chunks, in 2 batches of 2: one
-    # Spark application each, so each view was loaded twice, not once per chunk.
+    # Spark application each, so each view was loaded twice, not once per chunk (stats and
+    # distributions per grouping, transpose, catalog, cells), and the embedding sample once.
     assert version["n_chunks"] == 4 and version["computed"] == 4
-    assert version["expected"] == 2 * (len(groupings) + 3)
+    assert version["expected"] == 2 * (2 * len(groupings) + 3) + 1
     ref = Reference.from_zip(path)
     assert_version_matches(spark_stack, dataset_id, version["version_id"], ref, groupings)
     assert_cells_match(spark_stack, dataset_id, ref, groupings)
