@@ -19,9 +19,9 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from shared.adapters.aws import aws_errors, error_code
+from shared.adapters.aws import aws_errors
 from shared.config import Settings
-from shared.errors import NotFound
+from shared.errors import ConditionFailed, NotFound
 
 
 class State(StrEnum):
@@ -222,9 +222,8 @@ class Records:
                     ConditionExpression="attribute_not_exists(version_id)",
                 )
             return VersionRecord.from_item(item), True
-        except Exception as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise
+        except ConditionFailed:
+            pass
         return await self.get_version(record.dataset_id, record.version_id), False
 
     async def get_version(self, dataset_id: str, version_id: str) -> VersionRecord:
@@ -297,10 +296,8 @@ class Records:
                     ExpressionAttributeValues=_values(values),
                     ReturnValues="ALL_NEW",
                 )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return None
-            raise
+        except ConditionFailed:
+            return None
         return VersionRecord.from_item(_item(resp["Attributes"]))
 
     async def record_plan(
@@ -369,9 +366,8 @@ class Records:
                     ExpressionAttributeNames={"#s": "state"},
                     ExpressionAttributeValues=_values({":b": bytes_read, ":t": bytes_total, ":r": rows, ":ingesting": State.INGESTING.value}),
                 )
-            except Exception as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
+            except ConditionFailed:
+                pass  # the version moved on: its progress no longer matters
 
     async def claim_publish(self, dataset_id: str, version_id: str, claimant: str) -> bool:
         """Claim the right to ask for publication; moves to VALIDATING.
@@ -404,10 +400,8 @@ class Records:
                     ),
                 )
             return True
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
+        except ConditionFailed:
+            return False
 
     async def reset_for_retry(self, dataset_id: str, version_id: str, to: State) -> VersionRecord | None:
         """FAILED -> `to` for a DLQ replay, clearing the error and the publish claim."""
@@ -473,8 +467,6 @@ class Records:
             with aws_errors("flip pointer"):
                 await self._db.put_item(**kwargs)
             return True
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
+        except ConditionFailed:
+            return False
 

@@ -23,7 +23,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -46,6 +46,15 @@ DATASET_ATTRIBUTE = "wideviews-dataset"
 VERSION_ATTRIBUTE = "wideviews-version"
 UPLOAD_KEY_ATTRIBUTE = "wideviews-upload-key"
 TRANSIENT_ATTRIBUTE = "wideviews-transient-attempts"
+
+
+@contextlib.contextmanager
+def best_effort(what: str) -> Iterator[None]:
+    """Run a step whose failure must not fail the message: the failure is logged, never swallowed silently."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - logged; the caller has a fallback (visibility timeout, redrive)
+        log.warning("%s failed (%s: %s)", what, type(exc).__name__, exc)
 
 
 def _transient_attempts(raw: dict[str, Any]) -> int:
@@ -87,6 +96,7 @@ class QueueUrls:
         return self.urls[name]
 
     def of(self, settings: Settings, role: QueueRole, *, dead_letter: bool = False) -> str:
+        """The URL of a role's queue (or DLQ) resolved before."""
         return self.urls[settings.queue_name(role, dead_letter=dead_letter)]
 
 
@@ -133,6 +143,7 @@ class Worker(Generic[Deps]):
 
     @property
     def queue_url(self) -> str:
+        """The URL of the queue this worker receives from."""
         assert self.queues is not None
         return self.queues.of(self.settings, self.role)
 
@@ -201,7 +212,7 @@ class Worker(Generic[Deps]):
         period = max(1.0, self.settings.visibility_timeout_s / 3)
         while True:
             await asyncio.sleep(period)
-            with contextlib.suppress(Exception):
+            with best_effort("extending the message's visibility"):
                 await self.aws.sqs.change_message_visibility(
                     QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=self.settings.visibility_timeout_s
                 )
@@ -238,7 +249,7 @@ class Worker(Generic[Deps]):
             await self._delete(receipt)
         except asyncio.CancelledError:
             outcome = "released"
-            with contextlib.suppress(Exception):
+            with best_effort("releasing the message"):
                 await self.aws.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0)
         except Transient as exc:
             attempts = _transient_attempts(raw) + 1
@@ -260,7 +271,7 @@ class Worker(Generic[Deps]):
                 outcome = f"retry in {delay}s ({type(exc).__name__}: {exc})"
                 with log_context(**about):
                     log.exception("unexpected error in %s handler", self.role)
-                with contextlib.suppress(Exception):
+                with best_effort("delaying the message's retry"):
                     await self.aws.sqs.change_message_visibility(
                         QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=min(delay, 43_000)
                     )
@@ -288,7 +299,7 @@ class Worker(Generic[Deps]):
         try:
             await self.records.add_stage_work(dataset_id, version_id, self.role, seconds)
         except Exception as exc:  # bookkeeping: the message's work is done whatever happens here
-            log.debug("could not count the stage's work: %s", exc)
+            log.warning("could not count the stage's work (%s: %s)", type(exc).__name__, exc)
 
     async def _retry_later(self, raw: dict[str, Any], receipt: str, attempts: int, delay_s: int) -> None:
         """Re-send the message with a delay and an attempt count, then delete the original.
@@ -308,7 +319,7 @@ class Worker(Generic[Deps]):
             await self._delete(receipt)
         except Exception as exc:
             log.warning("could not re-send for retry (%s); the message returns after its visibility timeout", exc)
-            with contextlib.suppress(Exception):
+            with best_effort("delaying the message's retry"):
                 await self.aws.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=min(delay_s, 43_000))
 
     async def _delete(self, receipt: str) -> None:
@@ -320,7 +331,7 @@ class Worker(Generic[Deps]):
         reason = str(exc) or type(exc).__name__
         dataset_id, version_id = about.get("dataset"), about.get("version")
         if dataset_id and version_id:
-            with contextlib.suppress(Exception):
+            with best_effort(f"marking version {version_id} FAILED"):
                 await self.records.transition(dataset_id, version_id, State.FAILED, error=reason)
         assert self.queues is not None
         named = {

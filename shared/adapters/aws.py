@@ -1,4 +1,4 @@
-"""AWS clients (aiobotocore) for one deployment, and the translation of vendor errors at the boundary."""
+"""AWS clients (aiobotocore) for one deployment; their errors are translated by `shared/adapters/aws_errors.py`."""
 
 from __future__ import annotations
 
@@ -8,52 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import botocore.exceptions
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from shared.adapters.aws_errors import translated_aws_errors
 from shared.config import Settings
-from shared.errors import Transient
-
-_THROTTLING = {
-    "ThrottlingException",
-    "Throttling",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "SlowDown",
-    "ServiceUnavailable",
-    "InternalError",
-    "InternalServerError",
-    "RequestTimeout",
-}
-
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ClientError, '' for anything else."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
 
 
 @contextlib.contextmanager
 def aws_errors(action: str) -> Iterator[None]:
-    """Re-raise throttling and connection failures of `action` as `Transient`; the rest unchanged."""
-    try:
+    """Translate the async clients' errors of `action` (`translate_aws_error`, aiohttp's connection
+    errors included); the rest unchanged."""
+    with translated_aws_errors(action, connection_errors=(aiohttp.ClientError,)):
         yield
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in _THROTTLING:
-            raise Transient(f"{action}: {error_code(exc)}") from exc
-        raise
-    except (
-        botocore.exceptions.EndpointConnectionError,
-        botocore.exceptions.ConnectionClosedError,
-        botocore.exceptions.ReadTimeoutError,
-        botocore.exceptions.ConnectTimeoutError,
-        aiohttp.ClientError,
-        ConnectionError,
-        TimeoutError,
-    ) as exc:
-        raise Transient(f"{action}: endpoint unreachable ({type(exc).__name__})") from exc
 
 
 @dataclass

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import happybase
+from Hbase_thrift import AlreadyExists as ThriftAlreadyExists  # the module happybase loads its IDL as
+from Hbase_thrift import IOError as ThriftIOError
 from thriftpy2.transport import TTransportException
 
 from shared.config import Settings
@@ -51,10 +52,12 @@ def cell_checksum(row: bytes, qualifier: bytes, value: bytes) -> int:
 
 
 def combine_checksums(values: Iterable[int]) -> int:
+    """The checksum of a set of cells from theirs: the sum mod 2**64 (order-free)."""
     return sum(values) % (1 << 64)
 
 
-# What a RegionServer or master says while in a state it leaves by itself (the same list as BulkLoad's).
+# HBase's Java exceptions (and the one message) of the states a RegionServer or master leaves by
+# itself; the same list as BulkLoad's.
 _TRANSIENT_HBASE_STATES = (
     "is not currently available",
     "RegionTooBusy",
@@ -80,18 +83,23 @@ _TRANSIENT_HBASE_STATES = (
 
 @contextlib.contextmanager
 def hbase_errors(action: str) -> Iterator[None]:
-    """Translate Thrift/socket failures to `Transient`, a missing table to `NotFound`."""
+    """The one translation of Thrift errors: transport and socket failures and HBase's transient
+    states are `Transient`, a missing table `NotFound`; anything else passes unchanged.
+
+    Thrift1 hands HBase's Java exception over as an `IOError` whose message is the Java stack
+    trace: there the Java class name is the only type there is, so that is what is matched.
+    """
     try:
         yield
-    except (TTransportException, socket.error, BrokenPipeError, EOFError) as exc:
+    except (TTransportException, OSError, EOFError) as exc:
         raise Transient(f"{action}: HBase Thrift unreachable ({type(exc).__name__}: {exc})") from exc
-    except Exception as exc:
-        text = str(exc)
+    except ThriftIOError as exc:
+        text = exc.message or ""
         # Checked first: HBase reports a table whose regions are not all online as "TableNotFoundException:
         # Table ... is not currently available." (just created, being enabled, disabled), which passes.
-        if any(s in text for s in _TRANSIENT_HBASE_STATES):
+        if any(state in text for state in _TRANSIENT_HBASE_STATES):
             raise Transient(f"{action}: HBase busy ({text[:200]})") from exc
-        if "TableNotFoundException" in text or "not found" in text.lower() and "table" in text.lower():
+        if "TableNotFoundException" in text:
             raise NotFound(f"{action}: table not found") from exc
         raise
 
@@ -136,9 +144,11 @@ class HBase:
         raise AssertionError("unreachable")
 
     def list_tables(self) -> list[str]:
+        """Every table's name (with its namespace)."""
         return self._call("list tables", lambda conn: [t.decode() for t in conn.tables()])
 
     def table_exists(self, name: str) -> bool:
+        """Whether the table exists (enabled or not)."""
         return name in self.list_tables()
 
     def ensure_table(self, name: str, family: bytes) -> bool:
@@ -149,10 +159,8 @@ class HBase:
                 return False
             try:
                 conn.create_table(name, {family.decode(): dict(max_versions=1, bloom_filter_type="ROW", block_cache_enabled=True)})
-            except Exception as exc:
-                if "TableExistsException" in str(exc) or "AlreadyExists" in type(exc).__name__:
-                    return False
-                raise
+            except ThriftAlreadyExists:  # another loader created it first
+                return False
             return True
 
         return self._call("create table", create)
@@ -184,6 +192,7 @@ class HBase:
         return self._call("get rows", lambda conn: dict(conn.table(table).rows(keys, columns=columns)))
 
     def row(self, table: str, key: bytes, columns: list[bytes] | None = None) -> dict[bytes, bytes]:
+        """One row's cells ({} when the row is absent)."""
         return self._call("get row", lambda conn: conn.table(table).row(key, columns=columns))
 
     def scan(self, table: str, **kwargs: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

@@ -14,29 +14,15 @@ from typing import Any
 
 import boto3
 import botocore.config
-import botocore.exceptions
 
+from shared.adapters.aws_errors import translated_aws_errors
 from shared.config import Settings
-from shared.errors import NotFound, Transient
 
 
 def s3_client(settings: Settings) -> Any:
     """A blocking S3 client (thread-safe) for `settings`."""
     config = botocore.config.Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32)
     return boto3.session.Session().client("s3", config=config, **settings.aws_client_kwargs())
-
-
-def _translate(exc: Exception, what: str) -> Exception:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
-            return NotFound(f"{what}: not found")
-        if code in ("SlowDown", "Throttling", "InternalError", "ServiceUnavailable", "RequestTimeout"):
-            return Transient(f"{what}: {code}")
-        return exc
-    if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError, ConnectionError)):
-        return Transient(f"{what}: S3 unreachable ({type(exc).__name__})")
-    return exc
 
 
 class S3RangeReader(io.RawIOBase):
@@ -47,10 +33,8 @@ class S3RangeReader(io.RawIOBase):
         self._s3, self._bucket, self._key = s3, bucket, key
         # One object version throughout: a later PUT of the key never mixes into this read.
         self._version = {"VersionId": object_version} if object_version else {}
-        try:
+        with translated_aws_errors(f"s3://{bucket}/{key}"):
             head = s3.head_object(Bucket=bucket, Key=key, **self._version)
-        except Exception as exc:
-            raise _translate(exc, f"s3://{bucket}/{key}") from exc
         self.size = int(head["ContentLength"])
         self.etag = str(head.get("ETag", "")).strip('"')
         self._pos = 0
@@ -75,11 +59,9 @@ class S3RangeReader(io.RawIOBase):
 
     def _fetch(self, start: int, length: int) -> bytes:
         end = min(self.size, start + length) - 1
-        try:
+        with translated_aws_errors(f"s3://{self._bucket}/{self._key}"):
             resp = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{end}", IfMatch=self.etag, **self._version)
             data = resp["Body"].read()
-        except Exception as exc:
-            raise _translate(exc, f"s3://{self._bucket}/{self._key}") from exc
         self.bytes_fetched += len(data)
         return data
 
@@ -102,44 +84,40 @@ class S3RangeReader(io.RawIOBase):
 def list_object_versions(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
     """Every version of exactly `key` (VersionId, ETag, LastModified as an aware datetime), newest first."""
     versions: list[dict[str, Any]] = []
-    try:
+    with translated_aws_errors(f"s3://{bucket}/{key}"):
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
             versions += [v for v in page.get("Versions", []) if v["Key"] == key]
-    except Exception as exc:
-        raise _translate(exc, f"s3://{bucket}/{key}") from exc
     return versions
 
 
 def put_bytes(s3: Any, bucket: str, key: str, body: bytes) -> None:
-    try:
+    """Write one object."""
+    with translated_aws_errors(f"put s3://{bucket}/{key}"):
         s3.put_object(Bucket=bucket, Key=key, Body=body)
-    except Exception as exc:
-        raise _translate(exc, f"put s3://{bucket}/{key}") from exc
 
 
 def get_bytes(s3: Any, bucket: str, key: str) -> bytes:
-    try:
+    """Read one object whole; `NotFound` if it does not exist."""
+    with translated_aws_errors(f"get s3://{bucket}/{key}"):
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception as exc:
-        raise _translate(exc, f"get s3://{bucket}/{key}") from exc
 
 
 def put_json(s3: Any, bucket: str, key: str, document: Any) -> None:
+    """Write a JSON document (compact) as one object."""
     put_bytes(s3, bucket, key, json.dumps(document, separators=(",", ":")).encode())
 
 
 def get_json(s3: Any, bucket: str, key: str) -> Any:
+    """Read a JSON object; `NotFound` if it does not exist."""
     return json.loads(get_bytes(s3, bucket, key))
 
 
 def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     """Every key under a prefix, sorted."""
     keys: list[str] = []
-    try:
+    with translated_aws_errors(f"list s3://{bucket}/{prefix}"):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys += [obj["Key"] for obj in page.get("Contents", [])]
-    except Exception as exc:
-        raise _translate(exc, f"list s3://{bucket}/{prefix}") from exc
     return sorted(keys)
 
 
@@ -148,10 +126,8 @@ def upload_dir(s3: Any, local: Path, bucket: str, prefix: str) -> list[str]:
     keys = []
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
         key = prefix.rstrip("/") + "/" + path.relative_to(local).as_posix()
-        try:
+        with translated_aws_errors(f"upload s3://{bucket}/{key}"):
             s3.upload_file(str(path), bucket, key)
-        except Exception as exc:
-            raise _translate(exc, f"upload s3://{bucket}/{key}") from exc
         keys.append(key)
     return keys
 
@@ -162,10 +138,8 @@ def download_prefix(s3: Any, bucket: str, prefix: str, local: Path) -> list[Path
     for key in list_keys(s3, bucket, prefix):
         target = local / key[len(prefix) :].lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with translated_aws_errors(f"download s3://{bucket}/{key}"):
             s3.download_file(bucket, key, str(target))
-        except Exception as exc:
-            raise _translate(exc, f"download s3://{bucket}/{key}") from exc
         paths.append(target)
     return paths
 
@@ -175,8 +149,6 @@ def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
     keys = list_keys(s3, bucket, prefix)
     for start in range(0, len(keys), 1000):
         batch = [{"Key": k} for k in keys[start : start + 1000]]
-        try:
+        with translated_aws_errors(f"delete s3://{bucket}/{prefix}"):
             s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-        except Exception as exc:
-            raise _translate(exc, f"delete s3://{bucket}/{prefix}") from exc
     return len(keys)

@@ -11,7 +11,7 @@ import pytest
 
 from shared.adapters.aws import open_aws
 from shared.config import Settings
-from shared.errors import Permanent, Transient
+from shared.errors import BadRequest, NotFound, Permanent, Transient
 from shared.messages import LoadChunk, Message, PublishVersion
 from shared.records import Records, State, VersionRecord
 from shared.worker import ERROR_ATTRIBUTE, QueueUrls, Worker
@@ -87,7 +87,9 @@ async def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
     return out
 
 
-async def test_permanent_error_fails_version_and_moves_message_to_dlq(stack: Settings) -> None:
+@pytest.mark.parametrize("error", [Permanent, NotFound, BadRequest])
+async def test_permanent_error_fails_version_and_moves_message_to_dlq(stack: Settings, error: type[Permanent]) -> None:
+    """Handled once, never retried: `NotFound` and `BadRequest` are permanent too."""
     # A private queue set, so the running services do not consume these messages.
     settings = stack.model_copy(update={"name_prefix": f"wvt{uuid.uuid4().hex[:6]}", "wait_time_s": 1})
     dataset_id, version_id = _ids()
@@ -99,7 +101,7 @@ async def test_permanent_error_fails_version_and_moves_message_to_dlq(stack: Set
 
         async def handler(msg: PublishVersion, deps: None) -> list[Message]:
             seen.append(msg.version_id)
-            raise Permanent("the upload's matrix.csv is ragged")
+            raise error("the upload's matrix.csv is ragged")
 
         worker = Worker("publish", handler, settings, None, aws)
         worker.records = records  # private queues, but the version records live in the stack's tables
