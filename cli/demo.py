@@ -16,7 +16,8 @@ from typing import Any
 from cli.sample import sample_frames, write_upload_zip
 from cli.upload import upload_file, wait_for_version
 from shared.config import Settings
-from shared.records import State, VersionRecord
+from shared.lifecycle import State
+from shared.records import VersionRecord
 
 
 def _get(base: str, path: str, **params: str) -> Any:

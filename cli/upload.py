@@ -17,7 +17,8 @@ from shared.adapters.aws import open_aws
 from shared.config import Settings
 from shared.errors import NotFound
 from shared.messages import DATASET_ID_PATTERN, upload_version_id
-from shared.records import BUILDING, DatasetRecord, Records, State, VersionRecord
+from shared.lifecycle import BUILDING, State
+from shared.records import DatasetRecord, Records, VersionRecord
 
 
 def upload_key(dataset_id: str, file: Path) -> str:

@@ -13,15 +13,17 @@ from shared.adapters.aws import open_aws
 from shared.adapters.hbase import HBase, version_table_prefix, view_table
 from shared.adapters.s3 import delete_prefix, s3_client
 from shared.config import Settings
-from shared.errors import NotFound
-from shared.records import BUILDING, Records, State
+from shared.errors import ConditionFailed, NotFound
+from shared.lifecycle import BUILDING, ROLLBACK_TARGETS, State, VersionLife
+from shared.records import Records
 from shared.staging import version_prefix
 
 
 async def rollback(settings: Settings, dataset_id: str, to: str | None) -> dict[str, Any]:
-    """Point the dataset at `to` (default: its previous version), with the publisher's conditional write."""
+    """Point the dataset at `to` (default: its previous version) with the publisher's own flip."""
     async with open_aws(settings) as aws:
         records = Records(aws.dynamodb, settings)
+        life = VersionLife(records)
         pointer = await records.get_dataset(dataset_id)
         target = to or pointer.previous_version
         if not target:
@@ -29,18 +31,14 @@ async def rollback(settings: Settings, dataset_id: str, to: str | None) -> dict[
         if target == pointer.current_version:
             return {"dataset": dataset_id, "current_version": target, "changed": False}
         version = await records.get_version(dataset_id, target)
-        if version.state not in (State.SUPERSEDED, State.PUBLISHED):
-            raise NotFound(f"version {target} is {version.state.value}: only a superseded (still present) version can become current")
+        if version.state not in ROLLBACK_TARGETS:
+            raise NotFound(f"version {target} is {version.state.value}: only a replaced or overtaken (still present) version can become current")
         hbase = HBase(settings, size=1)
         tables = set(await asyncio.to_thread(hbase.list_tables))
         missing = [v for v in version.views if view_table(settings, dataset_id, target, v) not in tables]
         if missing:
             raise NotFound(f"version {target} lost its tables {missing}; it cannot be restored")
-        if not await records.flip_pointer(dataset_id, target, upload_order=version.upload_order, seen=pointer, previous=pointer.current_version):
-            raise RuntimeError("the pointer changed meanwhile; run rollback again")
-        await records.transition(dataset_id, target, State.PUBLISHED)
-        if pointer.current_version:
-            await records.transition(dataset_id, pointer.current_version, State.SUPERSEDED)
+        await life.make_current(version, pointer)
         return {"dataset": dataset_id, "current_version": target, "previous_version": pointer.current_version, "changed": True}
 
 
@@ -68,7 +66,7 @@ async def collect_garbage(settings: Settings, grace: timedelta, *, dry_run: bool
                 entry["staging_objects"] = await asyncio.to_thread(
                     delete_prefix, s3, settings.staging_bucket, version_prefix(version.dataset_id, version.version_id)
                 )
-                await records.transition(version.dataset_id, version.version_id, State.DELETED)
+                await VersionLife(records).delete(version)
             removed.append(entry)
     return removed
 
@@ -76,7 +74,7 @@ async def collect_garbage(settings: Settings, grace: timedelta, *, dry_run: bool
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     try:
         result = asyncio.run(rollback(settings, args.dataset, args.to))
-    except (NotFound, RuntimeError) as exc:
+    except (NotFound, ConditionFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result))

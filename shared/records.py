@@ -1,9 +1,10 @@
 """DynamoDB records: the `versions` item of each upload and the `datasets` pointer item.
 
-Every write is conditional on what was read, so a redelivered message or a racing worker can never
-move a version backwards or flip a pointer twice:
+The adapter of `shared/lifecycle.py`, which decides every state change; here are the writes. Every
+write is conditional on what was read, so a redelivered message or a racing worker can never move a
+version backwards or flip a pointer twice:
 
-- version state follows `TRANSITIONS` only (checked in the condition expression, not just in Python);
+- version state follows `lifecycle.TRANSITIONS` only (checked in the condition expression, not just in Python);
 - finished (chunk, view) keys are an ADD to a string set, so a duplicate adds nothing;
 - the publish claim is a conditional set of `publish_claimed`, so exactly one loader asks;
 - the pointer flip is conditional on the `generation` that was read (monotonic).
@@ -14,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -22,31 +22,8 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from shared.adapters.aws import aws_errors
 from shared.config import Settings
 from shared.errors import ConditionFailed, NotFound
+from shared.lifecycle import State, allowed_from, parse_state
 
-
-class State(StrEnum):
-    INGESTING = "INGESTING"
-    COMPUTING = "COMPUTING"
-    LOADING = "LOADING"
-    VALIDATING = "VALIDATING"
-    PUBLISHED = "PUBLISHED"
-    FAILED = "FAILED"
-    SUPERSEDED = "SUPERSEDED"
-    DELETED = "DELETED"
-
-
-BUILDING = frozenset({State.INGESTING, State.COMPUTING, State.LOADING, State.VALIDATING})
-# Allowed transitions. FAILED may go back to a building state: a DLQ replay retries once the cause is gone.
-TRANSITIONS: dict[State, frozenset[State]] = {
-    State.INGESTING: frozenset({State.COMPUTING, State.FAILED}),
-    State.COMPUTING: frozenset({State.LOADING, State.VALIDATING, State.FAILED}),
-    State.LOADING: frozenset({State.VALIDATING, State.FAILED}),
-    State.VALIDATING: frozenset({State.PUBLISHED, State.FAILED, State.SUPERSEDED}),
-    State.PUBLISHED: frozenset({State.SUPERSEDED}),
-    State.SUPERSEDED: frozenset({State.PUBLISHED, State.DELETED}),
-    State.FAILED: frozenset({State.INGESTING, State.COMPUTING, State.LOADING, State.VALIDATING, State.DELETED}),
-    State.DELETED: frozenset(),
-}
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -115,7 +92,7 @@ class VersionRecord:
         return cls(
             dataset_id=item["dataset_id"],
             version_id=item["version_id"],
-            state=State(item["state"]),
+            state=parse_state(item["state"]),
             upload_key=item.get("upload_key", ""),
             upload_order=item.get("upload_order", ""),
             created_at=item.get("created_at", ""),
@@ -267,14 +244,14 @@ class Records:
 
         Repeating the same transition is a no-op that returns None (the state is already `to`).
         """
-        allowed_from = [s.value for s, targets in TRANSITIONS.items() if to in targets]
+        sources = allowed_from(to)
         now = now_iso()
         names = {"#s": "state", "#u": "updated_at", "#h": "history"}
         values: dict[str, Any] = {":to": to.value, ":now": now, ":h": [f"{now} {to.value}" + (f": {error}" if error else "")]}
         sets = ["#s = :to", "#u = :now", "#h = list_append(if_not_exists(#h, :empty), :h)"]
         values[":empty"] = []
         conds = []
-        for i, state in enumerate(allowed_from):
+        for i, state in enumerate(sources):
             values[f":f{i}"] = state
             conds.append(f":f{i}")
         if error is not None:
@@ -299,23 +276,6 @@ class Records:
         except ConditionFailed:
             return None
         return VersionRecord.from_item(_item(resp["Attributes"]))
-
-    async def record_plan(
-        self, dataset_id: str, version_id: str, *, n_chunks: int, n_cells: int, n_features: int, views: list[str], expected: set[str]
-    ) -> VersionRecord | None:
-        """Store the plan (chunks × views) and move INGESTING -> COMPUTING, in one conditional write."""
-        return await self.transition(
-            dataset_id,
-            version_id,
-            State.COMPUTING,
-            extra={
-                "n_chunks": n_chunks,
-                "n_cells": n_cells,
-                "n_features": n_features,
-                "views": views,
-                "expected": expected,
-            },
-        )
 
     async def add_finished(self, dataset_id: str, version_id: str, key: str) -> VersionRecord:
         """Add a finished `chunk:view` key (a set ADD: a duplicate adds nothing); returns the new item."""
@@ -369,12 +329,14 @@ class Records:
             except ConditionFailed:
                 pass  # the version moved on: its progress no longer matters
 
-    async def claim_publish(self, dataset_id: str, version_id: str, claimant: str) -> bool:
-        """Claim the right to ask for publication; moves to VALIDATING.
+    async def claim_publish(self, dataset_id: str, version_id: str, claimant: str, *, to: State, from_states: list[str]) -> bool:
+        """Claim the right to ask for publication and move to `to`, conditional on a state in
+        `from_states` and no claim yet, or on the claim being `claimant`'s and the state `to`.
 
         True for exactly one claimant (the `chunk:view` whose load completed the set), and again for
         that same claimant on a redelivery, so a crash between the claim and the send loses nothing.
         """
+        sources = {f":from{i}": name for i, name in enumerate(from_states)}
         try:
             with aws_errors("claim publish"):
                 await self._db.update_item(
@@ -383,7 +345,7 @@ class Records:
                     UpdateExpression="SET publish_claimed = :t, publish_claimed_by = :me, #s = :v, updated_at = :now",
                     ConditionExpression=(
                         "attribute_exists(version_id) AND ("
-                        "((attribute_not_exists(publish_claimed) OR publish_claimed = :f) AND #s IN (:c, :l))"
+                        f"((attribute_not_exists(publish_claimed) OR publish_claimed = :f) AND #s IN ({', '.join(sources)}))"
                         " OR (publish_claimed_by = :me AND #s = :v))"
                     ),
                     ExpressionAttributeNames={"#s": "state"},
@@ -392,10 +354,9 @@ class Records:
                             ":t": True,
                             ":f": False,
                             ":me": claimant,
-                            ":v": State.VALIDATING.value,
-                            ":c": State.COMPUTING.value,
-                            ":l": State.LOADING.value,
+                            ":v": to.value,
                             ":now": now_iso(),
+                            **sources,
                         }
                     ),
                 )

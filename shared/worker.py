@@ -32,7 +32,8 @@ from shared.config import QUEUE_ROLES, QueueRole, Settings
 from shared.errors import Permanent, Transient
 from shared.logs import configure_logging, log_context
 from shared.messages import AnyMessage, Message, S3TestEvent, UploadEvent, parse_message
-from shared.records import Records, State
+from shared.lifecycle import VersionLife
+from shared.records import Records
 
 log = logging.getLogger("wideviews.worker")
 Deps = TypeVar("Deps")
@@ -140,6 +141,11 @@ class Worker(Generic[Deps]):
         self.stopping = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self.queues: QueueUrls | None = None
+
+    @property
+    def life(self) -> VersionLife:
+        """The owner of the versions' states, over this worker's records."""
+        return VersionLife(self.records)
 
     @property
     def queue_url(self) -> str:
@@ -332,7 +338,7 @@ class Worker(Generic[Deps]):
         dataset_id, version_id = about.get("dataset"), about.get("version")
         if dataset_id and version_id:
             with best_effort(f"marking version {version_id} FAILED"):
-                await self.records.transition(dataset_id, version_id, State.FAILED, error=reason)
+                await self.life.fail(dataset_id, version_id, reason)
         assert self.queues is not None
         named = {
             ERROR_ATTRIBUTE: reason[:1000],

@@ -11,30 +11,29 @@ from shared.adapters.aws import AwsClients
 from shared.adapters.s3 import s3_client
 from shared.config import Settings
 from shared.messages import ComputeChunk, Message
-from shared.records import BUILDING, Records, State
+from shared.lifecycle import State, VersionLife
+from shared.records import Records
 
 
 @dataclass
 class ComputeDeps:
     settings: Settings
     records: Records
+    life: VersionLife
     s3: Any
     emr: Any  # aiobotocore EMR client, for the `emr` executor
 
 
 async def make_deps(settings: Settings, aws: AwsClients) -> ComputeDeps:
-    return ComputeDeps(settings, Records(aws.dynamodb, settings), s3_client(settings), aws.emr)
+    records = Records(aws.dynamodb, settings)
+    return ComputeDeps(settings, records, VersionLife(records), s3_client(settings), aws.emr)
 
 
 async def handle_compute_chunk(msg: ComputeChunk, deps: ComputeDeps) -> list[Message]:
     """Run the unit (a chunk, or a batch of chunks on spark/emr) through the configured executor;
     outputs overwrite their own keys, so a rerun is harmless."""
-    version = await deps.records.get_version(msg.dataset_id, msg.version_id)
-    if version.state == State.FAILED:
-        # A replayed job of a failed version: retry it (the cause may be gone).
-        await deps.records.reset_for_retry(msg.dataset_id, msg.version_id, State.COMPUTING)
-    elif version.state not in BUILDING:
-        return []  # published, superseded or deleted: nothing left to compute
+    if await deps.life.begin(msg.dataset_id, msg.version_id, State.COMPUTING) is None:
+        return []  # published, overtaken or deleted: nothing left to compute
     executor = deps.settings.executor
     if executor == "local":
         messages = await asyncio.to_thread(job.run_unit, deps.s3, deps.settings, msg.dataset_id, msg.version_id, msg.chunk)

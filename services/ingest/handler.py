@@ -13,7 +13,8 @@ from shared.adapters.s3 import list_object_versions, s3_client
 from shared.config import Settings
 from shared.errors import BadUpload, NotFound, Permanent
 from shared.messages import DATASET_ID_PATTERN, ComputeChunk, Message, UploadEvent
-from shared.records import Records, State, VersionRecord
+from shared.lifecycle import State, VersionLife
+from shared.records import Records, VersionRecord
 from shared.staging import VersionPlan, read_plan
 
 from services.ingest.split import ingest_upload, open_s3_upload, remove_stale_workdirs
@@ -23,12 +24,14 @@ from services.ingest.split import ingest_upload, open_s3_upload, remove_stale_wo
 class IngestDeps:
     settings: Settings
     records: Records
+    life: VersionLife
     s3: Any  # blocking boto3 client, used from the splitting thread
 
 
 async def make_deps(settings: Settings, aws: AwsClients) -> IngestDeps:
     remove_stale_workdirs()  # spools of a killed predecessor
-    return IngestDeps(settings, Records(aws.dynamodb, settings), s3_client(settings))
+    records = Records(aws.dynamodb, settings)
+    return IngestDeps(settings, records, VersionLife(records), s3_client(settings))
 
 
 def compute_jobs(plan: VersionPlan) -> list[Message]:
@@ -80,16 +83,14 @@ async def handle_upload(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
     except Permanent as exc:
         if resolved.version_id != msg.version_id:
             # The worker marks the version it can name from the raw event; this one is the real one.
-            await deps.records.transition(resolved.dataset_id, resolved.version_id, State.FAILED, error=str(exc))
+            await deps.life.fail(resolved.dataset_id, resolved.version_id, str(exc))
         raise
 
 
 async def _ingest(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
     dataset_id = msg.dataset_id
     version_id = msg.version_id
-    version, _ = await deps.records.create_version(
-        VersionRecord(dataset_id, version_id, State.INGESTING, upload_key=msg.key, upload_order=msg.upload_order)
-    )
+    version = await deps.life.create(VersionRecord(dataset_id, version_id, State.INGESTING, upload_key=msg.key, upload_order=msg.upload_order))
     if not re.fullmatch(r"uploads/[^/]+/[^/]+\.(zip|h5ad|h5)", msg.key, re.IGNORECASE) or not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
         raise BadUpload(
             f"upload key {msg.key!r} must be uploads/<dataset_id>/<name>.zip (or .h5ad, or a 10x .h5; any case) "
@@ -98,9 +99,7 @@ async def _ingest(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
     if version.state == State.COMPUTING:
         plan = await asyncio.to_thread(read_plan, deps.s3, deps.settings, dataset_id, version_id)
         return compute_jobs(plan)
-    if version.state == State.FAILED:
-        await deps.records.reset_for_retry(dataset_id, version_id, State.INGESTING)
-    elif version.state != State.INGESTING:
+    if await deps.life.admit(version, State.INGESTING, accepts=frozenset({State.INGESTING})) is None:
         return []  # already past ingest: a late duplicate
     try:
         reader = await asyncio.to_thread(open_s3_upload, deps.s3, msg.bucket, msg.key, msg.object_version)
@@ -117,7 +116,7 @@ async def _ingest(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
     plan = await asyncio.to_thread(ingest_upload, reader, msg.key, deps.s3, deps.settings, dataset_id, version_id, progress=progress)
     if last:
         await deps.records.record_ingest_progress(dataset_id, version_id, *last[0])
-    await deps.records.record_plan(
+    await deps.life.record_plan(
         dataset_id,
         version_id,
         n_chunks=plan.n_chunks,

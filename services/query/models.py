@@ -70,7 +70,7 @@ class DatasetInfo(BaseModel):
 
 class PublishedVersion(BaseModel):
     version: str
-    state: str = Field(description="PUBLISHED (current) or SUPERSEDED (replaced, still readable with ?version=)")
+    state: str = Field(description="PUBLISHED (current) or REPLACED (published, then replaced by another; still readable with ?version=)")
     current: bool
     previous: bool
     created_at: str

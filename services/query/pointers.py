@@ -2,9 +2,9 @@
 
 A request reads the dataset's current version (the pointer, cached for `pointer_cache_s`), or a
 version it pins (`?version=`, or a page cursor) if that version reached PUBLISHED and is still present:
-the current or previous version of the pointer, or a version whose record is PUBLISHED or SUPERSEDED
+the current or previous version of the pointer, or a version whose record is PUBLISHED or REPLACED
 (gc marks a version DELETED once it dropped its tables). A version still building (INGESTING …
-VALIDATING), FAILED, DELETED or unknown is a 404 even when some of its tables exist: nobody reads
+VALIDATING), FAILED, OVERTAKEN (verified but never published), DELETED or unknown is a 404 even when some of its tables exist: nobody reads
 unverified data.
 
 The query reads with its own boto3 client (short timeouts, few retries) rather than `shared.records`,
@@ -28,11 +28,9 @@ from botocore.config import Config
 from services.query.memory_only import require_io
 from shared.config import Settings
 from shared.errors import NotFound, Transient
+from shared.lifecycle import READABLE_STATES, parse_state
 
 T = TypeVar("T")
-# The states of shared.records.State a reader may see: the version was verified and flipped to once
-# (SUPERSEDED: a newer one replaced it, its tables stay until gc marks it DELETED).
-READABLE_STATES = frozenset({"PUBLISHED", "SUPERSEDED"})
 _de = TypeDeserializer()
 
 
@@ -79,7 +77,7 @@ class VersionInfo:
         return cls(
             dataset_id=item["dataset_id"],
             version_id=item["version_id"],
-            state=str(item.get("state", "")),
+            state=parse_state(str(item.get("state", ""))).value if item.get("state") else "",
             created_at=str(item.get("created_at", "")),
             published_at=published,
             n_cells=int(item.get("n_cells", 0)),

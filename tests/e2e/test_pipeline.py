@@ -150,7 +150,7 @@ def test_second_upload_flips_pointer_and_readers_never_see_a_half_version(stack:
     status_out = json.loads(cli(stack, "status", dataset_id, "--json").stdout)["datasets"][0]
     assert status_out["current_version"] == v2 and status_out["previous_version"] == v1
     states = {v["version_id"]: v["state"] for v in status_out["versions"]}
-    assert states == {v1: "SUPERSEDED", v2: "PUBLISHED"}
+    assert states == {v1: "REPLACED", v2: "PUBLISHED"}
 
 
 def test_broken_upload_fails_with_reason_and_leaves_published_version_alone(stack: Settings, tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ from services.query.metrics import EMF_NAMESPACE
 from shared.adapters.aws import open_aws
 from shared.adapters.hbase import view_table
 from shared.config import Settings
-from shared.records import Records, State, VersionRecord
+from shared.lifecycle import State, VersionLife
+from shared.records import Records, VersionRecord
 from tests.e2e.reference import Reference, assert_aggregates_match, cli, http_json, query_url
 
 pytestmark = pytest.mark.stack
@@ -116,7 +117,7 @@ def _fabricate_version(stack: Settings, dataset_id: str, version_id: str, state:
         async with open_aws(stack) as aws:
             records = Records(aws.dynamodb, stack)
             await records.create_version(VersionRecord(dataset_id, version_id, State.INGESTING, upload_key=f"uploads/{dataset_id}/x.zip", upload_order="0"))
-            await records.record_plan(dataset_id, version_id, n_chunks=1, n_cells=1, n_features=1, views=["catalog"], expected={"0:catalog"})
+            await VersionLife(records).record_plan(dataset_id, version_id, n_chunks=1, n_cells=1, n_features=1, views=["catalog"], expected={"0:catalog"})
             if state == State.FAILED:
                 await records.transition(dataset_id, version_id, State.FAILED, error="verification failed: checksum mismatch")
             else:

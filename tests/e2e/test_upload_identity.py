@@ -81,6 +81,6 @@ def test_two_puts_of_the_same_bytes_make_two_versions_and_wait_follows_each(stac
 
     assert ids[0] != ids[1]
     states = {v["version_id"]: v["state"] for v in _versions_of(stack, dataset_id, f"uploads/{dataset_id}/same.zip")}
-    assert states == {ids[0]: "SUPERSEDED", ids[1]: "PUBLISHED"}
+    assert states == {ids[0]: "REPLACED", ids[1]: "PUBLISHED"}
     current = json.loads(cli(stack, "status", dataset_id, "--json").stdout)["datasets"][0]["current_version"]
     assert current == ids[1]

@@ -68,7 +68,7 @@ def _wait_published(stack: Settings, dataset_id: str, n_versions: int, timeout_s
             return None
         entry = json.loads(out.stdout)["datasets"][0]
         states = [v["state"] for v in entry["versions"]]
-        done = len(states) >= n_versions and all(s in ("PUBLISHED", "SUPERSEDED", "FAILED") for s in states)
+        done = len(states) >= n_versions and all(s in ("PUBLISHED", "REPLACED", "OVERTAKEN", "FAILED") for s in states)
         # `status` reads the pointer, then the versions: wait until both show the same publication.
         published = {v["version_id"] for v in entry["versions"] if v["state"] == "PUBLISHED"}
         return entry if done and (not published or entry["current_version"] in published) else None
@@ -326,10 +326,11 @@ def test_readers_see_one_consistent_version_through_ten_publishes(stack: Setting
     assert len(set(seen)) >= 5, "readers saw too few of the publishes to mean anything"
     assert set(seen) <= set(refs)
     states = [v["state"] for v in _status(stack, dataset_id)["versions"]]
-    assert states.count("PUBLISHED") == 1 and states.count("SUPERSEDED") == 9
+    # Each upload was published before the next was made: all nine were replaced, none overtaken.
+    assert states.count("PUBLISHED") == 1 and states.count("REPLACED") == 9
 
 
-def test_older_upload_finishing_later_is_superseded_never_current(stack: Settings, tmp_path: Path) -> None:
+def test_older_upload_finishing_later_is_overtaken_never_current(stack: Settings, tmp_path: Path) -> None:
     """Two uploads build side by side; the newer is published first, the older validates later."""
     dataset_id = _dataset("race")
     local_stack.stop_component(stack, "publisher")
@@ -353,7 +354,7 @@ def test_older_upload_finishing_later_is_superseded_never_current(stack: Setting
         local_stack.restart_component(stack, "publisher")
     entry = _status(stack, dataset_id)
     states = {v["version_id"]: v["state"] for v in entry["versions"]}
-    assert states == {ids["newer"]: "PUBLISHED", ids["older"]: "SUPERSEDED"}
+    assert states == {ids["newer"]: "PUBLISHED", ids["older"]: "OVERTAKEN"}
     assert entry["current_version"] == ids["newer"] and entry["generation"] == 1
     # The queued publish messages, now handled by the restarted publisher, change nothing: wait
     # until it has logged its outcome for both of them.
@@ -408,7 +409,7 @@ def test_failed_ingest_is_replayed_from_the_dlq_once_the_cause_is_gone(stack: Se
     failed_version = entry["versions"][0]["version_id"]
     final = _wait_published(stack, dataset_id, 2, 300)
     by_id = {v["version_id"]: v for v in final["versions"]}
-    assert by_id[failed_version]["state"] in ("PUBLISHED", "SUPERSEDED"), by_id[failed_version]
+    assert by_id[failed_version]["state"] in ("PUBLISHED", "REPLACED", "OVERTAKEN"), by_id[failed_version]
     assert by_id[failed_version]["error"] is None
     assert ours[0]["id"] not in {m["id"] for m in json.loads(cli(stack, "dlq", "list", "ingest", "--json").stdout)}
 
@@ -467,7 +468,7 @@ def test_rollback_and_gc_keep_what_readers_may_use(stack: Settings, tmp_path: Pa
     assert_version_matches(stack, dataset_id, v2, Reference.from_zip(paths[1]), ["cell_type"])
     entry = _status(stack, dataset_id)
     states = {v["version_id"]: v["state"] for v in entry["versions"]}
-    assert states == {v1: "DELETED", v2: "PUBLISHED", v3: "SUPERSEDED"}
+    assert states == {v1: "DELETED", v2: "PUBLISHED", v3: "REPLACED"}
     # Rolling back to a deleted version is refused and changes nothing.
     refused = cli(stack, "rollback", dataset_id, "--to", v1)
     assert refused.returncode == 1 and "DELETED" in refused.stderr

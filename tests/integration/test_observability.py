@@ -22,7 +22,8 @@ from shared.adapters.aws import open_aws
 from shared.config import Settings
 from shared.logs import JsonFormatter, configure_logging
 from shared.messages import ComputeChunk, LoadChunk, Message, PublishVersion
-from shared.records import Records, State, VersionRecord
+from shared.lifecycle import State
+from shared.records import Records, VersionRecord
 from shared.worker import DATASET_ATTRIBUTE, QueueUrls, Worker
 from tests.e2e.reference import cli, wait_for
 

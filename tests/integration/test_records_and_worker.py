@@ -11,9 +11,10 @@ import pytest
 
 from shared.adapters.aws import open_aws
 from shared.config import Settings
-from shared.errors import BadRequest, NotFound, Permanent, Transient
+from shared.errors import BadRequest, ConditionFailed, NotFound, Permanent, Transient
 from shared.messages import LoadChunk, Message, PublishVersion
-from shared.records import Records, State, VersionRecord
+from shared.lifecycle import State, VersionLife
+from shared.records import Records, VersionRecord
 from shared.worker import ERROR_ATTRIBUTE, QueueUrls, Worker
 
 pytestmark = pytest.mark.stack
@@ -33,7 +34,7 @@ async def test_version_state_moves_only_along_allowed_transitions(stack: Setting
         assert again.upload_order == "1"
         assert await records.transition(dataset_id, version_id, State.PUBLISHED) is None
         assert (await records.get_version(dataset_id, version_id)).state == State.INGESTING
-        moved = await records.record_plan(dataset_id, version_id, n_chunks=2, n_cells=10, n_features=4, views=["features"], expected={"0:features", "1:features"})
+        moved = await VersionLife(records).record_plan(dataset_id, version_id, n_chunks=2, n_cells=10, n_features=4, views=["features"], expected={"0:features", "1:features"})
         assert moved is not None and moved.state == State.COMPUTING and moved.expected == {"0:features", "1:features"}
         # The same transition twice: the second is refused, the state stays.
         assert await records.transition(dataset_id, version_id, State.COMPUTING) is None
@@ -46,7 +47,7 @@ async def test_duplicate_finished_key_adds_nothing_and_one_claimant_wins(stack: 
     async with open_aws(stack) as aws:
         records = Records(aws.dynamodb, stack)
         await records.create_version(VersionRecord(dataset_id, version_id, State.INGESTING))
-        await records.record_plan(dataset_id, version_id, n_chunks=1, n_cells=1, n_features=1, views=["a"], expected={"0:features", "0:catalog"})
+        await VersionLife(records).record_plan(dataset_id, version_id, n_chunks=1, n_cells=1, n_features=1, views=["a"], expected={"0:features", "0:catalog"})
         first = await records.add_finished(dataset_id, version_id, "0:features")
         dup = await records.add_finished(dataset_id, version_id, "0:features")
         assert first.finished == dup.finished == {"0:features"} and not dup.all_finished
@@ -54,11 +55,11 @@ async def test_duplicate_finished_key_adds_nothing_and_one_claimant_wins(stack: 
         assert done.all_finished
         # Two loaders finished the set: the first conditional claim wins, the other is refused.
         # (Sequential on purpose: moto does not make concurrent conditional updates atomic; DynamoDB does.)
-        assert await records.claim_publish(dataset_id, version_id, "0:catalog") is True
-        assert await records.claim_publish(dataset_id, version_id, "0:features") is False
+        assert await VersionLife(records).claim_publish(dataset_id, version_id, "0:catalog") is True
+        assert await VersionLife(records).claim_publish(dataset_id, version_id, "0:features") is False
         # The winner's redelivered message claims again (so a crash before sending loses nothing); others never.
-        assert await records.claim_publish(dataset_id, version_id, "0:catalog") is True
-        assert await records.claim_publish(dataset_id, version_id, "0:features") is False
+        assert await VersionLife(records).claim_publish(dataset_id, version_id, "0:catalog") is True
+        assert await VersionLife(records).claim_publish(dataset_id, version_id, "0:features") is False
         assert (await records.get_version(dataset_id, version_id)).state == State.VALIDATING
 
 
@@ -169,3 +170,58 @@ async def _create_queues(sqs: Any, settings: Settings) -> None:
 async def _delete_queues(sqs: Any, queues: QueueUrls) -> None:
     for url in queues.urls.values():
         await sqs.delete_queue(QueueUrl=url)
+
+
+async def _validated(life: VersionLife, dataset_id: str, version_id: str, order: str) -> VersionRecord:
+    """A version walked to VALIDATING through the lifecycle, as the services walk it."""
+    await life.create(VersionRecord(dataset_id, version_id, State.INGESTING, upload_order=order))
+    await life.record_plan(dataset_id, version_id, n_chunks=1, n_cells=1, n_features=1, views=["catalog"], expected={"0:catalog"})
+    await life.store.add_finished(dataset_id, version_id, "0:catalog")  # type: ignore[attr-defined]
+    assert await life.claim_publish(dataset_id, version_id, "0:catalog")
+    return await life.store.get_version(dataset_id, version_id)
+
+
+async def test_publication_replaces_rollback_restores_and_a_late_older_upload_is_overtaken(stack: Settings) -> None:
+    dataset_id, v1 = _ids()
+    v2, v3 = uuid.uuid4().hex, uuid.uuid4().hex
+    async with open_aws(stack) as aws:
+        records = Records(aws.dynamodb, stack)
+        life = VersionLife(records)
+        first = await _validated(life, dataset_id, v1, "1")
+        await life.make_current(first, await life.pointer(dataset_id))
+        second = await _validated(life, dataset_id, v2, "2")
+        await life.make_current(second, await life.pointer(dataset_id))
+        states = {v.version_id: v.state for v in await records.list_versions(dataset_id)}
+        assert states == {v1: State.REPLACED, v2: State.PUBLISHED}
+        # The operator's rollback is the same flip: v1 current again, v2 replaced.
+        await life.make_current(await records.get_version(dataset_id, v1), await life.pointer(dataset_id))
+        pointer = await records.get_dataset(dataset_id)
+        assert (pointer.current_version, pointer.previous_version, pointer.generation) == (v1, v2, 3)
+        assert {v.version_id: v.state for v in await records.list_versions(dataset_id)} == {v1: State.PUBLISHED, v2: State.REPLACED}
+        # A stale read of the pointer loses and changes nothing.
+        with pytest.raises(ConditionFailed):
+            await life.make_current(await records.get_version(dataset_id, v2), pointer.__class__(**{**pointer.__dict__, "generation": 1}))
+        # An older upload verified late is overtaken: never published, never current, not readable.
+        third = await _validated(life, dataset_id, v3, "0")
+        await life.overtake(third)
+        assert (await records.get_version(dataset_id, v3)).state == State.OVERTAKEN
+        assert (await records.get_dataset(dataset_id)).current_version == v1
+        # A building version cannot be made current.
+        building = uuid.uuid4().hex
+        await life.create(VersionRecord(dataset_id, building, State.INGESTING))
+        with pytest.raises(NotFound, match="INGESTING: it cannot become current"):
+            await life.make_current(await records.get_version(dataset_id, building), await life.pointer(dataset_id))
+
+
+async def test_a_record_stored_as_superseded_reads_as_replaced_and_moves_on(stack: Settings) -> None:
+    """Items written before REPLACED and OVERTAKEN existed keep working: read, rolled back to, deleted."""
+    dataset_id, version_id = _ids()
+    async with open_aws(stack) as aws:
+        await aws.dynamodb.put_item(
+            TableName=stack.versions_table,
+            Item={"dataset_id": {"S": dataset_id}, "version_id": {"S": version_id}, "state": {"S": "SUPERSEDED"}, "upload_order": {"S": "1"}},
+        )
+        records = Records(aws.dynamodb, stack)
+        assert (await records.get_version(dataset_id, version_id)).state == State.REPLACED
+        deleted = await VersionLife(records).delete(await records.get_version(dataset_id, version_id))
+        assert deleted is not None and deleted.state == State.DELETED
