@@ -19,7 +19,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from shared.adapters.aws import aws_errors
+from shared.adapters.aws import DynamoDbClient, aws_errors
 from shared.config import Settings
 from shared.errors import ConditionFailed, NotFound
 from shared.lifecycle import State, allowed_from, parse_state
@@ -171,7 +171,7 @@ class DatasetRecord:
 class Records:
     """Reads and conditional writes of the `versions` and `datasets` tables."""
 
-    def __init__(self, dynamodb: Any, settings: Settings) -> None:
+    def __init__(self, dynamodb: DynamoDbClient, settings: Settings) -> None:
         self._db = dynamodb
         self._versions = settings.versions_table
         self._datasets = settings.datasets_table

@@ -22,13 +22,12 @@ executor, a batch of chunks (one Spark application, one EMR step) for spark and 
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from shared.adapters.s3 import get_bytes, get_json
+from shared.adapters.s3 import S3Client, get_bytes, get_json
 from shared.config import Settings
 
 CHUNK_VIEWS_ALWAYS = ("features", "catalog")
@@ -223,11 +222,11 @@ class VersionPlan(BaseModel):
         return {f"{first}:{view}" for first, end in self.units for view in self.unit_views(first, end)}
 
 
-def read_plan(s3: Any, settings: Settings, dataset_id: str, version_id: str) -> VersionPlan:
+def read_plan(s3: S3Client, settings: Settings, dataset_id: str, version_id: str) -> VersionPlan:
     """The version's plan from staging (`NotFound` if ingest never finished)."""
     return VersionPlan.model_validate(get_json(s3, settings.staging_bucket, plan_key(dataset_id, version_id)))
 
 
-def read_cells(s3: Any, settings: Settings, plan: VersionPlan) -> pa.Table:
+def read_cells(s3: S3Client, settings: Settings, plan: VersionPlan) -> pa.Table:
     """Cell ids and metadata, in matrix order."""
     return pq.read_table(io.BytesIO(get_bytes(s3, settings.staging_bucket, cells_key(plan.dataset_id, plan.version_id))))

@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from shared.adapters.aws import AwsClients, aws_errors, open_aws
+from shared.adapters.aws import AwsClients, SqsClient, aws_errors, open_aws
+from shared.bootstrap import ServiceDeps, build_deps
 from shared.config import QUEUE_ROLES, QueueRole, Settings
 from shared.errors import Permanent, Transient
 from shared.logs import configure_logging, log_context
@@ -80,7 +81,7 @@ class QueueUrls:
     urls: dict[str, str]
 
     @classmethod
-    async def resolve(cls, sqs: Any, settings: Settings, roles: Iterable[QueueRole] = QUEUE_ROLES) -> "QueueUrls":
+    async def resolve(cls, sqs: SqsClient, settings: Settings, roles: Iterable[QueueRole] = QUEUE_ROLES) -> "QueueUrls":
         """The URLs of the roles' queues and their DLQs."""
         queues = cls({})
         for role in roles:
@@ -88,7 +89,7 @@ class QueueUrls:
                 await queues.ensure(sqs, settings, role, dead_letter=dead)
         return queues
 
-    async def ensure(self, sqs: Any, settings: Settings, role: QueueRole, *, dead_letter: bool = False) -> str:
+    async def ensure(self, sqs: SqsClient, settings: Settings, role: QueueRole, *, dead_letter: bool = False) -> str:
         """The URL of a role's queue (or DLQ), asked of SQS the first time only."""
         name = settings.queue_name(role, dead_letter=dead_letter)
         if name not in self.urls:
@@ -101,7 +102,7 @@ class QueueUrls:
         return self.urls[settings.queue_name(role, dead_letter=dead_letter)]
 
 
-async def send_messages(sqs: Any, queues: QueueUrls, settings: Settings, messages: list[Message]) -> None:
+async def send_messages(sqs: SqsClient, queues: QueueUrls, settings: Settings, messages: list[Message]) -> None:
     """Send outgoing messages to the queue of their type, in batches of 10."""
     by_queue: dict[str, list[Message]] = {}
     for message in messages:
@@ -373,14 +374,21 @@ def _about(message: AnyMessage) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def run_service(role: QueueRole, handler: Handler[Deps], make_deps: Callable[[Settings, AwsClients], Awaitable[Deps]], *, concurrency: int = 1) -> None:
-    """Entry point of a worker process: settings from the environment, JSON logs, run until SIGTERM."""
+def run_service(
+    role: QueueRole, handler: Handler[ServiceDeps], *, concurrency: int = 1, prepare: Callable[[], None] | None = None
+) -> None:
+    """Entry point of a worker process: settings from the environment, JSON logs, the handler's
+    dependencies from the composition root (`shared.bootstrap`), then run until SIGTERM.
+
+    `prepare` runs once before the first message (ingest removes a killed predecessor's spools).
+    """
     settings = Settings.load()
     configure_logging(settings)
+    if prepare is not None:
+        prepare()
 
     async def main() -> None:
         async with open_aws(settings) as aws:
-            deps = await make_deps(settings, aws)
-            await Worker(role, handler, settings, deps, aws, concurrency=concurrency).run()
+            await Worker(role, handler, settings, build_deps(settings, aws), aws, concurrency=concurrency).run()
 
     asyncio.run(main())

@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
 
 from services.compute import job
-from shared.adapters.aws import AwsClients
-from shared.adapters.s3 import s3_client
-from shared.config import Settings
+from shared.bootstrap import ServiceDeps
+from shared.lifecycle import State
 from shared.messages import ComputeChunk, Message
-from shared.lifecycle import State, VersionLife
-from shared.records import Records
 
 
-@dataclass
-class ComputeDeps:
-    settings: Settings
-    records: Records
-    life: VersionLife
-    s3: Any
-    emr: Any  # aiobotocore EMR client, for the `emr` executor
-
-
-async def make_deps(settings: Settings, aws: AwsClients) -> ComputeDeps:
-    records = Records(aws.dynamodb, settings)
-    return ComputeDeps(settings, records, VersionLife(records), s3_client(settings), aws.emr)
-
-
-async def handle_compute_chunk(msg: ComputeChunk, deps: ComputeDeps) -> list[Message]:
+async def handle_compute_chunk(msg: ComputeChunk, deps: ServiceDeps) -> list[Message]:
     """Run the unit (a chunk, or a batch of chunks on spark/emr) through the configured executor;
     outputs overwrite their own keys, so a rerun is harmless."""
     if await deps.life.begin(msg.dataset_id, msg.version_id, State.COMPUTING) is None:

@@ -5,33 +5,17 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime
-from dataclasses import dataclass
 from typing import Any
 
-from shared.adapters.aws import AwsClients
-from shared.adapters.s3 import list_object_versions, s3_client
-from shared.config import Settings
+from shared.adapters.s3 import list_object_versions
+from shared.bootstrap import ServiceDeps
 from shared.errors import BadUpload, NotFound, Permanent
+from shared.lifecycle import State
 from shared.messages import DATASET_ID_PATTERN, ComputeChunk, Message, UploadEvent
-from shared.lifecycle import State, VersionLife
-from shared.records import Records, VersionRecord
+from shared.records import VersionRecord
 from shared.staging import VersionPlan, read_plan
 
-from services.ingest.split import ingest_upload, open_s3_upload, remove_stale_workdirs
-
-
-@dataclass
-class IngestDeps:
-    settings: Settings
-    records: Records
-    life: VersionLife
-    s3: Any  # blocking boto3 client, used from the splitting thread
-
-
-async def make_deps(settings: Settings, aws: AwsClients) -> IngestDeps:
-    remove_stale_workdirs()  # spools of a killed predecessor
-    records = Records(aws.dynamodb, settings)
-    return IngestDeps(settings, records, VersionLife(records), s3_client(settings))
+from services.ingest.split import ingest_upload, open_s3_upload
 
 
 def compute_jobs(plan: VersionPlan) -> list[Message]:
@@ -70,7 +54,7 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-async def handle_upload(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
+async def handle_upload(msg: UploadEvent, deps: ServiceDeps) -> list[Message]:
     """Create the upload's version, split its matrix into chunks in staging, emit the compute jobs.
 
     One object makes one version however many events announce it: the version id derives from the
@@ -87,7 +71,7 @@ async def handle_upload(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
         raise
 
 
-async def _ingest(msg: UploadEvent, deps: IngestDeps) -> list[Message]:
+async def _ingest(msg: UploadEvent, deps: ServiceDeps) -> list[Message]:
     dataset_id = msg.dataset_id
     version_id = msg.version_id
     version = await deps.life.create(VersionRecord(dataset_id, version_id, State.INGESTING, upload_key=msg.key, upload_order=msg.upload_order))

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
 
 from services.loader.load import bulk_load_view_chunk
-from shared.adapters.aws import AwsClients
-from shared.adapters.hbase import HBase
-from shared.adapters.s3 import s3_client
-from shared.config import Settings
+from shared.bootstrap import ServiceDeps
+from shared.lifecycle import State
 from shared.messages import LoadChunk, Message, PublishVersion
-from shared.lifecycle import State, VersionLife
-from shared.records import Records
 
 
-@dataclass
-class LoaderDeps:
-    settings: Settings
-    records: Records
-    life: VersionLife
-    s3: Any
-    hbase: HBase
-
-
-async def make_deps(settings: Settings, aws: AwsClients) -> LoaderDeps:
-    records = Records(aws.dynamodb, settings)
-    return LoaderDeps(settings, records, VersionLife(records), s3_client(settings), HBase(settings, size=2))
-
-
-async def handle_load_chunk(msg: LoadChunk, deps: LoaderDeps) -> list[Message]:
+async def handle_load_chunk(msg: LoadChunk, deps: ServiceDeps) -> list[Message]:
     """Bulk-load one (chunk, view) into its version's table; ask for publication once all are in."""
     version = await deps.life.begin(msg.dataset_id, msg.version_id, State.LOADING)
     if version is None:

@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
 
 from services.publisher.markers import write_markers
 from services.publisher.verify import verify_version
-from shared.adapters.aws import AwsClients
-from shared.adapters.hbase import HBase
-from shared.adapters.s3 import s3_client
-from shared.config import Settings
+from shared.bootstrap import ServiceDeps
+from shared.lifecycle import State
 from shared.messages import Message, PublishVersion
-from shared.lifecycle import State, VersionLife
-from shared.records import Records
 from shared.staging import read_plan
 
 
-@dataclass
-class PublisherDeps:
-    settings: Settings
-    records: Records
-    life: VersionLife
-    s3: Any
-    hbase: HBase
-
-
-async def make_deps(settings: Settings, aws: AwsClients) -> PublisherDeps:
-    records = Records(aws.dynamodb, settings)
-    return PublisherDeps(settings, records, VersionLife(records), s3_client(settings), HBase(settings, size=2))
-
-
-async def handle_publish_version(msg: PublishVersion, deps: PublisherDeps) -> list[Message]:
+async def handle_publish_version(msg: PublishVersion, deps: ServiceDeps) -> list[Message]:
     """Verify, then flip with a condition on the generation read; only ever to a newer upload."""
     ds, ver = msg.dataset_id, msg.version_id
     version = await deps.life.begin(ds, ver, State.VALIDATING, accepts=frozenset({State.VALIDATING}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -23,14 +23,43 @@ def aws_errors(action: str) -> Iterator[None]:
         yield
 
 
+class SqsClient(Protocol):
+    """The SQS calls the worker loop and the CLI make (an aiobotocore SQS client)."""
+
+    async def get_queue_url(self, *, QueueName: str) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def receive_message(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def send_message(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def send_message_batch(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def delete_message(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def change_message_visibility(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+
+
+class DynamoDbClient(Protocol):
+    """The DynamoDB calls of `shared.records` (an aiobotocore DynamoDB client)."""
+
+    async def get_item(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def put_item(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def update_item(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def query(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def scan(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+
+
+class EmrClient(Protocol):
+    """The EMR calls of the `emr` executor (an aiobotocore EMR client)."""
+
+    async def add_job_flow_steps(self, *, JobFlowId: str, Steps: list[dict[str, Any]]) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def describe_step(self, *, ClusterId: str, StepId: str) -> dict[str, Any]: ...  # noqa: D102, N803
+
+
 @dataclass
 class AwsClients:
-    """The async clients a service uses; created together, closed together."""
+    """The async clients a service uses; created together, closed together. (The domain code's S3
+    is the blocking `shared.adapters.s3.S3Client`; this async one serves tests and tools.)"""
 
     s3: Any
-    sqs: Any
-    dynamodb: Any
-    emr: Any
+    sqs: SqsClient
+    dynamodb: DynamoDbClient
+    emr: EmrClient
 
 
 @contextlib.asynccontextmanager

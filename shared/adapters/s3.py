@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 import botocore.config
@@ -19,7 +19,19 @@ from shared.adapters.aws_errors import translated_aws_errors
 from shared.config import Settings
 
 
-def s3_client(settings: Settings) -> Any:
+class S3Client(Protocol):
+    """The blocking S3 calls the domain code makes (a boto3 S3 client; thread-safe)."""
+
+    def head_object(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    def get_object(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    def put_object(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    def delete_objects(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    def get_paginator(self, operation_name: str) -> Any: ...  # noqa: D102
+    def upload_file(self, Filename: str, Bucket: str, Key: str, *args: Any, **kwargs: Any) -> None: ...  # noqa: D102, N803
+    def download_file(self, Bucket: str, Key: str, Filename: str, *args: Any, **kwargs: Any) -> None: ...  # noqa: D102, N803
+
+
+def s3_client(settings: Settings) -> S3Client:
     """A blocking S3 client (thread-safe) for `settings`."""
     config = botocore.config.Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32)
     return boto3.session.Session().client("s3", config=config, **settings.aws_client_kwargs())
@@ -28,7 +40,7 @@ def s3_client(settings: Settings) -> Any:
 class S3RangeReader(io.RawIOBase):
     """A read-only, seekable view of one S3 object through ranged GETs with a read-ahead buffer."""
 
-    def __init__(self, s3: Any, bucket: str, key: str, *, object_version: str | None = None, buffer_bytes: int = 8 << 20) -> None:
+    def __init__(self, s3: S3Client, bucket: str, key: str, *, object_version: str | None = None, buffer_bytes: int = 8 << 20) -> None:
         super().__init__()
         self._s3, self._bucket, self._key = s3, bucket, key
         # One object version throughout: a later PUT of the key never mixes into this read.
@@ -81,7 +93,7 @@ class S3RangeReader(io.RawIOBase):
         return len(chunk)
 
 
-def list_object_versions(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+def list_object_versions(s3: S3Client, bucket: str, key: str) -> list[dict[str, Any]]:
     """Every version of exactly `key` (VersionId, ETag, LastModified as an aware datetime), newest first."""
     versions: list[dict[str, Any]] = []
     with translated_aws_errors(f"s3://{bucket}/{key}"):
@@ -90,29 +102,29 @@ def list_object_versions(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]
     return versions
 
 
-def put_bytes(s3: Any, bucket: str, key: str, body: bytes) -> None:
+def put_bytes(s3: S3Client, bucket: str, key: str, body: bytes) -> None:
     """Write one object."""
     with translated_aws_errors(f"put s3://{bucket}/{key}"):
         s3.put_object(Bucket=bucket, Key=key, Body=body)
 
 
-def get_bytes(s3: Any, bucket: str, key: str) -> bytes:
+def get_bytes(s3: S3Client, bucket: str, key: str) -> bytes:
     """Read one object whole; `NotFound` if it does not exist."""
     with translated_aws_errors(f"get s3://{bucket}/{key}"):
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def put_json(s3: Any, bucket: str, key: str, document: Any) -> None:
+def put_json(s3: S3Client, bucket: str, key: str, document: Any) -> None:
     """Write a JSON document (compact) as one object."""
     put_bytes(s3, bucket, key, json.dumps(document, separators=(",", ":")).encode())
 
 
-def get_json(s3: Any, bucket: str, key: str) -> Any:
+def get_json(s3: S3Client, bucket: str, key: str) -> Any:
     """Read a JSON object; `NotFound` if it does not exist."""
     return json.loads(get_bytes(s3, bucket, key))
 
 
-def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+def list_keys(s3: S3Client, bucket: str, prefix: str) -> list[str]:
     """Every key under a prefix, sorted."""
     keys: list[str] = []
     with translated_aws_errors(f"list s3://{bucket}/{prefix}"):
@@ -121,7 +133,7 @@ def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return sorted(keys)
 
 
-def upload_dir(s3: Any, local: Path, bucket: str, prefix: str) -> list[str]:
+def upload_dir(s3: S3Client, local: Path, bucket: str, prefix: str) -> list[str]:
     """Upload every file under `local` to `prefix` + relative path; returns the keys."""
     keys = []
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
@@ -132,7 +144,7 @@ def upload_dir(s3: Any, local: Path, bucket: str, prefix: str) -> list[str]:
     return keys
 
 
-def download_prefix(s3: Any, bucket: str, prefix: str, local: Path) -> list[Path]:
+def download_prefix(s3: S3Client, bucket: str, prefix: str, local: Path) -> list[Path]:
     """Download every object under `prefix` into `local`, keeping relative paths."""
     paths = []
     for key in list_keys(s3, bucket, prefix):
@@ -144,7 +156,7 @@ def download_prefix(s3: Any, bucket: str, prefix: str, local: Path) -> list[Path
     return paths
 
 
-def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+def delete_prefix(s3: S3Client, bucket: str, prefix: str) -> int:
     """Delete every object under `prefix`; returns how many."""
     keys = list_keys(s3, bucket, prefix)
     for start in range(0, len(keys), 1000):

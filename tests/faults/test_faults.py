@@ -373,12 +373,13 @@ def _handled(log_path: Path, offset: int, dataset_id: str) -> int:
 
 
 async def _publish_in_process(stack: Settings, dataset_id: str, version_ids: list[str]) -> None:
-    from services.publisher.handler import handle_publish_version, make_deps
+    from services.publisher.handler import handle_publish_version
     from shared.adapters.aws import open_aws
+    from shared.bootstrap import build_deps
     from shared.messages import PublishVersion
 
     async with open_aws(stack) as aws:
-        deps = await make_deps(stack, aws)
+        deps = build_deps(stack, aws)
         for version_id in version_ids:
             assert await handle_publish_version(PublishVersion(dataset_id=dataset_id, version_id=version_id), deps) == []
 
