@@ -7,12 +7,11 @@ loop validates everything it receives the same way.
 from __future__ import annotations
 
 import json
-import re
 import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import unquote_plus
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from shared.errors import InvalidMessage
 
@@ -27,14 +26,27 @@ _UPLOAD_NAMESPACE = uuid.UUID("5b0c4c52-8a8e-4f5e-9d4f-7769646576ee")
 
 
 class Message(BaseModel):
-    """Base of the service messages: frozen, no unknown fields (a DLQ replay count travels as an SQS attribute)."""
+    """Base of the service messages: frozen, no unknown fields (a DLQ replay count travels as an SQS attribute).
+
+    Fields a model dropped stay readable: `retired_fields` lists them, and a body that still carries
+    them (a message in flight, or in a DLQ, from before) parses with them ignored.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    retired_fields: ClassVar[frozenset[str]] = frozenset()
     schema_version: Literal[1] = SCHEMA_VERSION
     dataset_id: DatasetId
     version_id: VersionId
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_retired_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.retired_fields & data.keys():
+            return {k: v for k, v in data.items() if k not in cls.retired_fields}
+        return data
+
     def to_body(self) -> str:
+        """The message as an SQS body (JSON)."""
         return self.model_dump_json()
 
 
@@ -42,21 +54,22 @@ class ComputeChunk(Message):
     """Compute every view's share of one compute unit of a version: the column chunk `chunk` (local
     executor), or the chunks [chunk, chunk_end) in one Spark application (spark, emr)."""
 
+    # n_chunks: the version's chunk count, never read (the plan holds it).
+    retired_fields: ClassVar[frozenset[str]] = frozenset({"n_chunks"})
     type: Literal["compute_chunk"] = "compute_chunk"
     chunk: int = Field(ge=0)
-    n_chunks: int = Field(ge=1)
     chunk_end: int | None = Field(default=None, ge=1)
 
 
 class LoadChunk(Message):
     """Bulk-load the HFiles of one (unit, view) into the version's table; `chunk` names the unit."""
 
+    # rows, checksum: copies of the unit's check, never read (the publisher reads the check itself).
+    retired_fields: ClassVar[frozenset[str]] = frozenset({"rows", "checksum"})
     type: Literal["load_chunk"] = "load_chunk"
     chunk: int = Field(ge=0)
     view: ViewName
     hfiles_uri: str = Field(pattern=r"^s3://")
-    rows: int = Field(ge=0)
-    checksum: str = Field(pattern=r"^[0-9a-f]{16}$")
 
 
 class PublishVersion(Message):
@@ -114,6 +127,7 @@ class UploadEvent(BaseModel):
         return upload_version_id(self.bucket, self.key, object_version=self.object_version, etag=self.etag, size_bytes=self.size_bytes)
 
     def to_body(self) -> str:
+        """The event as an SQS body (JSON), as `wideviews dlq` and tests send it."""
         return self.model_dump_json()
 
 

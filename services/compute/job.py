@@ -70,7 +70,6 @@ def publish_chunk_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk:
         prefix = hfiles_prefix(plan.dataset_id, plan.version_id, cells.view, chunk)
         upload_dir(s3, hfiles, settings.staging_bucket, prefix)
         check = summarize_checks([cells.check(chunk)])
-        checksum = check["checksum"]
         put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, cells.view, chunk), check)
         messages.append(
             LoadChunk(
@@ -79,8 +78,6 @@ def publish_chunk_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk:
                 chunk=chunk,
                 view=cells.view,
                 hfiles_uri=f"s3://{settings.staging_bucket}/{prefix}",
-                rows=cells.n_rows,
-                checksum=checksum,
             )
         )
         shutil.rmtree(hfiles.parent, ignore_errors=True)

@@ -339,8 +339,6 @@ def run_batch_spark(s3: Any, settings: Settings, dataset_id: str, version_id: st
                 chunk=first,
                 view=view,
                 hfiles_uri=f"s3://{settings.staging_bucket}/{hfiles_prefix(dataset_id, version_id, view, first)}",
-                rows=int(check["rows"]),
-                checksum=check["checksum"],
             )
         )
     return messages

@@ -21,7 +21,7 @@ from services.ingest.split import ingest_upload, open_s3_upload
 def compute_jobs(plan: VersionPlan) -> list[Message]:
     """One job per compute unit (a run of chunks: one local job, or one Spark application)."""
     return [
-        ComputeChunk(dataset_id=plan.dataset_id, version_id=plan.version_id, chunk=first, n_chunks=plan.n_chunks, chunk_end=end)
+        ComputeChunk(dataset_id=plan.dataset_id, version_id=plan.version_id, chunk=first, chunk_end=end)
         for first, end in plan.units
     ]
 

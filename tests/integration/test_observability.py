@@ -69,14 +69,14 @@ async def _run_until(worker: Worker[Any], done: Any, timeout_s: float = 30) -> N
 async def test_worker_logs_one_json_object_per_line_with_the_message_context(private_stack: Settings, captured_logs: io.StringIO) -> None:
     settings = private_stack
     dataset_id, version_id = f"obs-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    message = ComputeChunk(dataset_id=dataset_id, version_id=version_id, chunk=3, n_chunks=5)
+    message = ComputeChunk(dataset_id=dataset_id, version_id=version_id, chunk=3)
     handled: list[int] = []
 
     async def handler(msg: ComputeChunk, deps: None) -> list[Message]:
         await asyncio.to_thread(log.info, "computing the chunk")  # a thread of the handler: the context follows
         await asyncio.sleep(0.3)
         handled.append(msg.chunk)
-        return [LoadChunk(dataset_id=dataset_id, version_id=version_id, chunk=3, view="features", hfiles_uri="s3://b/k", rows=1, checksum="0" * 16)]
+        return [LoadChunk(dataset_id=dataset_id, version_id=version_id, chunk=3, view="features", hfiles_uri="s3://b/k")]
 
     async with open_aws(settings) as aws:
         records = Records(aws.dynamodb, settings)

@@ -141,7 +141,7 @@ async def test_transient_error_is_retried_and_then_succeeds(stack: Settings) -> 
 
         worker = Worker("load", handler, settings, None, aws)
         queues = await QueueUrls.resolve(aws.sqs, settings)
-        msg = LoadChunk(dataset_id=dataset_id, version_id=version_id, chunk=0, view="features", hfiles_uri="s3://b/k", rows=1, checksum="0" * 16)
+        msg = LoadChunk(dataset_id=dataset_id, version_id=version_id, chunk=0, view="features", hfiles_uri="s3://b/k")
         await aws.sqs.send_message(QueueUrl=queues.of(settings, "load"), MessageBody=msg.to_body())
         task = asyncio.create_task(worker.run())
         out = []
