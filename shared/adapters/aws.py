@@ -24,24 +24,25 @@ def aws_errors(action: str) -> Iterator[None]:
 
 
 class SqsClient(Protocol):
-    """The SQS calls the worker loop and the CLI make (an aiobotocore SQS client)."""
+    """The SQS calls the worker loop makes (an aiobotocore SQS client); keyword arguments as boto3's."""
 
     async def get_queue_url(self, *, QueueName: str) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def receive_message(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    async def send_message(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    async def send_message_batch(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    async def delete_message(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    async def change_message_visibility(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def receive_message(self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int, **options: Any) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def send_message(self, *, QueueUrl: str, MessageBody: str, **options: Any) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def change_message_visibility(self, *, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int) -> dict[str, Any]: ...  # noqa: D102, N803
 
 
 class DynamoDbClient(Protocol):
-    """The DynamoDB calls of `shared.records` (an aiobotocore DynamoDB client)."""
+    """The DynamoDB calls of `shared.records` (an aiobotocore DynamoDB client): items in DynamoDB's
+    typed JSON, conditions as expressions."""
 
-    async def get_item(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    async def put_item(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    async def update_item(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    async def query(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    async def scan(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
+    async def get_item(self, *, TableName: str, Key: dict[str, Any], ConsistentRead: bool = False) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def put_item(self, *, TableName: str, Item: dict[str, Any], **condition: Any) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def update_item(self, *, TableName: str, Key: dict[str, Any], UpdateExpression: str, **condition: Any) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def query(self, *, TableName: str, **options: Any) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def scan(self, *, TableName: str, **options: Any) -> dict[str, Any]: ...  # noqa: D102, N803
 
 
 class EmrClient(Protocol):
