@@ -65,6 +65,7 @@ def dot_plot(base: str, dataset_id: str, grouping: str, n_genes: int) -> str:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews demo`: upload a sample dataset, wait for it, print a dot plot."""
     base = f"http://{settings.query_host}:{settings.query_port}"
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,6 +93,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `wideviews demo`."""
     demo = subparsers.add_parser("demo", help="upload a sample dataset through the whole pipeline and print a dot plot from the API")
     demo.add_argument("--dataset", default="demo")
     demo.add_argument("--cells", type=int, default=5000)

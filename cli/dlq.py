@@ -44,13 +44,16 @@ class DeadLetter:
 
     @property
     def replay_count(self) -> int:
+        """How many times the message was replayed already."""
         return int(self.attributes.get(REPLAY_ATTRIBUTE, {}).get("StringValue", "0"))
 
     @property
     def error(self) -> str:
+        """The reason its worker gave (or that the redrive policy moved it)."""
         return str(self.attributes.get(ERROR_ATTRIBUTE, {}).get("StringValue", "(moved by the redrive policy)"))
 
     def attribute(self, name: str) -> str | None:
+        """A string attribute the worker set, None when absent."""
         value = self.attributes.get(name, {}).get("StringValue")
         return str(value) if value else None
 
@@ -201,6 +204,7 @@ def _roles(queue: str | None) -> list[QueueRole]:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews dlq list`: the dead letters of a queue, with what they are about."""
     letters = [letter for role in _roles(args.queue) for letter in receive_dead_letters(settings, role, hold_s=10)]
     release(settings, letters)
     versions = versions_by_dataset(settings, letters)
@@ -218,6 +222,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews dlq show`: one dead letter in full."""
     letters = [letter for role in _roles(args.queue) for letter in receive_dead_letters(settings, role, hold_s=10)]
     release(settings, letters)
     match = [l for l in letters if l.message_id == args.id]
@@ -231,6 +236,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews dlq replay`: put dead letters back on their queue."""
     if not args.all and not args.id:
         print("error: name messages with --id (repeatable) or pass --all", file=sys.stderr)
         return 1
@@ -249,6 +255,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `wideviews dlq list|show|replay`."""
     dlq = subparsers.add_parser("dlq", help="dead-letter queues: list, show, replay")
     sub = dlq.add_subparsers(dest="dlq_command", required=True)
     listing = sub.add_parser("list", help="messages in the DLQs (all queues, or one)")

@@ -23,6 +23,7 @@ END = "<!-- end of settings table -->"
 
 
 def env_var(name: str) -> str:
+    """The environment variable of a setting (`WIDEVIEWS_<NAME>`)."""
     return f"WIDEVIEWS_{name.upper()}"
 
 
@@ -69,6 +70,7 @@ def readme_with_table(text: str) -> str:
 
 
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews settings`: every setting with its variable and value here, or the README's table (printed or rewritten)."""
     if args.write_readme:
         README.write_text(readme_with_table(README.read_text()))
         print(f"wrote the settings table of {README}")
@@ -90,6 +92,7 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `wideviews settings`."""
     parser = subparsers.add_parser("settings", help="every setting: environment variable, default, meaning, value here")
     parser.add_argument("--json", action="store_true", help="rows with the meaning and this process's value")
     parser.add_argument("--markdown", action="store_true", help="the README's table")

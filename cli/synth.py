@@ -55,12 +55,15 @@ class SynthSpec:
 
     @property
     def block_rows(self) -> int:
+        """Rows per generated block: about `block_entries` values."""
         return max(1, min(self.n_cells, self.block_entries // max(1, self.n_features)))
 
     def feature_names(self) -> list[str]:
+        """The feature names (`GENE00000`, ...)."""
         return [f"GENE{i:05d}" for i in range(self.n_features)]
 
     def cell_id(self, i: int) -> str:
+        """The id of cell `i`."""
         return f"cell-{i:08d}"
 
 
@@ -131,9 +134,11 @@ class SynthData:
         return self._tokens.render(ids, self.block_codes(start, n))
 
     def matrix_csv_header(self) -> bytes:
+        """The matrix CSV's header line."""
         return (",".join(["cell_id", *self.spec.feature_names()]) + "\n").encode()
 
     def metadata_block(self, start: int, n: int) -> pa.Table:
+        """The metadata of cells [start, start + n) as an Arrow table."""
         cells = self.cell_columns(start, n)
         return pa.table(
             {
@@ -146,6 +151,7 @@ class SynthData:
         )
 
     def manifest(self) -> dict[str, object]:
+        """The upload's manifest.json document."""
         s = self.spec
         return {
             "groupings": ["cell_type", "donor"],
@@ -418,6 +424,7 @@ def write_synth_10x_h5(data: SynthData, out: Path) -> Path:
 
 
 def write_synth_metadata_csv(data: SynthData) -> bytes:
+    """The whole metadata.csv of the synthetic dataset."""
     buf = io.BytesIO()
     header = True
     for start, n in data.blocks():
@@ -448,6 +455,7 @@ def write_synth_upload(data: SynthData, out: Path, fmt: str, *, progress: bool =
 
 
 def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews synth`: write a large synthetic upload without holding it in memory."""
     spec = SynthSpec(args.cells, args.features, args.density, args.groups, args.seed, args.values)
     data = SynthData(spec)
     out = Path(args.out)
@@ -459,6 +467,7 @@ def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `wideviews synth`."""
     synth = subparsers.add_parser("synth", help="stream a synthetic upload of any size in bounded memory")
     synth.add_argument("--cells", type=int, required=True)
     synth.add_argument("--features", type=int, required=True)

@@ -104,6 +104,7 @@ def wait_for_version(settings: Settings, dataset_id: str, version_id: str, timeo
 
 
 def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews upload`: put a file under uploads/ and optionally follow its version to the end."""
     file = Path(args.file)
     key, version_id = upload_file(settings, file, args.dataset)
     print(f"uploaded {file} to s3://{settings.uploads_bucket}/{key}: version {version_id}", file=sys.stderr)
@@ -124,6 +125,7 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews status`: datasets, their pointers and every version's state."""
     datasets = {d.dataset_id: d for d in asyncio.run(_datasets(settings))}
     versions = asyncio.run(_versions(settings, args.dataset))
     if args.dataset and args.dataset not in datasets and not versions:
@@ -164,6 +166,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `wideviews upload` and `wideviews status`."""
     upload = subparsers.add_parser("upload", help="upload a ZIP (matrix and optional metadata.csv, manifest.json), an .h5ad or a 10x .h5 as a new version of a dataset")
     upload.add_argument("file", help="the .zip, .h5ad or .h5 file")
     upload.add_argument("--dataset", required=True, help="dataset id: lowercase letters, digits, '-' (max 63)")

@@ -72,6 +72,7 @@ async def collect_garbage(settings: Settings, grace: timedelta, *, dry_run: bool
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews rollback`: make the previous (or a given) version current again."""
     try:
         result = asyncio.run(rollback(settings, args.dataset, args.to))
     except (NotFound, ConditionFailed) as exc:
@@ -82,12 +83,14 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    """`wideviews gc`: remove versions no reader can use."""
     removed = asyncio.run(collect_garbage(settings, timedelta(hours=args.grace_hours), dry_run=args.dry_run))
     print(json.dumps({"dry_run": args.dry_run, "removed": removed}, indent=2))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `wideviews rollback` and `wideviews gc`."""
     rb = subparsers.add_parser("rollback", help="point a dataset back at its previous (or a given) version")
     rb.add_argument("dataset")
     rb.add_argument("--to", help="version id to make current (default: the previous version)")

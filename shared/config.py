@@ -194,10 +194,12 @@ class Settings(BaseSettings):
     # Names derived from the prefix, so two stacks never share a bucket, queue or table.
     @property
     def uploads_bucket(self) -> str:
+        """The bucket uploads arrive in (`<prefix>-uploads`)."""
         return f"{self.name_prefix}-uploads"
 
     @property
     def staging_bucket(self) -> str:
+        """The bucket of chunks, plans, HFiles and checks (`<prefix>-staging`)."""
         return f"{self.name_prefix}-staging"
 
     def queue_name(self, role: QueueRole, *, dead_letter: bool = False) -> str:
@@ -206,18 +208,22 @@ class Settings(BaseSettings):
 
     @property
     def datasets_table(self) -> str:
+        """The DynamoDB table of dataset pointers."""
         return f"{self.name_prefix}-datasets"
 
     @property
     def versions_table(self) -> str:
+        """The DynamoDB table of version records."""
         return f"{self.name_prefix}-versions"
 
     @property
     def jvm_jar(self) -> Path:
+        """The jvm/ tools' jar (this checkout's build unless `jvm_jar_path` is set)."""
         return self.jvm_jar_path or self.project_root / "jvm" / "target" / "wideviews-jvm.jar"
 
     @property
     def jvm_classpath_file(self) -> Path:
+        """The jvm/ tools' dependency classpath file (written by the Maven build)."""
         return self.project_root / "jvm" / "target" / "runtime-classpath.txt"
 
     @property
@@ -232,6 +238,7 @@ class Settings(BaseSettings):
 
     @property
     def hbase_classpath_file(self) -> Path:
+        """The HBase runtime classpath file (resolved by `make setup`)."""
         return self.project_root / "jvm" / "hbase-runtime" / "target" / "classpath.txt"
 
     def chunk_width(self, n_cells: int) -> int:

@@ -320,6 +320,7 @@ class ToolServer:
         return self._proc
 
     def call(self, tool: str, args: Sequence[str], *, timeout_s: float) -> tuple[int, str, str]:
+        """Run one tool call in the long-lived JVM; (exit code, stdout, stderr)."""
         if any("\t" in a or "\n" in a for a in args):
             raise Permanent(f"{tool}: an argument contains a tab or newline")
         with self._lock:

@@ -30,6 +30,7 @@ _de = TypeDeserializer()
 
 
 def now_iso() -> str:
+    """The current UTC time as ISO 8601 with milliseconds (what records store)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -85,10 +86,12 @@ class VersionRecord:
 
     @property
     def all_finished(self) -> bool:
+        """True once every expected `unit:view` key has been loaded."""
         return bool(self.expected) and self.expected <= self.finished
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> "VersionRecord":
+        """The record of a versions item (plain values)."""
         return cls(
             dataset_id=item["dataset_id"],
             version_id=item["version_id"],
@@ -158,6 +161,7 @@ class DatasetRecord:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> "DatasetRecord":
+        """The record of a datasets item (plain values)."""
         return cls(
             dataset_id=item["dataset_id"],
             current_version=item.get("current_version"),

@@ -38,30 +38,37 @@ MERGED_UNIT = 0  # the unit name under which a merged view's HFile check is kept
 
 
 def version_prefix(dataset_id: str, version_id: str) -> str:
+    """The staging prefix of everything a version writes."""
     return f"staging/{dataset_id}/{version_id}/"
 
 
 def plan_key(dataset_id: str, version_id: str) -> str:
+    """The key of the version's plan (JSON)."""
     return version_prefix(dataset_id, version_id) + "plan.json"
 
 
 def cells_key(dataset_id: str, version_id: str) -> str:
+    """The key of the version's cells table (Parquet: ids and metadata)."""
     return version_prefix(dataset_id, version_id) + "cells.parquet"
 
 
 def chunk_prefix(dataset_id: str, version_id: str, chunk: int) -> str:
+    """The prefix of one column chunk's Parquet parts."""
     return version_prefix(dataset_id, version_id) + f"chunks/{chunk:06d}/"
 
 
 def chunk_part_key(dataset_id: str, version_id: str, chunk: int, part: int) -> str:
+    """The key of one Parquet part of a column chunk."""
     return chunk_prefix(dataset_id, version_id, chunk) + f"part-{part:06d}.parquet"
 
 
 def hfiles_prefix(dataset_id: str, version_id: str, view: str, chunk: int) -> str:
+    """The prefix of one (unit, view)'s HFiles (`<family>/<hfile>` under it)."""
     return version_prefix(dataset_id, version_id) + f"hfiles/{view}/{chunk:06d}/"
 
 
 def check_key(dataset_id: str, version_id: str, view: str, chunk: int) -> str:
+    """The key of one (unit, view)'s check: rows, cells, checksum and samples per HFile."""
     return version_prefix(dataset_id, version_id) + f"checks/{view}/{chunk:06d}.json"
 
 
@@ -146,6 +153,7 @@ class VersionPlan(BaseModel):
 
     @property
     def n_chunks(self) -> int:
+        """How many column chunks the matrix was cut into."""
         return len(self.chunks)
 
     @property

@@ -56,15 +56,19 @@ class S3RangeReader(io.RawIOBase):
         self.bytes_fetched = 0
 
     def readable(self) -> bool:
+        """True: the object can be read."""
         return True
 
     def seekable(self) -> bool:
+        """True: any position can be read (ranged GETs)."""
         return True
 
     def tell(self) -> int:
+        """The current position in the object."""
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to `offset` from `whence`; returns the new position."""
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
@@ -78,6 +82,7 @@ class S3RangeReader(io.RawIOBase):
         return data
 
     def readinto(self, buffer: Any) -> int:
+        """Fill `buffer` from the current position (from the read-ahead buffer, fetching it when needed); returns the bytes read."""
         want = len(buffer)
         if self._pos >= self.size or want == 0:
             return 0
