@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,11 +315,29 @@ class _Appender:
 
     def __init__(self, group: Any, name: str, dtype: Any) -> None:
         self.ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 18,), compression="gzip", compression_opts=1)
+        self.dtype = np.dtype(dtype)
 
     def append(self, values: np.ndarray | list[Any]) -> None:
+        """Add `values` (cast to the dataset's type) at the end."""
         n = self.ds.shape[0]
         self.ds.resize((n + len(values),))
-        self.ds[n:] = values
+        self.ds[n:] = np.asarray(values).astype(self.dtype, copy=False)
+
+
+def _append_blocks(data: SynthData, values: _Appender, indices: _Appender, *, each_block: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Append every block's non-zeros (by cell, as CSR/CSC pieces) to `values` and `indices`; returns
+    the index pointer. `each_block(start, n)` runs after each block."""
+    indptr = [np.zeros(1, dtype=np.int64)]
+    total = 0
+    for start, n in data.blocks():
+        lengths, cols, vals = _block_csr(data, start, n)
+        values.append(vals)
+        indices.append(cols)
+        indptr.append(total + np.cumsum(lengths))
+        total += int(lengths.sum())
+        if each_block is not None:
+            each_block(start, n)
+    return np.concatenate(indptr)
 
 
 def _h5_strings(group: Any, name: str, values: list[str], attrs: dict[str, str] | None = None) -> Any:
@@ -356,21 +374,16 @@ def write_synth_h5ad(data: SynthData, out: Path) -> Path:
         _h5_attrs(f, "anndata", "0.1.0")
         x = f.create_group("X")
         _h5_attrs(x, "csr_matrix", "0.1.0", shape=np.array([s.n_cells, s.n_features], dtype=np.int64))
-        values, indices = _Appender(x, "data", value_dtype), _Appender(x, "indices", np.int32)
-        indptr = [np.zeros(1, dtype=np.int64)]
         groups, donors, umap = [], [], []
-        total = 0
-        for start, n in data.blocks():
-            lengths, cols, vals = _block_csr(data, start, n)
-            values.append(vals.astype(value_dtype))
-            indices.append(cols.astype(np.int32))
-            indptr.append(total + np.cumsum(lengths))
-            total += int(lengths.sum())
+
+        def keep_metadata(start: int, n: int) -> None:
             cells = data.cell_columns(start, n)
             groups.append(cells["group"])
             donors.append(cells["donor"])
             umap.append(cells["umap"])
-        x.create_dataset("indptr", data=np.concatenate(indptr))
+
+        indptr = _append_blocks(data, _Appender(x, "data", value_dtype), _Appender(x, "indices", np.int32), each_block=keep_metadata)
+        x.create_dataset("indptr", data=indptr)
         obs = f.create_group("obs")
         _h5_attrs(obs, "dataframe", "0.2.0", _index="cell_id", **{"column-order": ["cell_type", "donor"]})
         _h5_strings(obs, "cell_id", [s.cell_id(i) for i in range(s.n_cells)], {"encoding-type": "string-array", "encoding-version": "0.2.0"})
@@ -402,16 +415,8 @@ def write_synth_10x_h5(data: SynthData, out: Path) -> Path:
     with h5py.File(out, "w") as f:
         m = f.create_group("matrix")
         m.create_dataset("barcodes", data=np.array([s.cell_id(i).encode() for i in range(s.n_cells)]))
-        values, indices = _Appender(m, "data", value_dtype), _Appender(m, "indices", np.int64)
-        indptr = [np.zeros(1, dtype=np.int64)]
-        total = 0
-        for start, n in data.blocks():
-            lengths, cols, vals = _block_csr(data, start, n)
-            values.append(vals.astype(value_dtype))
-            indices.append(cols.astype(np.int64))
-            indptr.append(total + np.cumsum(lengths))
-            total += int(lengths.sum())
-        m.create_dataset("indptr", data=np.concatenate(indptr))
+        indptr = _append_blocks(data, _Appender(m, "data", value_dtype), _Appender(m, "indices", np.int64))
+        m.create_dataset("indptr", data=indptr)
         m.create_dataset("shape", data=np.array([s.n_features, s.n_cells], dtype=np.int32))
         features = m.create_group("features")
         names = s.feature_names()

@@ -9,12 +9,13 @@ each GET has a cost of its own, and the local S3, moto, copies the object per ra
 
 from __future__ import annotations
 
-import io
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from shared.rawio import SizedReader
 
-class ReadAhead(io.RawIOBase):
+
+class ReadAhead(SizedReader):
     """`raw` (with `size`, `seek`, `read`) read `piece_bytes` at a time, `depth` pieces ahead."""
 
     def __init__(self, raw: Any, *, piece_bytes: int = 32 << 20, depth: int = 2, first_bytes: int = 1 << 20) -> None:
@@ -35,21 +36,8 @@ class ReadAhead(io.RawIOBase):
         self.raw.seek(offset)
         return self.raw.read(min(length, self.size - offset))
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
     def readinto(self, buffer: Any) -> int:
+        """Fill `buffer` from the current position, from the read-ahead when it holds it; returns the bytes read."""
         if self._pos >= self.size:
             return 0
         if not (self._buf_start <= self._pos < self._buf_start + len(self._buf)):
@@ -85,6 +73,7 @@ class ReadAhead(io.RawIOBase):
             next_offset += self.piece_bytes
 
     def close(self) -> None:
+        """Cancel the read-ahead and stop its thread."""
         for _, future in self._ahead:
             future.cancel()
         self._pool.shutdown(wait=True)

@@ -7,7 +7,6 @@ read-ahead buffer.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +16,7 @@ import botocore.config
 
 from shared.adapters.aws_errors import translated_aws_errors
 from shared.config import Settings
+from shared.rawio import SizedReader
 
 
 class S3Client(Protocol):
@@ -37,7 +37,7 @@ def s3_client(settings: Settings) -> S3Client:
     return boto3.session.Session().client("s3", config=config, **settings.aws_client_kwargs())
 
 
-class S3RangeReader(io.RawIOBase):
+class S3RangeReader(SizedReader):
     """A read-only, seekable view of one S3 object through ranged GETs with a read-ahead buffer."""
 
     def __init__(self, s3: S3Client, bucket: str, key: str, *, object_version: str | None = None, buffer_bytes: int = 8 << 20) -> None:
@@ -54,24 +54,6 @@ class S3RangeReader(io.RawIOBase):
         self._buf_start = 0
         self._buffer_bytes = buffer_bytes
         self.bytes_fetched = 0
-
-    def readable(self) -> bool:
-        """True: the object can be read."""
-        return True
-
-    def seekable(self) -> bool:
-        """True: any position can be read (ranged GETs)."""
-        return True
-
-    def tell(self) -> int:
-        """The current position in the object."""
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Move to `offset` from `whence`; returns the new position."""
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
 
     def _fetch(self, start: int, length: int) -> bytes:
         end = min(self.size, start + length) - 1
