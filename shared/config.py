@@ -208,12 +208,13 @@ class Settings(BaseSettings):
 
     @property
     def datasets_table(self) -> str:
-        """The DynamoDB table of dataset pointers."""
+        """The DynamoDB table of dataset pointers (key `dataset_id`; written by `shared.lifecycle`
+        only, conditional on the `generation` read)."""
         return f"{self.name_prefix}-datasets"
 
     @property
     def versions_table(self) -> str:
-        """The DynamoDB table of version records."""
+        """The DynamoDB table of version records (keys `dataset_id`, `version_id`)."""
         return f"{self.name_prefix}-versions"
 
     @property
