@@ -94,7 +94,8 @@ def hbase_errors(action: str) -> Iterator[None]:
     except (TTransportException, OSError, EOFError) as exc:
         raise Transient(f"{action}: HBase Thrift unreachable ({type(exc).__name__}: {exc})") from exc
     except ThriftIOError as exc:
-        text = exc.message or ""
+        message = exc.message or b""  # thriftpy2 hands the Thrift string over undecoded
+        text = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
         # Checked first: HBase reports a table whose regions are not all online as "TableNotFoundException:
         # Table ... is not currently available." (just created, being enabled, disabled), which passes.
         if any(state in text for state in _TRANSIENT_HBASE_STATES):
