@@ -33,10 +33,12 @@ EX_TEMPFAIL = 75
 
 
 def log(message: str) -> None:
+    """Print a progress line with the time."""
     print(f"[compose-demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def run(cmd: list[str], env: dict[str, str], *, check: bool = True, timeout: float = 3600, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a command (logged); exit naming its output when it fails and `check`."""
     log("$ " + " ".join(cmd))
     done = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, text=True, capture_output=quiet, timeout=timeout)
     if check and done.returncode != 0:
@@ -45,12 +47,14 @@ def run(cmd: list[str], env: dict[str, str], *, check: bool = True, timeout: flo
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def engine_answers(env: dict[str, str]) -> bool:
+    """Whether a Docker engine answers `docker info`."""
     if not shutil.which("docker"):
         return False
     return subprocess.run(["docker", "info"], env=env, capture_output=True, timeout=60).returncode == 0
@@ -89,6 +93,7 @@ def start_private_engine(work: Path, env: dict[str, str]) -> subprocess.Popen[by
 
 
 def ensure_base_image(work: Path, env: dict[str, str]) -> None:
+    """Make the Debian base image available: local, pulled, or built with debootstrap."""
     if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], env=env, capture_output=True).returncode == 0:
         return
     if subprocess.run(["docker", "pull", BASE_IMAGE], env=env, capture_output=True, timeout=600).returncode == 0:
@@ -106,6 +111,7 @@ def ensure_base_image(work: Path, env: dict[str, str]) -> None:
 
 
 def wait_http(url: str, timeout_s: float) -> None:
+    """Wait until `url` answers (any 2xx), or exit after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -117,6 +123,7 @@ def wait_http(url: str, timeout_s: float) -> None:
 
 
 def main() -> int:
+    """Build the images, start the compose stack, run the demo through it; the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=PROJECT_ROOT / "build" / "compose-demo")
     parser.add_argument("--cells", type=int, default=600)

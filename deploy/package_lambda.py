@@ -55,6 +55,7 @@ def extra_requirements(pyproject: Path, extra: str) -> list[str]:
 
 
 def directory_bytes(path: Path) -> int:
+    """The bytes of every file under `path`."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
@@ -89,6 +90,7 @@ def build(out: Path) -> Path:
 
 
 def main() -> int:
+    """Build the query Lambda's zip (or print an extra's pinned requirements); the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "lambda")
     parser.add_argument("--requirements", metavar="EXTRA", help="only print the pinned requirements of wideviews[EXTRA]")

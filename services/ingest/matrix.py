@@ -67,6 +67,7 @@ def check_names(names: list[str], what: str, member: str) -> None:
 
 
 def check_feature_count(n_features: int, settings: Settings, member: str) -> None:
+    """`BadUpload` when the matrix has more features than `max_features`."""
     if n_features > settings.max_features:
         raise BadUpload(f"{member} has {n_features} features, over the limit of {settings.max_features}")
 
@@ -90,10 +91,12 @@ def check_ids(ids: pa.Array, member: str, what: str = "cell id") -> None:
 
 
 def first_null(column: pa.Array) -> int:
+    """The position of the column's first null."""
     return int(pc.index(pc.is_null(column), True).as_py())
 
 
 def check_row_count(n_rows: int, member: str) -> None:
+    """`BadUpload` for a matrix without rows, or with more than 2**31 - 1."""
     if n_rows == 0:
         raise BadUpload(f"{member} has a header but no rows")
     if n_rows >= 2**31 - 1:

@@ -100,6 +100,7 @@ class ChunkParts:
 
     @property
     def value_type(self) -> type:
+        """float32 while every value seen is exactly a float32 (counts), else float64."""
         return np.float32 if self.all_float32 else np.float64
 
     def add(self, features: np.ndarray, cells: np.ndarray, values: np.ndarray) -> None:
@@ -216,6 +217,7 @@ class ChunkParts:
         return self.parts
 
     def close(self) -> None:
+        """Wait for the background writer, then remove the spool directory."""
         self._writer.shutdown(wait=True)
         self._dir.cleanup()
 

@@ -85,6 +85,7 @@ class UploadArchive:
 
     @property
     def matrix_format(self) -> str:
+        """The kind of matrix the upload holds: csv, h5ad, 10x-h5 or mtx."""
         for role, name in (("matrix.csv", "csv"), ("h5ad", "h5ad"), ("10x.h5", "10x-h5"), ("matrix.mtx", "mtx")):
             if role in self.members:
                 return name

@@ -39,6 +39,7 @@ class PrometheusMetrics:
         self._bytes = Counter("wideviews_query_response_bytes", "Response body bytes sent", ["route"], registry=self.registry)
 
     def observe(self, route: str, method: str, status: int, seconds: float, size_bytes: int, request_id: str) -> None:
+        """Count one answered request in the Prometheus registry."""
         self._requests.labels(route, method, str(status)).inc()
         self._seconds.labels(route, method).observe(seconds)
         self._bytes.labels(route).inc(size_bytes)
@@ -55,6 +56,7 @@ class EmbeddedMetrics:
         self._stream = stream
 
     def observe(self, route: str, method: str, status: int, seconds: float, size_bytes: int, request_id: str) -> None:
+        """Write one answered request as a CloudWatch EMF line."""
         line = {
             "_aws": {
                 "Timestamp": int(time.time() * 1000),
