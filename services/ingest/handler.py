@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime
-from typing import Any
 
-from shared.adapters.s3 import list_object_versions
+from shared.adapters.s3 import S3Client, list_object_versions
 from shared.bootstrap import ServiceDeps
 from shared.errors import BadUpload, NotFound, Permanent
 from shared.lifecycle import State
@@ -26,7 +25,7 @@ def compute_jobs(plan: VersionPlan) -> list[Message]:
     ]
 
 
-def resolve_object_version(s3: Any, msg: UploadEvent) -> UploadEvent:
+def resolve_object_version(s3: S3Client, msg: UploadEvent) -> UploadEvent:
     """The event with the S3 version of the object it announces, when the event carries none (moto's
     never do): of the key's versions with the event's ETag, the newest made at or before the event.
     The same event always resolves the same way. Where the bucket is not versioned, or that version

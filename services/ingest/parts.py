@@ -19,14 +19,13 @@ import io
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.adapters.s3 import get_bytes, put_bytes
+from shared.adapters.s3 import S3Client, get_bytes, put_bytes
 from shared.config import Settings
 from shared.staging import chunk_part_key
 
@@ -65,7 +64,7 @@ class ChunkParts:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         settings: Settings,
         dataset_id: str,
         version_id: str,

@@ -39,7 +39,7 @@ from services.ingest.csv_matrix import split_csv_matrix
 from services.ingest.matrix import CONTROL, MatrixSummary, Progress, check_ids, check_names, chunk_bounds, first_null
 from services.ingest.parts import ChunkParts
 from services.ingest.readahead import ReadAhead
-from shared.adapters.s3 import S3RangeReader, put_bytes, put_json
+from shared.adapters.s3 import S3Client, S3RangeReader, put_bytes, put_json
 from shared.config import Settings
 from shared.errors import BadUpload
 from shared.staging import EmbeddingPlan, GroupingPlan, VersionPlan, cells_key, plan_key
@@ -267,13 +267,13 @@ class _CheckedGzip(io.RawIOBase):
         return len(data)
 
 
-def _new_parts(s3: Any, settings: Settings, dataset_id: str, version_id: str, workdir: str) -> Callable[[int], ChunkParts]:
+def _new_parts(s3: S3Client, settings: Settings, dataset_id: str, version_id: str, workdir: str) -> Callable[[int], ChunkParts]:
     return lambda width: ChunkParts(s3, settings, dataset_id, version_id, width, workdir=workdir)
 
 
 def split_matrix(
     upload: UploadArchive,
-    s3: Any,
+    s3: S3Client,
     settings: Settings,
     dataset_id: str,
     version_id: str,
@@ -520,7 +520,7 @@ def _find_embedding(numeric_cols: list[str], wanted: str | None, member: str = M
 def ingest_upload(
     reader: io.RawIOBase,
     upload_key: str,
-    s3: Any,
+    s3: S3Client,
     settings: Settings,
     dataset_id: str,
     version_id: str,
@@ -538,7 +538,7 @@ def ingest_upload(
 
 
 def _ingest_upload(
-    reader: io.RawIOBase, upload_key: str, kind: str, s3: Any, settings: Settings, dataset_id: str, version_id: str, progress: Progress | None
+    reader: io.RawIOBase, upload_key: str, kind: str, s3: S3Client, settings: Settings, dataset_id: str, version_id: str, progress: Progress | None
 ) -> VersionPlan:
     with tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-") as workdir:
         if kind == ".zip":
@@ -616,6 +616,6 @@ def remove_stale_workdirs(root: str | None = None) -> list[str]:
     return removed
 
 
-def open_s3_upload(s3: Any, bucket: str, key: str, object_version: str | None = None) -> S3RangeReader:
+def open_s3_upload(s3: S3Client, bucket: str, key: str, object_version: str | None = None) -> S3RangeReader:
     """The upload object (that S3 version of it, when given) as a seekable reader (ranged GETs)."""
     return S3RangeReader(s3, bucket, key, object_version=object_version)
