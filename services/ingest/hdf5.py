@@ -19,18 +19,30 @@ Features are the gene symbols (`name`) when those are unique, else the feature i
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.ingest.matrix import CONTROL, MatrixSummary, Progress, check_feature_count, check_ids, check_names, check_row_count, chunk_ranges, chunk_width
+from services.ingest.matrix import (
+    CONTROL,
+    GENE_EXPRESSION,
+    MatrixSummary,
+    Progress,
+    check_feature_count,
+    check_ids,
+    check_names,
+    check_row_count,
+    chunk_ranges,
+    chunk_width,
+    gene_expression_features,
+)
 from services.ingest.parts import ChunkParts
 from shared.config import Settings
 from shared.errors import BadUpload
 
-GENE_EXPRESSION = "Gene Expression"
 # var columns taken as the features' display symbols when the manifest names none (CELLxGENE's
 # schema calls it feature_name; scanpy's examples gene_symbols), the first one present.
 SYMBOL_COLUMNS = ("feature_name", "gene_symbols", "gene_symbol", "gene_name", "symbol")
@@ -77,37 +89,36 @@ class _Reader:
         self.block_nnz = block_nnz
         self.progress = progress
 
+    def _blocks(self, indptr: np.ndarray, n_major: int) -> Iterator[tuple[int, int, int, int]]:
+        """(first, end, lo, hi) of each run of rows (or columns) whose non-zeros [lo, hi) fit in one
+        block, at least one row (or column) a run."""
+        start = 0
+        while start < n_major:
+            end = int(np.searchsorted(indptr, indptr[start] + self.block_nnz, side="right")) - 1
+            end = min(n_major, max(start + 1, end))
+            yield start, end, int(indptr[start]), int(indptr[end])
+            start = end
+
     def rows_of(self, group: Any, keep: np.ndarray | None = None) -> None:
         """CSR over cells: `indptr` has n_cells + 1 entries, `indices` are features (`keep` maps
         stored feature -> kept feature, -1 to drop)."""
         indptr, indices, data = self._sparse(group, self.n_cells, self.n_features if keep is None else keep.size)
-        start = 0
-        while start < self.n_cells:
-            # Rows whose non-zeros fit in one block (at least one row).
-            end = int(np.searchsorted(indptr, indptr[start] + self.block_nnz, side="right")) - 1
-            end = min(self.n_cells, max(start + 1, end))
-            lo, hi = int(indptr[start]), int(indptr[end])
+        for start, end, lo, hi in self._blocks(indptr, self.n_cells):
             cols = np.asarray(indices[lo:hi], dtype=np.int64)
             vals = np.asarray(data[lo:hi])
             cells = np.repeat(np.arange(start, end, dtype=np.int64), np.diff(indptr[start : end + 1]))
             self._stage(cells, cols, vals, keep)
-            start = end
             if self.progress is not None:
                 self.progress(hi * (vals.itemsize + cols.itemsize), int(indptr[-1]) * (vals.itemsize + cols.itemsize), end)
 
     def columns_of(self, group: Any) -> None:
         """CSC over features: `indptr` has n_features + 1 entries, `indices` are cells."""
         indptr, indices, data = self._sparse(group, self.n_features, self.n_cells)
-        start = 0
-        while start < self.n_features:
-            end = int(np.searchsorted(indptr, indptr[start] + self.block_nnz, side="right")) - 1
-            end = min(self.n_features, max(start + 1, end))
-            lo, hi = int(indptr[start]), int(indptr[end])
+        for start, end, lo, hi in self._blocks(indptr, self.n_features):
             cells = np.asarray(indices[lo:hi], dtype=np.int64)
             vals = np.asarray(data[lo:hi])
             features = np.repeat(np.arange(start, end, dtype=np.int64), np.diff(indptr[start : end + 1]))
             self._stage(cells, features, vals, None)
-            start = end
             if self.progress is not None:
                 self.progress(hi * (vals.itemsize + cells.itemsize), int(indptr[-1]) * (vals.itemsize + cells.itemsize), self.n_cells)
 
@@ -355,13 +366,7 @@ def split_10x_h5(path: Path, settings: Settings, new_parts: Any, *, progress: Pr
         shape = tuple(int(s) for s in group["shape"][:])
         if shape != (len(ids), len(barcodes)):
             raise BadUpload(f"{name}: mismatched barcodes: shape {shape} but {len(ids)} features and {len(barcodes)} barcodes")
-        keep_mask = np.array([t == GENE_EXPRESSION for t in types]) if len(set(types)) > 1 else np.ones(len(ids), dtype=bool)
-        if not keep_mask.any():
-            raise BadUpload(f"{name}: no {GENE_EXPRESSION} features (feature types: {sorted(set(types))})")
-        kept_symbols = [s for s, k in zip(symbols, keep_mask) if k]
-        kept_ids = [s for s, k in zip(ids, keep_mask) if k]
-        features = kept_symbols if len(set(kept_symbols)) == len(kept_symbols) and all(s.strip() for s in kept_symbols) else kept_ids
-        keep = np.where(keep_mask, np.cumsum(keep_mask) - 1, -1).astype(np.int64)
+        features, keep = gene_expression_features(ids, symbols, types, name)
         check_row_count(len(barcodes), name)
         check_ids(pa.array(barcodes, pa.string()), name, "barcode")
         check_names(features, "feature", name)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -101,3 +102,23 @@ def check_row_count(n_rows: int, member: str) -> None:
         raise BadUpload(f"{member} has a header but no rows")
     if n_rows >= 2**31 - 1:
         raise BadUpload(f"{member} has {n_rows} rows, over the limit of 2**31 - 1")
+
+
+# The 10x feature type wideviews keeps (antibody capture, CRISPR guides, ... are left out).
+GENE_EXPRESSION = "Gene Expression"
+
+
+def gene_expression_features(ids: list[str], symbols: list[str], types: list[str], member: str) -> tuple[list[str], np.ndarray]:
+    """The features a 10x matrix keeps and where each stored feature goes.
+
+    Where the matrix holds several feature types only `Gene Expression` ones are kept, named by
+    their symbols when those are unique and non-blank, else by their ids. Returns (names, map of
+    stored feature -> kept position, -1 for dropped). `BadUpload` naming `member` when none is kept.
+    """
+    keep_mask = np.array([t == GENE_EXPRESSION for t in types]) if len(set(types)) > 1 else np.ones(len(ids), dtype=bool)
+    if not keep_mask.any():
+        raise BadUpload(f"{member}: no {GENE_EXPRESSION} features (feature types: {sorted(set(types))})")
+    kept_symbols = [s for s, k in zip(symbols, keep_mask) if k]
+    kept_ids = [s for s, k in zip(ids, keep_mask) if k]
+    features = kept_symbols if len(set(kept_symbols)) == len(kept_symbols) and all(s.strip() for s in kept_symbols) else kept_ids
+    return features, np.where(keep_mask, np.cumsum(keep_mask) - 1, -1).astype(np.int64)

@@ -17,12 +17,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from services.ingest.matrix import MatrixSummary, Progress, check_feature_count, check_ids, check_names, check_row_count, chunk_ranges, chunk_width
+from services.ingest.matrix import (
+    GENE_EXPRESSION,
+    MatrixSummary,
+    Progress,
+    check_feature_count,
+    check_ids,
+    check_names,
+    check_row_count,
+    chunk_ranges,
+    chunk_width,
+    gene_expression_features,
+)
 from services.ingest.parts import ChunkParts
 from shared.config import Settings
 from shared.errors import BadUpload
 
-GENE_EXPRESSION = "Gene Expression"
 
 
 def _read_tsv(stream: Any, member: str) -> pa.Table:
@@ -66,13 +76,7 @@ def split_mtx(upload: Any, open_member: Callable[[Any, str], Any], settings: Set
     symbols = features_table.column(1).to_pylist() if features_table.num_columns > 1 else ids
     types = features_table.column(2).to_pylist() if features_table.num_columns > 2 else [GENE_EXPRESSION] * len(ids)
     barcodes = barcodes_table.column(0).combine_chunks()
-    keep_mask = np.array([t == GENE_EXPRESSION for t in types]) if len(set(types)) > 1 else np.ones(len(ids), dtype=bool)
-    if not keep_mask.any():
-        raise BadUpload(f"{names['features.tsv']}: no {GENE_EXPRESSION} features (feature types: {sorted(set(types))})")
-    kept_symbols = [s for s, k in zip(symbols, keep_mask) if k]
-    kept_ids = [s for s, k in zip(ids, keep_mask) if k]
-    features = kept_symbols if len(set(kept_symbols)) == len(kept_symbols) and all(s.strip() for s in kept_symbols) else kept_ids
-    keep = np.where(keep_mask, np.cumsum(keep_mask) - 1, -1).astype(np.int64)
+    features, keep = gene_expression_features(ids, symbols, types, names["features.tsv"])
     member = names["matrix.mtx"]
     check_row_count(len(barcodes), names["barcodes.tsv"])
     check_ids(barcodes, names["barcodes.tsv"], "barcode")
