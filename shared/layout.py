@@ -33,6 +33,14 @@ little-endian (numpy reads them without copying):
                     | UTF-8 cell ids, concatenated
                     embedding_sample view: row = b"part" + uint16 part (big-endian), family `e`,
                     qualifier `p`; at most SAMPLE_PART_POINTS points per row, in position order.
+    embedding block b"\\x01" b"B" | uint32 n | uint32 dims | int32[n] positions | float64[n * dims]
+                    coordinates (point-major; all NaN for a cell with a blank one) | uint32[n] id lengths
+                    | UTF-8 cell ids, concatenated
+                    cells view: row = b"\\x00emb" + uint32 first position (big-endian), family `c`,
+                    qualifier `b:<embedding name>`; per share of cells written together, its cells in
+                    position order, at most EMBEDDING_BLOCK_CELLS a row (a few MB, well below
+                    HBase's cell size limit). Cell ids have no control characters, so these
+                    rows sort before every cell's row and never collide with one.
 
 Row keys are raw UTF-8 (feature names and cell ids are validated at ingest: no control characters),
 so HBase's byte order is the order of the UTF-8 strings.
@@ -303,3 +311,49 @@ def decode_sample_part(value: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray
         ids.append(value[offset : offset + length].decode())
         offset += length
     return positions, coords, weights, codes, ids
+
+
+# The cells view's embedding blocks (see the docstring): a row prefix no cell id can start with.
+EMBEDDING_BLOCK_PREFIX = b"\x00emb"
+EMBEDDING_BLOCK_QUALIFIER_PREFIX = b"b:"
+EMBEDDING_BLOCK_CELLS = 50_000
+
+
+def embedding_block_row(first_position: int) -> bytes:
+    """Row key of the embedding block of the share of cells starting at `first_position`."""
+    return EMBEDDING_BLOCK_PREFIX + struct.pack(">I", first_position)
+
+
+def encode_embedding_block(positions: np.ndarray, coordinates: np.ndarray, cell_ids: list[str]) -> bytes:
+    """A share's cells in one value: positions (n), coordinates (n, dims; NaN where blank), cell ids."""
+    coords = np.ascontiguousarray(coordinates, dtype="<f8")
+    n, dims = coords.shape
+    ids = [c.encode() for c in cell_ids]
+    if len(ids) != n or np.asarray(positions).size != n:
+        raise ValueError("every embedding block field needs one entry per cell")
+    return (
+        _VERSION
+        + b"B"
+        + struct.pack("<II", n, dims)
+        + np.ascontiguousarray(positions, dtype="<i4").tobytes()
+        + coords.tobytes()
+        + np.array([len(b) for b in ids], dtype="<u4").tobytes()
+        + b"".join(ids)
+    )
+
+
+def decode_embedding_block(value: bytes) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """Inverse of `encode_embedding_block`: (int32 positions, float64 (n, dims) coordinates, UTF-8 cell ids as bytes)."""
+    _check_header(value, b"B")
+    n, dims = struct.unpack_from("<II", value, 2)
+    offset = 10
+    positions = np.frombuffer(value, dtype="<i4", count=n, offset=offset)
+    offset += 4 * n
+    coords = np.frombuffer(value, dtype="<f8", count=n * dims, offset=offset).reshape(n, dims)
+    offset += 8 * n * dims
+    lengths = np.frombuffer(value, dtype="<u4", count=n, offset=offset)
+    ends = (offset + 4 * n + np.cumsum(lengths, dtype=np.int64)).tolist()
+    if n and ends[-1] != len(value):
+        raise Permanent(f"embedding block of {n} cells has {len(value)} bytes, its fields say {ends[-1]}")
+    starts = [offset + 4 * n] + ends[:-1]
+    return positions, coords, [value[a:b] for a, b in zip(starts, ends)]

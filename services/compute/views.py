@@ -55,6 +55,13 @@ class ViewCells:
             lo, hi = bisect.bisect_left(self.rows, sample), bisect.bisect_right(self.rows, sample)
             picked = combine_checksums(cell_checksum(r, q, v) for r, q, v in zip(self.rows[lo:hi], self.qualifiers[lo:hi], self.values[lo:hi]))
             doc.update(first_row=self.rows[0].hex(), last_row=self.rows[-1].hex(), sample_row=sample.hex(), sample_checksum=f"{picked:016x}")
+            # The cells view's embedding blocks sort before every cell (in the first region): counted
+            # apart, so the task's cells keep their own key range for the publisher's per-region check.
+            n_blocks = 0
+            while n_blocks < len(self.rows) and self.rows[n_blocks].startswith(layout.EMBEDDING_BLOCK_PREFIX):
+                n_blocks += 1
+            if 0 < n_blocks < len(self.rows):
+                doc.update(block_rows=len(set(self.rows[:n_blocks])), block_row=self.rows[0].hex(), first_row=self.rows[n_blocks].hex())
         return doc
 
     @classmethod
@@ -207,6 +214,17 @@ def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: in
         for name, values in numeric.items():
             if not np.isnan(values[i]):
                 out.append((row, b"n:" + name.encode(), layout.encode_vector(values[i : i + 1])))
+    if emb is not None and plan.embedding is not None:
+        # The share's whole embedding in a few rows too: the query reads all cells' coordinates in
+        # about k rows, not n (`shared.layout`: at most EMBEDDING_BLOCK_CELLS cells a row).
+        qualifier = layout.EMBEDDING_BLOCK_QUALIFIER_PREFIX + plan.embedding.name.encode()
+        # As the per-cell rows: a cell with a blank coordinate has no embedding at all (all NaN).
+        coordinates = np.where(np.isnan(emb).any(axis=1, keepdims=True), np.nan, emb)
+        for lo in range(0, len(ids), layout.EMBEDDING_BLOCK_CELLS):
+            hi = min(lo + layout.EMBEDDING_BLOCK_CELLS, len(ids))
+            positions = np.arange(offset + start + lo, offset + start + hi)
+            value = layout.encode_embedding_block(positions, coordinates[lo:hi], ids[lo:hi])
+            out.append((layout.embedding_block_row(offset + start + lo), qualifier, value))
     return ViewCells.from_unsorted("cells", out)
 
 

@@ -394,6 +394,11 @@ class VersionReader:
         return self._cells.get_or_load(key, lambda: self._read_cells_page(catalog, after, limit, set(kinds)))
 
     def _read_cells_page(self, catalog: Catalog, after: bytes | None, limit: int, include: set[str]) -> CellsPage:
+        if include == {"embedding"} and after is None and limit >= catalog.n_cells:
+            # Every cell's embedding: the cells view's embedding blocks (k rows), when the version has them.
+            page = self.embedding_blocks_page(catalog)
+            if page is not None:
+                return page
         family = layout.CELLS_FAMILY + b":"
         columns = [family + b"pos"]
         if "metadata" in include:
@@ -423,6 +428,30 @@ class VersionReader:
                 numeric[c] = _vectors_or_nan([data.get(family + b"n:" + c.encode()) for _, data in rows], 1)[:, 0]
         last = rows[-1][0] if len(rows) == limit else None
         return CellsPage(ids, positions, metadata, embedding, numeric, last)
+
+    def embedding_blocks_page(self, catalog: Catalog) -> CellsPage | None:
+        """Every cell's id, position and embedding from the cells view's embedding blocks (one row per
+        share of cells, `shared.layout`), in row key order as a scan of the cells would give them.
+
+        None if the version has no embedding or was written without the blocks (they do not cover
+        every cell): the caller scans the cells instead.
+        """
+        if not catalog.embedding_name:
+            return None
+        require_io("embedding blocks")
+        column = layout.CELLS_FAMILY + b":" + layout.EMBEDDING_BLOCK_QUALIFIER_PREFIX + catalog.embedding_name.encode()
+        rows = self.hbase.scan(self._table(catalog, "cells"), row_prefix=layout.EMBEDDING_BLOCK_PREFIX, columns=[column], batch_size=4)
+        blocks = [layout.decode_embedding_block(data[column]) for _, data in rows if column in data]
+        if sum(len(ids) for _, _, ids in blocks) != catalog.n_cells:
+            return None
+        dims = len(catalog.embedding_columns)
+        positions = np.concatenate([p for p, _, _ in blocks]).astype(np.int64)
+        coordinates = np.concatenate([c for _, c, _ in blocks]).reshape(-1, dims)
+        keys = [key for _, _, ids in blocks for key in ids]
+        # Fixed-width bytes compare as unsigned bytes (ids hold no NUL): HBase's row key order.
+        order = np.argsort(np.array(keys, dtype=bytes), kind="stable")
+        ids = [keys[i].decode() for i in order.tolist()]
+        return CellsPage(ids, positions[order], {}, coordinates[order], {}, None)
 
     def cell(self, catalog: Catalog, cell_id: str) -> dict[str, Any]:
         """One cell's row: position, metadata, embedding and numeric columns; `NotFound` if absent."""

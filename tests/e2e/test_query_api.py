@@ -41,6 +41,8 @@ from cli.sample import sample_frames, write_upload_zip
 from services.query.app import create_app
 from services.query.lambda_handler import adapter_for, handler
 from services.query.metrics import EMF_NAMESPACE
+from services.query.reads import VersionReader
+from shared import layout
 from shared.adapters.aws import open_aws
 from shared.adapters.hbase import view_table
 from shared.config import Settings
@@ -95,8 +97,9 @@ def client(stack: Settings) -> httpx.Client:
         yield c
 
 
-def _copy_tables(stack: Settings, dataset_id: str, source: str, target: str, views: list[str]) -> None:
-    """Copy a version's tables under another version id (what a half-loaded version would have)."""
+def _copy_tables(stack: Settings, dataset_id: str, source: str, target: str, views: list[str], skip_prefix: bytes | None = None) -> None:
+    """Copy a version's tables under another version id (what a half-loaded version would have),
+    without the rows starting with `skip_prefix`."""
     conn = happybase.Connection(stack.hbase_thrift_host, stack.hbase_thrift_port)
     try:
         for view in views:
@@ -105,7 +108,8 @@ def _copy_tables(stack: Settings, dataset_id: str, source: str, target: str, vie
             conn.create_table(dst, families)
             with conn.table(dst).batch() as batch:
                 for key, data in conn.table(src).scan():
-                    batch.put(key, data)
+                    if skip_prefix is None or not key.startswith(skip_prefix):
+                        batch.put(key, data)
     finally:
         conn.close()
 
@@ -337,6 +341,47 @@ def test_cells_in_bulk_page_as_json_and_arrow(published: Published, client: http
     one = client.get(f"/v1/datasets/{ds}/cells/{quote(ODD_CELL, safe='')}").json()
     assert one["cell"] == ODD_CELL and one["position"] == ref.matrix.index.get_loc(ODD_CELL)
     assert one["metadata"]["cell_type"] == meta.loc[ODD_CELL, "cell_type"]
+
+
+def _arrow_embedding(client: httpx.Client, ds: str, version: str) -> pa.Table:
+    """All cells' embedding as Arrow, by a request no earlier page answers (its own limit)."""
+    r = client.get(f"/v1/datasets/{ds}/cells", params={"include": "embedding", "limit": 99_999, "version": version}, headers={"Accept": ARROW})
+    assert r.status_code == 200, r.text
+    assert r.headers.get("x-next-cursor") is None
+    return pa.ipc.open_stream(r.content).read_all()
+
+
+def _assert_embedding_matches_reference(table: pa.Table, ref: Reference) -> None:
+    ids = sorted(ref.metadata.index, key=lambda c: c.encode())
+    assert table.column_names == ["cell_id", "position", "umap_1", "umap_2"]
+    assert table.column("cell_id").to_pylist() == ids
+    assert table.column("position").to_pylist() == [ref.matrix.index.get_loc(c) for c in ids]
+    for column in ("umap_1", "umap_2"):
+        np.testing.assert_array_equal(table.column(column).to_numpy(), ref.metadata.loc[ids, column].to_numpy())
+
+
+def test_all_cells_embedding_is_read_from_the_blocks_with_the_csv_values(stack: Settings, published: Published, client: httpx.Client) -> None:
+    ds, ref = published.dataset_id, published.ref
+    reader = VersionReader(stack)
+    catalog = reader.catalog(ds, published.version)
+    # The cells view holds the embedding blocks: a few rows before every cell, covering every cell once.
+    page = reader.embedding_blocks_page(catalog)
+    assert page is not None and page.last_key is None
+    ids = sorted(ref.metadata.index, key=lambda c: c.encode())
+    assert page.cell_ids == ids and page.positions.tolist() == [ref.matrix.index.get_loc(c) for c in ids]
+    np.testing.assert_array_equal(page.embedding, ref.metadata.loc[ids, ["umap_1", "umap_2"]].to_numpy())
+    _assert_embedding_matches_reference(_arrow_embedding(client, ds, published.version), ref)
+
+
+def test_a_version_without_embedding_blocks_still_serves_the_embedding(stack: Settings, published: Published, client: httpx.Client) -> None:
+    ds, ref = published.dataset_id, published.ref
+    version = uuid.uuid4().hex
+    _fabricate_version(stack, ds, version, State.PUBLISHED)
+    # What a version computed before the blocks holds: the same tables, its cells view without them.
+    _copy_tables(stack, ds, published.version, version, ["catalog", "cells"], skip_prefix=layout.EMBEDDING_BLOCK_PREFIX)
+    reader = VersionReader(stack)
+    assert reader.embedding_blocks_page(reader.catalog(ds, version)) is None
+    _assert_embedding_matches_reference(_arrow_embedding(client, ds, version), ref)
 
 
 def test_no_page_passes_the_size_limit(stack: Settings, published: Published) -> None:
