@@ -16,6 +16,7 @@ from typing import Any
 
 from shared import jvm
 from shared.adapters.hbase import HBase, view_table
+from shared.adapters.s3 import list_keys
 from shared.config import Settings
 from shared.layout import view_family
 from shared.staging import read_cells, read_plan
@@ -58,3 +59,13 @@ def bulk_load_view_chunk(
     if summary.get("attempts", 1) > 1:
         log.info("bulk load of %s into %s waited %.1f s over %d attempts for HBase", uris, table, summary["waited_s"], summary["attempts"])
     return table
+
+
+def hfiles_present(s3: Any, hfiles_uri: str | Sequence[str]) -> bool:
+    """Whether any object is left under a load message's HFiles prefix (`s3://bucket/prefix/`)."""
+    uris = [hfiles_uri] if isinstance(hfiles_uri, str) else list(hfiles_uri)
+    for uri in uris:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if list_keys(s3, bucket, prefix):
+            return True
+    return False

@@ -225,3 +225,22 @@ async def test_a_record_stored_as_superseded_reads_as_replaced_and_moves_on(stac
         assert (await records.get_version(dataset_id, version_id)).state == State.REPLACED
         deleted = await VersionLife(records).delete(await records.get_version(dataset_id, version_id))
         assert deleted is not None and deleted.state == State.DELETED
+
+
+async def test_a_load_delivered_again_after_it_was_recorded_is_not_loaded_twice(stack: Settings) -> None:
+    """HBase takes a load's HFiles: a second delivery of the same message (a crash, a visibility
+    timeout) finds none. Once the first is recorded the second must skip the load, not fail the version."""
+    from services.loader.handler import handle_load_chunk
+    from shared.bootstrap import build_deps
+
+    dataset_id, version_id = _ids()
+    async with open_aws(stack) as aws:
+        deps = build_deps(stack, aws, hbase_pool_size=1)
+        await deps.life.create(VersionRecord(dataset_id, version_id, State.INGESTING, upload_order="1"))
+        await deps.life.record_plan(dataset_id, version_id, n_chunks=1, n_cells=1, n_features=1, views=["features", "catalog"], expected={"0:features", "0:catalog"})
+        await deps.records.add_finished(dataset_id, version_id, "0:features")
+        gone = f"s3://{stack.staging_bucket}/staging/{dataset_id}/{version_id}/hfiles/features/000000/"
+        msg = LoadChunk(dataset_id=dataset_id, version_id=version_id, chunk=0, view="features", hfiles_uri=gone)
+        assert await handle_load_chunk(msg, deps) == []
+        version = await deps.records.get_version(dataset_id, version_id)
+        assert version.state == State.LOADING and version.finished == {"0:features"} and version.error is None
