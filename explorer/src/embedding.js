@@ -2,7 +2,7 @@
 // by one gene's values. Cells and values arrive as Arrow pages into typed arrays indexed by the cell's
 // position in the matrix, so a gene's values (non-zeros by position) land without any lookup.
 import createScatterplot from 'regl-scatterplot';
-import { eachArrowPage, seg } from './api.js';
+import { eachArrowPage, getJson, seg } from './api.js';
 
 // Zero: light grey; non-zero: the upper half of ColorBrewer's OrRd, light to dark.
 const ZERO_COLOUR = '#d4d4d4';
@@ -45,9 +45,22 @@ export class EmbeddingView {
     this.spatialIndex = null;
   }
 
-  // Every cell's coordinates and groups, in pages of 100,000 (Arrow); `progress(done, total)`.
-  async load(dataset, described, progress) {
-    const n = described.n_cells;
+  // The cells' coordinates and groups, in Arrow pages of 100,000: every cell, or (`sample`) the
+  // density-aware embedding sample. `progress(done, total)`.
+  async load(dataset, described, progress, sample = false) {
+    let n = described.n_cells;
+    let path = `/v1/datasets/${seg(dataset)}/cells`;
+    let params = [['include', 'metadata,embedding'], ['version', described.version], ['limit', '100000']];
+    // pointOf[position] = the point drawing that cell (-1: not in the sample); null: the identity.
+    let pointOf = null;
+    if (sample) {
+      path = `/v1/datasets/${seg(dataset)}/embedding/sample`;
+      params = [['version', described.version], ['limit', '100000']];
+      const head = await getJson(path, [['version', described.version], ['limit', '1']]);
+      n = head.n_sampled;
+      pointOf = new Int32Array(described.n_cells).fill(-1);
+    }
+    let next = 0;
     const [cx, cy] = described.embedding.columns;
     const x = new Float32Array(n).fill(NaN);
     const y = new Float32Array(n).fill(NaN);
@@ -56,8 +69,18 @@ export class EmbeddingView {
       groupings[name] = { codes: new Int32Array(n).fill(-1), labels: described.groupings[name].map((g) => g.name) };
     }
     let done = 0;
-    await eachArrowPage(`/v1/datasets/${seg(dataset)}/cells`, [['include', 'metadata,embedding'], ['version', described.version], ['limit', '100000']], async (table) => {
-      const positions = table.getChild('position').toArray();
+    await eachArrowPage(path, params, async (table) => {
+      const cellPositions = table.getChild('position').toArray();
+      let positions = cellPositions;
+      if (pointOf) {
+        // Sample points are numbered in arrival order.
+        positions = new Int32Array(cellPositions.length);
+        for (let i = 0; i < cellPositions.length; i += 1) {
+          pointOf[cellPositions[i]] = next;
+          positions[i] = next;
+          next += 1;
+        }
+      }
       const xs = table.getChild(cx);
       const ys = table.getChild(cy);
       const xv = xs.nullCount ? Array.from(xs, (v) => (v === null ? NaN : v)) : xs.toArray();
@@ -100,7 +123,7 @@ export class EmbeddingView {
       nx[i] = ok ? (x[i] - mx) * scale : 9; // cells without coordinates: off screen
       ny[i] = ok ? (y[i] - my) * scale : 9;
     }
-    this.cells = { dataset, version: described.version, n, x: nx, y: ny, groupings, columns: [cx, cy] };
+    this.cells = { dataset, version: described.version, n, nCells: described.n_cells, sample, pointOf, x: nx, y: ny, groupings, columns: [cx, cy] };
     this.spatialIndex = null;
   }
 
@@ -148,7 +171,7 @@ export class EmbeddingView {
     const colours = labels.map((_, i) => CATEGORY_COLOURS[i % CATEGORY_COLOURS.length]).concat([ZERO_COLOUR]);
     await yieldToPage();
     await this.draw(z, new Float32Array(n), colours, 'valueA', null);
-    this.drawn = { kind: 'grouping', grouping, n, labels };
+    this.drawn = { kind: 'grouping', grouping, n, labels, sample: this.cells.sample };
   }
 
   // Colour the cells by a gene's values (zeros grey, drawn first; the highest values on top).
@@ -160,8 +183,11 @@ export class EmbeddingView {
     await eachArrowPage(`/v1/datasets/${seg(this.cells.dataset)}/features/${seg(gene)}/values`, [['version', this.cells.version]], async (table) => {
       const index = table.getChild('index').toArray();
       const value = table.getChild('value').toArray();
+      const pointOf = this.cells.pointOf;
       for (let i = 0; i < index.length; i += 1) {
-        values[index[i]] = value[i];
+        const point = pointOf ? pointOf[index[i]] : index[i];
+        if (point < 0) continue;
+        values[point] = value[i];
         if (value[i] > max) max = value[i];
         if (value[i] !== 0) nonzero += 1;
       }
@@ -181,6 +207,6 @@ export class EmbeddingView {
     const zeros = [];
     for (let i = 0; i < n; i += 1) if (values[i] === 0) zeros.push(i);
     await this.draw(new Float32Array(n), w, geneColourMap(), 'valueB', zeros.concat(expressing));
-    this.drawn = { kind: 'gene', gene, n, nonzero, max, values };
+    this.drawn = { kind: 'gene', gene, n, nonzero, max, values, sample: this.cells.sample };
   }
 }

@@ -5,13 +5,15 @@ import Plotly from 'plotly.js-cartesian-dist-min';
 import { ApiError, apiUrl, getJson, seg, serverFeatures } from './api.js';
 import { CATEGORY_COLOURS, EmbeddingView, geneGradientCss } from './embedding.js';
 import { groupOrder } from './order.js';
-import { boxPlotFigure, dotPlotFigure } from './plots.js';
+import { boxPlotFigure, dotPlotFigure, violinFigure } from './plots.js';
 
 const PLOT_STATS = ['mean', 'frac_expressing', 'min', 'q1', 'median', 'q3', 'max'];
 const MAX_GENES = 200;
 const $ = (id) => document.getElementById(id);
 
-const state = { dataset: null, grouping: null, by: '', genes: [], gene: null, plot: 'dot', order: 'cluster' };
+const state = { dataset: null, grouping: null, by: '', genes: [], gene: null, plot: 'dot', order: 'cluster', points: null };
+// Above this many cells the embedding starts from the density-aware sample (when the server has it).
+const SAMPLE_ABOVE = 250000;
 // What the tests (and curious users) can read: the state, what is plotted and drawn, and whether work is pending.
 const explorer = { state, pending: 0, plotted: null, embedding: null, server: null, timings: [] };
 const timed = async (what, work) => {
@@ -67,6 +69,7 @@ function readUrl() {
     gene: params.get('color'),
     plot: params.get('plot'),
     order: params.get('order'),
+    points: params.get('points'),
   };
 }
 
@@ -79,6 +82,7 @@ function writeUrl() {
   if (state.gene) params.set('color', state.gene);
   params.set('plot', state.plot);
   params.set('order', state.order);
+  if (state.points) params.set('points', state.points);
   window.history.replaceState(null, '', `${window.location.pathname}?${params}`);
 }
 
@@ -259,6 +263,16 @@ async function fetchAggregates() {
   return aggregatesCache.get(key);
 }
 
+const distributionsCache = new Map();
+
+async function fetchDistribution(gene) {
+  const params = [['grouping', state.grouping], ['feature', gene], ['version', described.version]];
+  if (state.by) params.push(['by', state.by]);
+  const key = JSON.stringify([state.dataset, params]);
+  if (!distributionsCache.has(key)) distributionsCache.set(key, await getJson(`/v1/datasets/${seg(state.dataset)}${server.distributions.replace('/v1/datasets/{dataset_id}', '')}`, params));
+  return distributionsCache.get(key);
+}
+
 function updateDownload() {
   const link = $('download');
   if (!state.genes.length) {
@@ -289,7 +303,24 @@ async function refreshPlot() {
   const kind = state.plot === 'violin' && !server.distributions ? 'box' : state.plot;
   const gene = state.gene || agg.features[0];
   const width = Math.max(320, $('plot-panel').clientWidth - 20);
-  const figure = kind === 'dot' ? dotPlotFigure(agg, order, state.grouping, state.gene, width, labelOf) : boxPlotFigure(agg, order, state.grouping, gene, null, width, labelOf);
+  let figure;
+  if (kind === 'dot') {
+    figure = dotPlotFigure(agg, order, state.grouping, state.gene, width, labelOf);
+  } else if (server.distributions) {
+    const dist = await timed('distributions', () => fetchDistribution(gene));
+    if (token !== plotToken) return;
+    const entry = dist.features[0];
+    const at = new Map(dist.groups.map((g, i) => [g, i]));
+    const distOrder = order.map((g) => at.get(agg.groups[g]));
+    if (kind === 'violin') {
+      figure = violinFigure(entry, dist.groups, dist.group_counts, distOrder, state.grouping + (state.by ? ` × ${state.by}` : ''), labelOf(gene), width);
+    } else {
+      const boxStats = Object.fromEntries(['q1', 'median', 'q3', 'whisker_low', 'whisker_high'].map((k) => [k, agg.groups.map((g) => entry[k][at.get(g)])]));
+      figure = boxPlotFigure(agg, order, state.grouping, gene, boxStats, width, labelOf);
+    }
+  } else {
+    figure = boxPlotFigure(agg, order, state.grouping, gene, null, width, labelOf);
+  }
   await timed(`plot ${kind}`, () => Plotly.react(div, figure.data, figure.layout, PLOT_CONFIG));
   if (!div.wvClickBound) {
     div.on('plotly_click', (event) => {
@@ -310,6 +341,9 @@ function startEmbedding() {
   explorer.embedding = null;
   if (!described.embedding) { cellsLoaded = null; return; }
   embeddingView = embeddingView || new EmbeddingView($('embedding'));
+  $('points-label').hidden = !server.embeddingSample;
+  const sample = !!server.embeddingSample && (state.points ? state.points === 'sample' : described.n_cells > SAMPLE_ABOVE);
+  $('points').value = sample ? 'sample' : 'all';
   const [cx, cy] = described.embedding.columns;
   $('axis-x').textContent = cx;
   $('axis-y').textContent = cy;
@@ -317,7 +351,7 @@ function startEmbedding() {
   cellsLoaded = busy(async () => {
     await timed('cells', () => embeddingView.load(state.dataset, described, (done, total) => {
       if (token === embeddingToken) $('embedding-title').textContent = `${described.embedding.name}: loading cells ${done.toLocaleString()} / ${total.toLocaleString()}`;
-    }));
+    }, sample));
     if (token !== embeddingToken) return false;
     return true;
   });
@@ -336,7 +370,7 @@ function renderGeneLegend(drawn) {
   bar.querySelector('.hi').textContent = `${drawn.max.toPrecision(3)} (max)`;
   const caption = document.createElement('div');
   caption.className = 'hint';
-  caption.textContent = `${labelOf(drawn.gene)} expression; ${drawn.nonzero.toLocaleString()} of ${drawn.n.toLocaleString()} cells expressing`;
+  caption.textContent = `${labelOf(drawn.gene)} expression; ${drawn.nonzero.toLocaleString()} of ${drawn.n.toLocaleString()} ${drawn.sample ? 'sampled ' : ''}cells expressing`;
   legend.replaceChildren(bar, caption);
 }
 
@@ -358,18 +392,20 @@ async function colourEmbedding() {
   if (!cellsLoaded || !(await cellsLoaded)) return;
   const token = embeddingToken;
   const name = described.embedding.name;
-  const n = embeddingView.cells.n.toLocaleString();
+  const n = embeddingView.cells.sample
+    ? `a density-aware sample of ${embeddingView.cells.n.toLocaleString()} of ${embeddingView.cells.nCells.toLocaleString()} cells`
+    : `${embeddingView.cells.n.toLocaleString()} cells`;
   if (state.gene) {
     const gene = state.gene;
     $('embedding-title').textContent = `${name} coloured by ${gene}: loading values…`;
     await timed('colour by gene', () => embeddingView.colourByGene(gene));
     if (token !== embeddingToken || state.gene !== gene) return;
-    $('embedding-title').textContent = `${name} of ${n} cells, coloured by ${labelOf(gene)}`;
+    $('embedding-title').textContent = `${name} of ${n}, coloured by ${labelOf(gene)}`;
     renderGeneLegend(embeddingView.drawn);
   } else {
     await timed('colour by group', () => embeddingView.colourByGrouping(state.grouping));
     if (token !== embeddingToken) return;
-    $('embedding-title').textContent = `${name} of ${n} cells, coloured by ${state.grouping}`;
+    $('embedding-title').textContent = `${name} of ${n}, coloured by ${state.grouping}`;
     renderGroupLegend(embeddingView.drawn);
   }
   explorer.embedding = embeddingView.drawn;
@@ -393,27 +429,27 @@ function fillMarkerGroups() {
   busy(refreshMarkers);
 }
 
+let markerRows = [];
+
 async function refreshMarkers() {
   if (!server.markers) return;
   const group = $('marker-group').value;
-  const body = await getJson(`/v1/datasets/${seg(state.dataset)}/markers`, [['grouping', state.grouping], ['group', group], ['n', '20']]);
-  const rows = body.markers || body.features || [];
-  $('markers').replaceChildren(...rows.map((row) => {
-    const name = typeof row === 'string' ? row : row.feature;
+  const body = await getJson(`/v1/datasets/${seg(state.dataset)}/markers`, [['grouping', state.grouping], ['group', group], ['n', '20'], ['version', described.version]]);
+  markerRows = (body.groups && body.groups[0] && body.groups[0].markers) || [];
+  $('markers').replaceChildren(...markerRows.map((row) => {
     const li = document.createElement('li');
-    li.textContent = name;
-    if (typeof row === 'object' && row.score !== undefined) {
-      const score = document.createElement('span');
-      score.className = 'score';
-      score.textContent = ` t=${Number(row.score).toFixed(1)}`;
-      li.append(score);
-    }
+    li.dataset.feature = row.feature;
+    li.append(document.createTextNode(labelOf(row.feature)));
+    const score = document.createElement('span');
+    score.className = 'score';
+    score.textContent = ` t=${Number(row.score).toFixed(1)}, log2FC=${Number(row.log2fc).toFixed(2)}, ${(100 * row.frac_in).toFixed(0)}% vs ${(100 * row.frac_out).toFixed(0)}%`;
     const add = document.createElement('button');
     add.type = 'button';
     add.textContent = '+';
-    add.title = `add ${name} to the plot`;
-    add.addEventListener('click', () => busy(() => addGenes([name])));
-    li.append(add);
+    add.title = `add ${row.feature} to the plot`;
+    add.setAttribute('aria-label', `add ${row.feature}`);
+    add.addEventListener('click', () => busy(() => addGenes([row.feature])));
+    li.append(score, add);
     return li;
   }));
 }
@@ -424,6 +460,7 @@ async function init() {
   const wanted = readUrl();
   if (wanted.plot) state.plot = wanted.plot;
   if (wanted.order) state.order = wanted.order;
+  if (wanted.points === 'all' || wanted.points === 'sample') state.points = wanted.points;
   try {
     server = await timed('openapi', serverFeatures);
   } catch (_) {
@@ -463,6 +500,8 @@ async function init() {
     busy(colourEmbedding);
   });
   $('marker-group').addEventListener('change', () => busy(refreshMarkers));
+  $('add-markers').addEventListener('click', () => busy(() => addGenes(markerRows.slice(0, 10).map((r) => r.feature))));
+  $('points').addEventListener('change', () => { state.points = $('points').value; writeUrl(); startEmbedding(); });
   let resizeTimer = null;
   window.addEventListener('resize', () => {
     clearTimeout(resizeTimer);
