@@ -7,6 +7,8 @@
     wv.aggregates("demo", ["GENE00002", "GENE00026"], "cell_type", ["mean", "frac_expressing"])
     wv.values("demo", "GENE00002")                          # numpy array over the cells, in matrix order
     wv.embedding("demo")                                    # DataFrame: cells with their groups and coordinates
+    wv.distributions("demo", "GENE00002", "cell_type")      # violin/box data per group
+    wv.markers("demo", "cell_type", "Astrocyte")            # the group's marker genes, best first
     wv.to_anndata("demo", genes, "cell_type")               # AnnData: groups x features, stats as layers
 
 It uses only the public HTTP API (the one the explorer page uses) and imports none of the server's
@@ -197,11 +199,14 @@ class Client:
         stats: str | Sequence[str] | None = None,
         *,
         groups: Sequence[str] | None = None,
+        by: str | None = None,
         wide: bool = False,
         version: str | None = None,
     ) -> pd.DataFrame:
         """Per-group statistics of `features`: tidy (one row per feature and group: feature, group, cells, stats),
-        or `wide=True` (index feature, columns (stat, group)). Undefined values are NaN."""
+        or `wide=True` (index feature, columns (stat, group)). Undefined values are NaN. `by`: the crossed
+        grouping (grouping x by) the manifest asked for; its groups are "<group> | <by group>", and the
+        tidy table has the two parts as columns named after the groupings."""
         names = _features_list(features)
         wanted = [stats] if isinstance(stats, str) else list(stats or ALL_STATS)
         if version is None:
@@ -211,6 +216,8 @@ class Client:
         if grouping is None and len(described["groupings"]) == 1:
             grouping = next(iter(described["groupings"]))
         n_groups = len(groups) if groups else max((len(g) for g in described["groupings"].values()), default=1)
+        if by is not None and not groups:
+            n_groups *= max(1, len(described["groupings"].get(by, [])))
         batch = max(1, min(MAX_FEATURES_PER_REQUEST, MAX_ANSWER_VALUES // max(1, len(wanted) * n_groups)))
         frames = []
         for start in range(0, len(names), batch):
@@ -218,6 +225,8 @@ class Client:
             params += [("stats", ",".join(wanted)), ("version", version)]
             if grouping is not None:
                 params.append(("grouping", grouping))
+            if by is not None:
+                params.append(("by", by))
             params += [("group", g) for g in groups or []]
             frames.append(self._tidy_aggregates(self.get_json(self._path("datasets", dataset, "aggregates"), params)))
         tidy = pd.concat(frames, ignore_index=True)
@@ -241,8 +250,64 @@ class Client:
             values = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64).reshape(n_f * n_g)
             out[stat] = values.astype(np.int64) if stat in INTEGER_STATS else values
         frame = pd.DataFrame(out)
-        frame.attrs.update(dataset=body["dataset"], version=body["version"], grouping=body["grouping"])
+        if body.get("by") and body.get("group_pairs"):
+            pairs = body["group_pairs"]
+            frame.insert(2, body["grouping"], np.tile(np.array([p[0] for p in pairs], dtype=object), n_f))
+            frame.insert(3, body["by"], np.tile(np.array([p[1] for p in pairs], dtype=object), n_f))
+        frame.attrs.update(dataset=body["dataset"], version=body["version"], grouping=body["grouping"], by=body.get("by"))
         return frame
+
+    def distributions(
+        self,
+        dataset: str,
+        features: str | Sequence[str],
+        grouping: str | None = None,
+        *,
+        groups: Sequence[str] | None = None,
+        by: str | None = None,
+        version: str | None = None,
+    ) -> pd.DataFrame:
+        """Violin and box data per (feature, group), one row each: cells, zeros, the box (min, q1, median,
+        q3, max, mean, whisker_low, whisker_high, outliers_low, outliers_high), `hist` (counts of the
+        non-zero values in 32 bins) and `edges` (the feature's 33 bin edges, shared by its groups)."""
+        names = _features_list(features)
+        frames = []
+        for start in range(0, len(names), 200):  # the server's limit per request
+            params: list[tuple[str, str]] = [("feature", n) for n in names[start : start + 200]]
+            params += [(k, v) for k, v in (("grouping", grouping), ("by", by), ("version", version)) if v is not None]
+            params += [("group", g) for g in groups or []]
+            body = self.get_json(self._path("datasets", dataset, "distributions"), params)
+            version = body["version"]
+            per_group = ("zeros", "whisker_low", "whisker_high", "outliers_low", "outliers_high", "min", "q1", "median", "q3", "max", "mean")
+            rows = []
+            for entry in body["features"]:
+                edges = np.array(entry["edges"], dtype=np.float64)
+                for g, group in enumerate(body["groups"]):
+                    row: dict[str, Any] = {"feature": entry["feature"], "group": group, "cells": body["group_counts"][g]}
+                    row.update({k: np.nan if entry[k][g] is None else entry[k][g] for k in per_group})
+                    row["hist"] = np.array(entry["hist"][g], dtype=np.int64)
+                    row["edges"] = edges
+                    rows.append(row)
+            frames.append(pd.DataFrame(rows))
+        table = pd.concat(frames, ignore_index=True)
+        for column in ("zeros", "outliers_low", "outliers_high"):
+            table[column] = table[column].astype(np.int64)
+        return table
+
+    def markers(
+        self, dataset: str, grouping: str | None = None, group: str | Sequence[str] | None = None, *, n: int | None = None, by: str | None = None, version: str | None = None
+    ) -> pd.DataFrame:
+        """Each group's marker features, best first: group, rank, feature, score (one-vs-rest Welch t),
+        log2fc, mean_in, mean_out, frac_in, frac_out. Every group without `group`; `n` per group (the
+        server's default without it, at most the version's stored number)."""
+        params: list[tuple[str, str]] = [(k, v) for k, v in (("grouping", grouping), ("by", by), ("version", version)) if v is not None]
+        params += [("group", g) for g in ([group] if isinstance(group, str) else list(group or []))]
+        if n is not None:
+            params.append(("n", str(n)))
+        body = self.get_json(self._path("datasets", dataset, "markers"), params)
+        rows = [{"group": g["group"], "rank": rank, **m} for g in body["groups"] for rank, m in enumerate(g["markers"], start=1)]
+        columns = ["group", "rank", "feature", "score", "log2fc", "mean_in", "mean_out", "frac_in", "frac_out"]
+        return pd.DataFrame(rows, columns=columns)
 
     # --- cells and values ----------------------------------------------------------------------
 
@@ -302,9 +367,16 @@ class Client:
         frame.index.name = "cell_id"
         return frame
 
-    def embedding(self, dataset: str, *, version: str | None = None, page_size: int | None = None) -> pd.DataFrame:
-        """The cells' embedding coordinates (e.g. umap_1, umap_2) and groupings, in matrix order; index cell id."""
-        return self.cells(dataset, include=("metadata", "embedding"), version=version, page_size=page_size)
+    def embedding(self, dataset: str, *, sample: bool = False, version: str | None = None, page_size: int | None = None) -> pd.DataFrame:
+        """The cells' embedding coordinates (e.g. umap_1, umap_2) and groupings, in matrix order; index cell id.
+        `sample=True`: only the density-aware sample (at most 50,000 cells by default), with each point's
+        `weight` (the cells it stands for)."""
+        if not sample:
+            return self.cells(dataset, include=("metadata", "embedding"), version=version, page_size=page_size)
+        params = ([("version", version)] if version else []) + ([("limit", str(page_size))] if page_size else [])
+        tables = [table for table, _ in self._arrow_pages(self._path("datasets", dataset, "embedding", "sample"), params)]
+        table = pa.concat_tables([t.unify_dictionaries() for t in tables], promote_options="permissive")
+        return table.to_pandas().set_index("cell_id").sort_values("position")
 
     # --- AnnData -------------------------------------------------------------------------------
 
@@ -316,6 +388,7 @@ class Client:
         stats: Sequence[str] | None = None,
         *,
         groups: Sequence[str] | None = None,
+        by: str | None = None,
         version: str | None = None,
     ) -> Any:
         """The aggregated table as AnnData: groups as obs (with `cells`), features as var, each stat a layer,
@@ -323,7 +396,7 @@ class Client:
         import anndata
 
         wanted = list(stats or ALL_STATS)
-        tidy = self.aggregates(dataset, features, grouping, wanted, groups=groups, version=version)
+        tidy = self.aggregates(dataset, features, grouping, wanted, groups=groups, by=by, version=version)
         group_order = list(dict.fromkeys(tidy["group"]))
         feature_order = list(dict.fromkeys(tidy["feature"]))
         layers = {

@@ -304,8 +304,9 @@ async function refreshPlot() {
   const gene = state.gene || agg.features[0];
   const width = Math.max(320, $('plot-panel').clientWidth - 20);
   let figure;
+  const groupingLabel = state.by ? `${state.grouping} | ${state.by}` : state.grouping;
   if (kind === 'dot') {
-    figure = dotPlotFigure(agg, order, state.grouping, state.gene, width, labelOf);
+    figure = dotPlotFigure(agg, order, groupingLabel, state.gene, width, labelOf);
   } else if (server.distributions) {
     const dist = await timed('distributions', () => fetchDistribution(gene));
     if (token !== plotToken) return;
@@ -313,13 +314,13 @@ async function refreshPlot() {
     const at = new Map(dist.groups.map((g, i) => [g, i]));
     const distOrder = order.map((g) => at.get(agg.groups[g]));
     if (kind === 'violin') {
-      figure = violinFigure(entry, dist.groups, dist.group_counts, distOrder, state.grouping + (state.by ? ` × ${state.by}` : ''), labelOf(gene), width);
+      figure = violinFigure(entry, dist.groups, dist.group_counts, distOrder, groupingLabel, labelOf(gene), width);
     } else {
       const boxStats = Object.fromEntries(['q1', 'median', 'q3', 'whisker_low', 'whisker_high'].map((k) => [k, agg.groups.map((g) => entry[k][at.get(g)])]));
-      figure = boxPlotFigure(agg, order, state.grouping, gene, boxStats, width, labelOf);
+      figure = boxPlotFigure(agg, order, groupingLabel, gene, boxStats, width, labelOf);
     }
   } else {
-    figure = boxPlotFigure(agg, order, state.grouping, gene, null, width, labelOf);
+    figure = boxPlotFigure(agg, order, groupingLabel, gene, null, width, labelOf);
   }
   await timed(`plot ${kind}`, () => Plotly.react(div, figure.data, figure.layout, PLOT_CONFIG));
   if (!div.wvClickBound) {
@@ -429,12 +430,14 @@ function fillMarkerGroups() {
   busy(refreshMarkers);
 }
 
+// Markers listed per group: the stored top N is 100 by default (markers_top_n); a stack may keep fewer, and asking more is a 400.
+const MARKERS_SHOWN = 10;
 let markerRows = [];
 
 async function refreshMarkers() {
   if (!server.markers) return;
   const group = $('marker-group').value;
-  const body = await getJson(`/v1/datasets/${seg(state.dataset)}/markers`, [['grouping', state.grouping], ['group', group], ['n', '20'], ['version', described.version]]);
+  const body = await getJson(`/v1/datasets/${seg(state.dataset)}/markers`, [['grouping', state.grouping], ['group', group], ['n', String(MARKERS_SHOWN)], ['version', described.version]]);
   markerRows = (body.groups && body.groups[0] && body.groups[0].markers) || [];
   $('markers').replaceChildren(...markerRows.map((row) => {
     const li = document.createElement('li');
@@ -500,7 +503,7 @@ async function init() {
     busy(colourEmbedding);
   });
   $('marker-group').addEventListener('change', () => busy(refreshMarkers));
-  $('add-markers').addEventListener('click', () => busy(() => addGenes(markerRows.slice(0, 10).map((r) => r.feature))));
+  $('add-markers').addEventListener('click', () => busy(() => addGenes(markerRows.map((r) => r.feature))));
   $('points').addEventListener('change', () => { state.points = $('points').value; writeUrl(); startEmbedding(); });
   let resizeTimer = null;
   window.addEventListener('resize', () => {

@@ -38,7 +38,7 @@ class Published:
 @pytest.fixture(scope="module")
 def published(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Published:
     matrix, metadata = sample_frames(600, 90, seed=5)
-    manifest = {"groupings": ["cell_type", "donor", "region"], "embedding": "umap", "title": "client test"}
+    manifest = {"groupings": ["cell_type", "donor", "region"], "crossed": [["cell_type", "donor"]], "embedding": "umap", "title": "client test"}
     path = write_upload_zip(tmp_path_factory.mktemp("client") / "client.zip", matrix, metadata, manifest)
     dataset_id = f"client-{uuid.uuid4().hex[:8]}"
     done = cli(stack, "upload", str(path), "--dataset", dataset_id, "--wait", "--timeout", "600")
@@ -137,6 +137,65 @@ def test_to_anndata_groups_as_obs_stats_as_layers(published: Published) -> None:
     np.testing.assert_allclose(adata.layers["var"], expected["var"][features].to_numpy(), **TOL)
     np.testing.assert_allclose(adata.layers["nnz"], expected["nnz"][features].to_numpy(), **TOL)
     assert adata.uns["wideviews"]["grouping"] == "region"
+
+
+def test_aggregates_of_a_crossed_grouping(published: Published) -> None:
+    meta = published.ref.metadata
+    tidy = published.client.aggregates(published.dataset_id, ["GENE00004", "GENE00040"], "cell_type", ["mean", "median"], by="donor")
+    labels = meta["cell_type"].astype(str) + " | " + meta["donor"].astype(str)
+    expected = published.ref.matrix.groupby(labels)
+    assert list(tidy.columns[:5]) == ["feature", "group", "cell_type", "donor", "cells"]
+    assert (tidy["cell_type"] + " | " + tidy["donor"]).tolist() == tidy["group"].tolist()
+    for row in tidy.itertuples():
+        assert row.cells == int((labels == row.group).sum())
+        assert row.mean == pytest.approx(expected[row.feature].mean()[row.group], rel=1e-9)
+        assert row.median == pytest.approx(expected[row.feature].median()[row.group], rel=1e-9, abs=1e-12)
+
+
+def test_distributions_equal_numpy(published: Published) -> None:
+    table = published.client.distributions(published.dataset_id, ["GENE00011", "GENE00012"], "region")
+    labels = published.ref.metadata["region"].astype(str)
+    assert len(table) == 2 * labels.nunique()
+    for row in table.itertuples():
+        values = published.ref.matrix.loc[(labels == row.group).to_numpy(), row.feature].to_numpy()
+        nonzero = values[values != 0]
+        np.testing.assert_array_equal(row.hist, np.histogram(nonzero, bins=row.edges)[0])
+        np.testing.assert_allclose(row.edges, np.histogram_bin_edges(published.ref.matrix[row.feature].to_numpy()[published.ref.matrix[row.feature].to_numpy() != 0], bins=32), rtol=1e-12)
+        assert row.zeros == int((values == 0).sum()) and row.hist.sum() + row.zeros == row.cells == len(values)
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        low, high = q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)
+        assert (row.q1, row.median, row.q3) == pytest.approx((q1, median, q3), rel=1e-9, abs=1e-12)
+        assert row.whisker_low == pytest.approx(values[values >= low].min(), rel=1e-12, abs=1e-12)
+        assert row.whisker_high == pytest.approx(values[values <= high].max(), rel=1e-12, abs=1e-12)
+        assert (row.outliers_low, row.outliers_high) == (int((values < low).sum()), int((values > high).sum()))
+
+
+def test_markers_are_the_welch_t_ranking(published: Published) -> None:
+    matrix, labels = published.ref.matrix, published.ref.metadata["cell_type"].astype(str)
+    group = labels.value_counts().index[0]
+    table = published.client.markers(published.dataset_id, "cell_type", group, n=10)
+    assert table["group"].eq(group).all() and table["rank"].tolist() == list(range(1, len(table) + 1))
+    inside, outside = matrix[(labels == group).to_numpy()], matrix[(labels != group).to_numpy()]
+    # scanpy's t-test score: (mean_in - mean_out) / sqrt(var_in / n_in + var_out / n_out), ddof=1.
+    score = (inside.mean() - outside.mean()) / np.sqrt(inside.var(ddof=1) / len(inside) + outside.var(ddof=1) / len(outside))
+    best = score.fillna(0).sort_values(ascending=False, kind="stable")
+    np.testing.assert_allclose(table["score"].to_numpy(), best.iloc[: len(table)].to_numpy(), rtol=1e-6)
+    assert set(table["feature"]) <= set(best.index[: len(table) + 2])  # ties near the cut may swap
+    np.testing.assert_allclose(table["frac_in"].to_numpy(), (inside[table["feature"]] != 0).mean().to_numpy(), rtol=1e-12)
+
+
+def test_embedding_sample_is_a_weighted_subset(published: Published) -> None:
+    sample = published.client.embedding(published.dataset_id, sample=True, page_size=100)
+    full = published.ref.metadata
+    assert 0 < len(sample) < len(full)
+    assert sample["position"].is_monotonic_increasing
+    positions = sample["position"].to_numpy()
+    assert list(sample.index) == list(published.ref.matrix.index[positions])
+    np.testing.assert_array_equal(sample[["umap_1", "umap_2"]].to_numpy(), full[["umap_1", "umap_2"]].to_numpy()[positions])
+    assert sample["cell_type"].astype(str).tolist() == full["cell_type"].astype(str).to_numpy()[positions].tolist()
+    # Every cell type keeps points, and the weights stand for every cell.
+    assert set(sample["cell_type"].astype(str)) == set(full["cell_type"].astype(str))
+    assert sample["weight"].sum() == pytest.approx(len(full), rel=1e-6)
 
 
 def test_error_answers_raise_with_the_server_message(published: Published) -> None:
