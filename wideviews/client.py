@@ -357,12 +357,20 @@ class Client:
         cells per request (the server's default, 100,000, when not given)."""
         params = [("include", ",".join(include))] + ([("version", version)] if version else [])
         params += [("limit", str(page_size))] if page_size else []
-        tables = [table for table, _ in self._arrow_pages(self._path("datasets", dataset, "cells"), params)]
-        if not tables:
+        return self._cell_frame(self._path("datasets", dataset, "cells"), params)
+
+    def _cell_frame(self, path: str, params: Sequence[tuple[str, str]]) -> pd.DataFrame:
+        """Arrow pages of cells as one DataFrame indexed by cell id, in position order, groupings categorical."""
+        frames, groupings = [], set()
+        for table, _ in self._arrow_pages(path, params):
+            # Each page encodes its groupings with a dictionary of its own (or as plain text): decode per page.
+            groupings |= {f.name for f in table.schema if pa.types.is_dictionary(f.type) or (pa.types.is_string(f.type) and f.name != "cell_id")}
+            frames.append(table.to_pandas())
+        if not frames:
             return pd.DataFrame(columns=["position"])
-        # Pages encode their groupings' dictionaries each; unify them before joining.
-        table = pa.concat_tables([t.unify_dictionaries() if hasattr(t, "unify_dictionaries") else t for t in tables], promote_options="permissive")
-        frame = table.to_pandas()
+        frame = pd.concat([f.astype({g: object for g in groupings if g in f}) for f in frames], ignore_index=True)
+        for g in groupings:
+            frame[g] = frame[g].astype("category")
         frame = frame.set_index("cell_id").sort_values("position")
         frame.index.name = "cell_id"
         return frame
@@ -374,9 +382,7 @@ class Client:
         if not sample:
             return self.cells(dataset, include=("metadata", "embedding"), version=version, page_size=page_size)
         params = ([("version", version)] if version else []) + ([("limit", str(page_size))] if page_size else [])
-        tables = [table for table, _ in self._arrow_pages(self._path("datasets", dataset, "embedding", "sample"), params)]
-        table = pa.concat_tables([t.unify_dictionaries() for t in tables], promote_options="permissive")
-        return table.to_pandas().set_index("cell_id").sort_values("position")
+        return self._cell_frame(self._path("datasets", dataset, "embedding", "sample"), params)
 
     # --- AnnData -------------------------------------------------------------------------------
 
