@@ -252,7 +252,7 @@ def markers(
     by: ByQuery = None,
     group: Annotated[list[str], Query(description="a group, verbatim (repeatable; default every group)")] = [],  # noqa: B006
     groups: Annotated[list[str], Query(description="groups, comma-separated")] = [],  # noqa: B006
-    n: Annotated[int, Query(ge=1, le=10_000, description="markers per group (at most the version's markers_top_n, 100 by default)")] = 20,
+    n: Annotated[int | None, Query(ge=1, le=10_000, description="markers per group (at most the version's markers_top_n, 100 by default); default 20, or all stored when fewer")] = None,
     version: VersionQuery = None,
 ) -> Response:
     service = request.app.state.service
@@ -260,6 +260,8 @@ def markers(
     catalog = service.catalog(target)
     chosen = resolve_grouping(catalog, grouping, by)
     columns = _selected_groups(chosen, _repeated(request, "groups", "group"))
+    if n is None:
+        n = min(20, catalog.markers_top_n)
     if n > catalog.markers_top_n:
         raise BadRequest(f"n: at most {catalog.markers_top_n} markers per group are stored in this version, asked for {n}")
     keys = [layout.markers_row(chosen.name, chosen.groups[c]) for c in columns]

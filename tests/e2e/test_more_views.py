@@ -142,6 +142,10 @@ def test_markers_are_the_top_welch_t_of_the_csv_and_scanpys_scores(stack: Settin
         np.testing.assert_allclose([m["score"] for m in entry["markers"]], [theirs[m["feature"]] for m in entry["markers"]], rtol=1e-6, atol=1e-6)
     status, body = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/markers", grouping="cell_type", n="100000"))
     assert status == 400
+    # Without n: 20, or every stored marker when the version keeps fewer (the test stack keeps 10).
+    status, body = http_json(query_url(stack, f"/v1/datasets/{dataset_id}/markers", grouping="cell_type"))
+    assert status == 200 and body["n"] == min(20, stack.markers_top_n)
+    assert all(len(entry["markers"]) == min(body["n"], len(features)) for entry in body["groups"])
 
 
 def test_embedding_sample_keeps_every_group_and_the_csvs_coordinates(stack: Settings, published: tuple[str, Reference, dict]) -> None:
