@@ -1,33 +1,36 @@
-"""Binary layout of every value wideviews stores in HBase: one module, one byte spec.
+"""The HBase schema of every view and the binary layout of every value wideviews stores: one module, one spec.
+
+"Value" here is what HBase calls a cell's value; "cell" alone always means a cell of the matrix (a row
+of the upload).
 
 Every value starts with a layout version byte (currently 1) and a kind byte; all numbers are
 little-endian (numpy reads them without copying):
 
-    stats cell      b"\\x01" b"S" | uint32 n_groups | float64[n_groups]
+    stats value     b"\\x01" b"S" | uint32 n_groups | float64[n_groups]
                     row = feature (UTF-8), family `s`, qualifier = stat name (shared.stats.Stat);
                     values in the grouping's group order (the catalog's order). NaN = undefined
                     (empty group, var of one cell, mean_expressing with nnz 0).
-    features cell   b"\\x01" b"F" | uint8 dtype (b"f" float32 | b"d" float64) | uint32 n
+    features value  b"\\x01" b"F" | uint8 dtype (b"f" float32 | b"d" float64) | uint32 n
                     | int32[n] cell positions (ascending) | dtype[n] values
                     row = feature UTF-8 + b"\\x00" + uint16 part (big-endian, so parts sort in order),
                     family `f`, qualifier `v`. Only non-zeros are stored; a feature with more
                     non-zeros than `features_row_max_nnz` continues in the next part's row.
-    text cell       b"\\x01" b"T" | UTF-8 bytes                (cells view: metadata text)
-    vector cell     b"\\x01" b"V" | uint32 n | float64[n]      (cells view: embedding, numeric columns)
-    int cell        b"\\x01" b"I" | int64                      (cells view: row position)
-    json cell       b"\\x01" b"J" | UTF-8 JSON                 (catalog documents)
-    histogram cell  b"\\x01" b"H" | uint32 n_groups | uint32 n_bins | float64[n_bins + 1] edges
+    text value      b"\\x01" b"T" | UTF-8 bytes                (cells view: metadata text)
+    vector value    b"\\x01" b"V" | uint32 n | float64[n]      (cells view: embedding, numeric columns)
+    int value       b"\\x01" b"I" | int64                      (cells view: row position)
+    json value      b"\\x01" b"J" | UTF-8 JSON                 (catalog documents)
+    histogram value b"\\x01" b"H" | uint32 n_groups | uint32 n_bins | float64[n_bins + 1] edges
                     | uint32[n_groups * n_bins] counts (group-major)
                     distributions view `dist_<grouping>`: row = feature, family `d`, qualifier
                     `hist` (edges shared by the feature's groups; counts of its non-zeros per bin),
                     and `zeros`, `whisker_low`, `whisker_high`, `outliers_low`, `outliers_high` as
-                    stats cells (float64 per group; whiskers NaN for an empty group).
-    markers cell    b"\\x01" b"K" | uint32 n | float64[n] score | float64[n] log2fc | float64[n] mean_in
+                    stats values (float64 per group; whiskers NaN for an empty group).
+    markers value   b"\\x01" b"K" | uint32 n | float64[n] score | float64[n] log2fc | float64[n] mean_in
                     | float64[n] mean_out | float64[n] frac_in | float64[n] frac_out
                     | uint32[n] name lengths | UTF-8 feature names, concatenated
                     markers view: row = grouping UTF-8 + b"\\x00" + group UTF-8, family `k`,
                     qualifier `top`; the group's top features by score, best first.
-    sample cell     b"\\x01" b"P" | uint32 n | uint32 dims | uint32 n_groupings | int32[n] positions
+    sample value    b"\\x01" b"P" | uint32 n | uint32 dims | uint32 n_groupings | int32[n] positions
                     | float64[n * dims] coordinates (point-major) | float64[n] weights
                     | int32[n * n_groupings] group indices (point-major) | uint32[n] id lengths
                     | UTF-8 cell ids, concatenated
@@ -44,6 +47,23 @@ little-endian (numpy reads them without copying):
 
 Row keys are raw UTF-8 (feature names and cell ids are validated at ingest: no control characters),
 so HBase's byte order is the order of the UTF-8 strings.
+
+The schema, view by view (one column family a table; a column is `family:qualifier`). Nothing
+outside this module spells a row key, a family or a qualifier: compute builds rows with the
+functions below, the publisher and the query read them with the same functions.
+
+    stats_<grouping>   row `feature_row(feature)`; family `s`; qualifier `stats_qualifier(stat)` -> stats value
+    dist_<grouping>    row `feature_row(feature)`; family `d`; `HIST_QUALIFIER` -> histogram value,
+                       `dist_qualifier(name)` for each of DIST_VECTORS -> stats value
+    features           row `feature_part_row(feature, part)`; family `f`; `FEATURES_QUALIFIER` -> features value
+    cells              row `cell_row(cell_id)`; family `c`; `CELL_POSITION_QUALIFIER` -> int value (the
+                       cell's position), `cell_qualifier("grouping", name)` -> text value,
+                       `cell_qualifier("embedding", name)` and `cell_qualifier("numeric", name)` -> vector value
+    catalog            row `CATALOG_META_ROW`; family `m`; `CATALOG_DOC_QUALIFIER` -> json value (the dataset
+                       document); rows `feature_list_row(chunk)` and `symbol_list_row(chunk)`,
+                       `CATALOG_LIST_QUALIFIER` -> json value (the chunk's feature names, display symbols)
+    markers            row `markers_row(grouping, group)`; family `k`; `MARKERS_QUALIFIER` -> markers value
+    embedding_sample   row `sample_part_row(part)`; family `e`; `SAMPLE_QUALIFIER` -> sample value
 """
 
 from __future__ import annotations
@@ -88,7 +108,104 @@ def view_family(view: str) -> bytes:
     return _VIEW_FAMILIES.get(view, STATS_FAMILY)
 
 
-# What each marker entry carries, in the cell's order.
+COLUMN_SEPARATOR = b":"
+CELL_POSITION_QUALIFIER = b"pos"
+# The cells view's qualifier prefixes, by the kind of column they hold.
+_CELL_KINDS: dict[str, bytes] = {"grouping": b"g:", "embedding": b"e:", "numeric": b"n:"}
+CATALOG_META_ROW = b"meta"
+CATALOG_DOC_QUALIFIER = b"doc"
+CATALOG_LIST_QUALIFIER = b"list"
+FEATURE_LIST_PREFIX = b"features:"
+SYMBOL_LIST_PREFIX = b"symbols:"
+SAMPLE_ROW_PREFIX = b"part"
+
+
+def column(family: bytes, qualifier: bytes) -> bytes:
+    """The HBase column `family:qualifier`, as Thrift reads and returns it."""
+    return family + COLUMN_SEPARATOR + qualifier
+
+
+def qualifier_of(column_name: bytes) -> bytes:
+    """The qualifier of a `family:qualifier` column."""
+    return column_name.partition(COLUMN_SEPARATOR)[2]
+
+
+def feature_row(feature: str) -> bytes:
+    """Row key of a feature in a `stats_*` or `dist_*` view, and the prefix of its `features` rows
+    (so a feature's region boundary is the same in every feature-keyed view)."""
+    return feature.encode()
+
+
+def feature_of_row(row: bytes) -> str:
+    """Inverse of `feature_row`."""
+    return row.decode()
+
+
+def stats_qualifier(stat: str) -> bytes:
+    """Qualifier of one statistic (shared.stats.Stat) in a `stats_*` view."""
+    return stat.encode()
+
+
+def stats_column(stat: str) -> bytes:
+    """Column of one statistic in a `stats_*` view."""
+    return column(STATS_FAMILY, stats_qualifier(stat))
+
+
+def dist_qualifier(name: str) -> bytes:
+    """Qualifier of one per-group vector (DIST_VECTORS) in a `dist_*` view."""
+    if name not in DIST_VECTORS:
+        raise ValueError(f"{name!r} is not a distributions vector ({DIST_VECTORS})")
+    return name.encode()
+
+
+def cell_row(cell_id: str) -> bytes:
+    """Row key of a cell in the cells view."""
+    return cell_id.encode()
+
+
+def cell_id_of(row: bytes) -> str:
+    """Inverse of `cell_row`."""
+    return row.decode()
+
+
+def row_after(row: bytes) -> bytes:
+    """The smallest row key greater than `row`: where a scan resumes after it (page cursors)."""
+    return row + b"\x00"
+
+
+def cell_qualifier(kind: str, name: str) -> bytes:
+    """Qualifier of a cell's metadata column: kind `grouping` (text), `embedding` or `numeric` (vector)."""
+    return _CELL_KINDS[kind] + name.encode()
+
+
+def parse_cell_qualifier(qualifier: bytes) -> tuple[str, str]:
+    """(kind, name) of a cells view qualifier: ("position", "") or `cell_qualifier`'s (kind, name);
+    ("unknown", text) for anything else."""
+    if qualifier == CELL_POSITION_QUALIFIER:
+        return "position", ""
+    for kind, prefix in _CELL_KINDS.items():
+        if qualifier.startswith(prefix):
+            return kind, qualifier[len(prefix) :].decode()
+    return "unknown", qualifier.decode(errors="replace")
+
+
+def feature_list_row(chunk: int) -> bytes:
+    """Catalog row of chunk `chunk`'s feature names (`FEATURE_LIST_PREFIX` + 6 digits: chunk order)."""
+    return FEATURE_LIST_PREFIX + f"{chunk:06d}".encode()
+
+
+def symbol_list_row(chunk: int) -> bytes:
+    """Catalog row of chunk `chunk`'s feature display symbols."""
+    return SYMBOL_LIST_PREFIX + f"{chunk:06d}".encode()
+
+
+def chunk_of_list_row(row: bytes) -> tuple[str, int]:
+    """Inverse of `feature_list_row` and `symbol_list_row`: ("features" | "symbols", chunk)."""
+    kind, _, chunk = row.partition(b":")
+    return kind.decode(), int(chunk)
+
+
+# What each marker entry carries, in the value's order.
 MARKER_FIELDS = ("score", "log2fc", "mean_in", "mean_out", "frac_in", "frac_out")
 
 _DTYPES = {b"f": np.dtype("<f4"), b"d": np.dtype("<f8")}
@@ -96,17 +213,17 @@ _DTYPES = {b"f": np.dtype("<f4"), b"d": np.dtype("<f8")}
 
 def _check_header(value: bytes, kind: bytes) -> None:
     if len(value) < 2 or value[0:1] != _VERSION or value[1:2] != kind:
-        raise Permanent(f"value is not a layout-{LAYOUT_VERSION} {kind.decode()} cell (starts {value[:2]!r})")
+        raise Permanent(f"value is not a layout-{LAYOUT_VERSION} {kind.decode()} value (starts {value[:2]!r})")
 
 
 def encode_stats_vector(values: np.ndarray) -> bytes:
-    """One stat over all groups of a grouping, as a stats cell."""
+    """One stat over all groups of a grouping, as a stats value."""
     vec = np.ascontiguousarray(values, dtype="<f8")
     return _VERSION + b"S" + struct.pack("<I", vec.size) + vec.tobytes()
 
 
 def decode_stats_vector(value: bytes) -> np.ndarray:
-    """Inverse of `encode_stats_vector` (a read-only float64 array over the cell's bytes)."""
+    """Inverse of `encode_stats_vector` (a read-only float64 array over the value's bytes)."""
     _check_header(value, b"S")
     (n,) = struct.unpack_from("<I", value, 2)
     return np.frombuffer(value, dtype="<f8", count=n, offset=6)
@@ -132,13 +249,15 @@ def decode_feature_part(value: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 def feature_part_row(feature: str, part: int) -> bytes:
     """Row key of part `part` of a feature's transpose."""
-    return feature.encode() + PART_SEPARATOR + struct.pack(">H", part)
+    return feature_row(feature) + PART_SEPARATOR + struct.pack(">H", part)
 
 
 def feature_of_part_row(row: bytes) -> tuple[str, int]:
     """Inverse of `feature_part_row`."""
-    name, _, part = row.rpartition(PART_SEPARATOR)
-    return name.decode(), struct.unpack(">H", part)[0]
+    # The part is the last two bytes (which may hold a 0 byte themselves), the separator before them.
+    if len(row) < 3 or row[-3:-2] != PART_SEPARATOR:
+        raise Permanent(f"{row!r} is not a features row")
+    return row[:-3].decode(), struct.unpack(">H", row[-2:])[0]
 
 
 def encode_text(text: str) -> bytes:
@@ -147,6 +266,7 @@ def encode_text(text: str) -> bytes:
 
 
 def decode_text(value: bytes) -> str:
+    """Inverse of `encode_text`."""
     _check_header(value, b"T")
     return value[2:].decode()
 
@@ -158,16 +278,19 @@ def encode_vector(values: np.ndarray | list[float]) -> bytes:
 
 
 def decode_vector(value: bytes) -> np.ndarray:
+    """Inverse of `encode_vector` (a read-only float64 array)."""
     _check_header(value, b"V")
     (n,) = struct.unpack_from("<I", value, 2)
     return np.frombuffer(value, dtype="<f8", count=n, offset=6)
 
 
 def encode_int(number: int) -> bytes:
+    """A cell's position in the matrix."""
     return _VERSION + b"I" + struct.pack("<q", number)
 
 
 def decode_int(value: bytes) -> int:
+    """Inverse of `encode_int`."""
     _check_header(value, b"I")
     return struct.unpack_from("<q", value, 2)[0]
 
@@ -178,37 +301,38 @@ def encode_json(document: Any) -> bytes:
 
 
 def decode_json(value: bytes) -> Any:
+    """Inverse of `encode_json`."""
     _check_header(value, b"J")
     return json.loads(value[2:])
 
 
 
 def decode_ints(values: list[bytes]) -> np.ndarray:
-    """Many int cells at once (int64 array): one pass in numpy instead of one `decode_int` each."""
+    """Many int values at once (int64 array): one pass in numpy instead of one `decode_int` each."""
     if not values:
         return np.empty(0, dtype=np.int64)
     dtype = np.dtype([("head", "S2"), ("value", "<i8")])
     joined = b"".join(values)
     if len(joined) != len(values) * dtype.itemsize:
-        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} int cells")
-    cells = np.frombuffer(joined, dtype=dtype)
-    if (cells["head"] != _VERSION + b"I").any():
-        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} int cells")
-    return cells["value"].copy()
+        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} int values")
+    decoded = np.frombuffer(joined, dtype=dtype)
+    if (decoded["head"] != _VERSION + b"I").any():
+        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} int values")
+    return decoded["value"].copy()
 
 
 def decode_vectors(values: list[bytes], n: int) -> np.ndarray:
-    """Many vector cells of `n` numbers at once, as a (len(values), n) float64 array."""
+    """Many vector values of `n` numbers at once, as a (len(values), n) float64 array."""
     if not values:
         return np.empty((0, n), dtype=np.float64)
     dtype = np.dtype([("head", "S2"), ("n", "<u4"), ("value", "<f8", (n,))])
     joined = b"".join(values)
     if len(joined) != len(values) * dtype.itemsize:
-        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} vector cells of {n} numbers")
-    cells = np.frombuffer(joined, dtype=dtype)
-    if (cells["head"] != _VERSION + b"V").any() or (cells["n"] != n).any():
-        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} vector cells of {n} numbers")
-    return cells["value"].copy()
+        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} vector values of {n} numbers")
+    decoded = np.frombuffer(joined, dtype=dtype)
+    if (decoded["head"] != _VERSION + b"V").any() or (decoded["n"] != n).any():
+        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} vector values of {n} numbers")
+    return decoded["value"].copy()
 
 
 def encode_histograms(edges: np.ndarray, counts: np.ndarray) -> bytes:
@@ -233,6 +357,12 @@ def decode_histograms(value: bytes) -> tuple[np.ndarray, np.ndarray]:
 def markers_row(grouping: str, group: str) -> bytes:
     """Row key of one group's markers."""
     return grouping.encode() + PART_SEPARATOR + group.encode()
+
+
+def grouping_of_markers_row(row: bytes) -> tuple[str, str]:
+    """Inverse of `markers_row`: (grouping, group)."""
+    grouping, _, group = row.partition(PART_SEPARATOR)
+    return grouping.decode(), group.decode()
 
 
 def encode_markers(features: list[str], fields: dict[str, np.ndarray]) -> bytes:
@@ -266,7 +396,14 @@ def decode_markers(value: bytes) -> tuple[list[str], dict[str, np.ndarray]]:
 
 def sample_part_row(part: int) -> bytes:
     """Row key of one part of the embedding sample."""
-    return b"part" + struct.pack(">H", part)
+    return SAMPLE_ROW_PREFIX + struct.pack(">H", part)
+
+
+def part_of_sample_row(row: bytes) -> int:
+    """Inverse of `sample_part_row`."""
+    if not row.startswith(SAMPLE_ROW_PREFIX) or len(row) != len(SAMPLE_ROW_PREFIX) + 2:
+        raise Permanent(f"{row!r} is not an embedding sample row")
+    return struct.unpack(">H", row[len(SAMPLE_ROW_PREFIX) :])[0]
 
 
 def encode_sample_part(positions: np.ndarray, coordinates: np.ndarray, weights: np.ndarray, groups: np.ndarray, cell_ids: list[str]) -> bytes:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from shared import layout
 from shared.adapters.s3 import S3Client, get_bytes, get_json
 from shared.config import Settings
 
@@ -206,7 +207,7 @@ class VersionPlan(BaseModel):
         if view in ("catalog", MARKERS_VIEW, SAMPLE_VIEW):
             return []
         step = self.region_rows(view, rows_per_region, region_bytes)
-        names = sorted(c.encode() for c in cell_ids or []) if view == "cells" else sorted(f.encode() for f in self.features)
+        names = sorted(layout.cell_row(c) for c in cell_ids or []) if view == "cells" else sorted(layout.feature_row(f) for f in self.features)
         return sorted(set(names[step::step]))
 
     @property

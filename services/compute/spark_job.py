@@ -50,6 +50,7 @@ from services.compute.views import (
     summarize_checks,
     view_family,
 )
+from shared import layout
 from shared.adapters.s3 import S3RangeReader, delete_prefix, put_json, s3_client
 from shared.config import Settings
 from shared.errors import Permanent
@@ -128,9 +129,9 @@ def feature_partitions(plan: VersionPlan, first: int, end: int, settings: Settin
     boundary of the feature views, and into pieces of at most `spark_partition_features` features
     or `spark_partition_nnz` non-zeros at the matrix's mean density (10 M cells at 10%: 50 features)."""
     lo, hi = plan.chunks[first][0], plan.chunks[end - 1][1]
-    names = [plan.features[i].encode() for i in range(lo, hi)]
+    names = [layout.feature_row(plan.features[i]) for i in range(lo, hi)]
     order = np.array(sorted(range(hi - lo), key=names.__getitem__), dtype=np.int64) + lo
-    sorted_names = [plan.features[i].encode() for i in order]
+    sorted_names = [names[i - lo] for i in order]
     cuts = {0, len(order)}
     for view in plan.feature_views:
         cuts.update(bisect.bisect_left(sorted_names, key) for key in plan.split_keys(view, settings.rows_per_region, settings.region_bytes))

@@ -117,9 +117,9 @@ def stats_view_cells(
 def stats_cells(view: str, features: list[str], stats: GroupStats) -> ViewCells:
     """The stats view's cells of computed stats."""
     cells = []
-    qualifiers = [s.encode() for s in STATS]
+    qualifiers = [layout.stats_qualifier(s) for s in STATS]
     for f, feature in enumerate(features):
-        row = feature.encode()
+        row = layout.feature_row(feature)
         for stat, qualifier in zip(STATS, qualifiers):
             cells.append((row, qualifier, layout.encode_stats_vector(stats.values[stat][f])))
     return ViewCells.from_unsorted(view, cells)
@@ -137,10 +137,10 @@ def dist_cells(view: str, features: list[str], stats: GroupStats) -> ViewCells:
         "outliers_low": dist.outliers_low,
         "outliers_high": dist.outliers_high,
     }
-    qualifiers = [(name.encode(), vectors[name]) for name in layout.DIST_VECTORS]
+    qualifiers = [(layout.dist_qualifier(name), vectors[name]) for name in layout.DIST_VECTORS]
     cells = []
     for f, feature in enumerate(features):
-        row = feature.encode()
+        row = layout.feature_row(feature)
         cells.append((row, layout.HIST_QUALIFIER, layout.encode_histograms(dist.edges[f], dist.hist[f])))
         for qualifier, values in qualifiers:
             cells.append((row, qualifier, layout.encode_stats_vector(values[f])))
@@ -204,16 +204,16 @@ def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: in
     emb = np.column_stack([numeric[c] for c in plan.embedding.columns]) if plan.embedding else None
     out = []
     for i, cell_id in enumerate(ids):
-        row = cell_id.encode()
-        out.append((row, b"pos", layout.encode_int(offset + start + i)))
+        row = layout.cell_row(cell_id)
+        out.append((row, layout.CELL_POSITION_QUALIFIER, layout.encode_int(offset + start + i)))
         for name, values in text.items():
-            out.append((row, b"g:" + name.encode(), layout.encode_text(values[i])))
+            out.append((row, layout.cell_qualifier("grouping", name), layout.encode_text(values[i])))
         # A blank (null, NaN here) metadata value gets no cell at all: the query serves it as absent.
         if emb is not None and plan.embedding is not None and not np.isnan(emb[i]).any():
-            out.append((row, b"e:" + plan.embedding.name.encode(), layout.encode_vector(emb[i])))
+            out.append((row, layout.cell_qualifier("embedding", plan.embedding.name), layout.encode_vector(emb[i])))
         for name, values in numeric.items():
             if not np.isnan(values[i]):
-                out.append((row, b"n:" + name.encode(), layout.encode_vector(values[i : i + 1])))
+                out.append((row, layout.cell_qualifier("numeric", name), layout.encode_vector(values[i : i + 1])))
     if emb is not None and plan.embedding is not None:
         # The share's whole embedding in a few rows too: the query reads all cells' coordinates in
         # about k rows, not n (`shared.layout`: at most EMBEDDING_BLOCK_CELLS cells a row).
@@ -231,9 +231,9 @@ def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: in
 def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
     """The chunk's feature list (and their display symbols, if any); chunk 0 adds the dataset's `meta` document."""
     start, end = plan.chunks[chunk]
-    out = [(f"features:{chunk:06d}".encode(), b"list", layout.encode_json(plan.features[start:end]))]
+    out = [(layout.feature_list_row(chunk), layout.CATALOG_LIST_QUALIFIER, layout.encode_json(plan.features[start:end]))]
     if plan.feature_symbols:
-        out.append((f"symbols:{chunk:06d}".encode(), b"list", layout.encode_json(plan.feature_symbols[start:end])))
+        out.append((layout.symbol_list_row(chunk), layout.CATALOG_LIST_QUALIFIER, layout.encode_json(plan.feature_symbols[start:end])))
     if chunk == 0:
         meta = {
             "dataset_id": plan.dataset_id,
@@ -251,7 +251,7 @@ def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
             "description": plan.description,
             "upload_key": plan.upload_key,
         }
-        out.append((b"meta", b"doc", layout.encode_json(meta)))
+        out.append((layout.CATALOG_META_ROW, layout.CATALOG_DOC_QUALIFIER, layout.encode_json(meta)))
     return ViewCells.from_unsorted("catalog", out)
 
 

@@ -83,7 +83,7 @@ def write_markers(s3: Any, hbase: HBase, settings: Settings, plan: VersionPlan) 
     cells = markers_cells(plan, read_candidates(s3, settings, plan))
     table = view_table(settings, plan.dataset_id, plan.version_id, MARKERS_VIEW)
     hbase.ensure_table(table, layout.MARKERS_FAMILY)
-    column = layout.MARKERS_FAMILY + b":" + layout.MARKERS_QUALIFIER
+    column = layout.column(layout.MARKERS_FAMILY, layout.MARKERS_QUALIFIER)
     hbase.put_rows(table, [(row, {column: value}) for row, _, value in cells], timestamp_ms=plan.timestamp_ms)
     put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, MARKERS_VIEW, MERGED_UNIT), markers_check(cells))
     return len(cells)

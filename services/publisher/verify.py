@@ -98,7 +98,7 @@ def verify_samples(hbase: HBase, table: str, view: str, tasks: list[dict[str, An
         data = found.get(key)
         if data is None:
             raise Permanent(f"view {view}: sampled row {key!r} is missing")
-        checksum = combine_checksums(cell_checksum(key, column.partition(b":")[2], value) for column, value in data.items())
+        checksum = combine_checksums(cell_checksum(key, layout.qualifier_of(column), value) for column, value in data.items())
         if f"{checksum:016x}" != task["sample_checksum"]:
             raise Permanent(f"view {view}: sampled row {key!r} differs from what compute wrote (checksum {checksum:016x}, not {task['sample_checksum']})")
     return keys
@@ -128,7 +128,7 @@ def verify_version(s3: Any, hbase: HBase, settings: Settings, plan: VersionPlan,
 
 def _check_counts(hbase: HBase, table: str, counts: list[int], view: str, keys: list[bytes]) -> None:
     """The sampled stats rows count every cell of every group, as the grouping's sizes say."""
-    column = layout.STATS_FAMILY + b":count"
+    column = layout.stats_column("count")
     for key, data in hbase.rows(table, keys, columns=[column]).items():
         if list(layout.decode_stats_vector(data[column])) != [float(c) for c in counts]:
             raise Permanent(f"view {view}: feature {key.decode(errors='replace')!r} counts differ from the grouping's sizes")
@@ -136,8 +136,8 @@ def _check_counts(hbase: HBase, table: str, counts: list[int], view: str, keys: 
 
 def _check_histograms(hbase: HBase, table: str, counts: list[int], view: str, keys: list[bytes]) -> None:
     """The sampled distribution rows hold every cell of every group: bins plus zeros = group size."""
-    hist_column = layout.DIST_FAMILY + b":" + layout.HIST_QUALIFIER
-    zeros_column = layout.DIST_FAMILY + b":zeros"
+    hist_column = layout.column(layout.DIST_FAMILY, layout.HIST_QUALIFIER)
+    zeros_column = layout.column(layout.DIST_FAMILY, layout.dist_qualifier("zeros"))
     for key, data in hbase.rows(table, keys, columns=[hist_column, zeros_column]).items():
         _, bins = layout.decode_histograms(data[hist_column])
         total = bins.sum(axis=1) + layout.decode_stats_vector(data[zeros_column])

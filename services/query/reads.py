@@ -281,10 +281,10 @@ class VersionReader:
             table = view_table(self.settings, dataset_id, version_id, "catalog")
             if table not in self.hbase.list_tables():
                 raise NotFound(f"version {version_id} of dataset {dataset_id!r} is not available (its tables are gone)")
-            row = self.hbase.row(table, b"meta")
+            row = self.hbase.row(table, layout.CATALOG_META_ROW)
             if not row:
                 raise NotFound(f"version {version_id} of dataset {dataset_id!r} is not available (no catalog)")
-            return Catalog.from_meta(dataset_id, version_id, layout.decode_json(row[layout.CATALOG_FAMILY + b":doc"]))
+            return Catalog.from_meta(dataset_id, version_id, layout.decode_json(row[layout.column(layout.CATALOG_FAMILY, layout.CATALOG_DOC_QUALIFIER)]))
 
         return self._catalogs.get_or_load((dataset_id, version_id), load)
 
@@ -293,12 +293,13 @@ class VersionReader:
 
         def load() -> FeatureIndex:
             table = self._table(catalog, "catalog")
+            lists = layout.column(layout.CATALOG_FAMILY, layout.CATALOG_LIST_QUALIFIER)
             names: list[str] = []
-            for _, data in self.hbase.scan(table, row_prefix=b"features:"):
-                names += layout.decode_json(data[layout.CATALOG_FAMILY + b":list"])
+            for _, data in self.hbase.scan(table, row_prefix=layout.FEATURE_LIST_PREFIX):
+                names += layout.decode_json(data[lists])
             symbols: list[str] = []
-            for _, data in self.hbase.scan(table, row_prefix=b"symbols:"):
-                symbols += layout.decode_json(data[layout.CATALOG_FAMILY + b":list"])
+            for _, data in self.hbase.scan(table, row_prefix=layout.SYMBOL_LIST_PREFIX):
+                symbols += layout.decode_json(data[lists])
             return FeatureIndex(names, symbols)
 
         return self._features.get_or_load((catalog.dataset_id, catalog.version_id), load)
@@ -318,14 +319,14 @@ class VersionReader:
         to_read = [f for f in unique if len(out[f]) < len(stats)]
         if to_read:
             require_io("stats rows")
-            columns = [layout.STATS_FAMILY + b":" + s.encode() for s in stats]
-            rows = self.hbase.rows(table, [f.encode() for f in to_read], columns=columns)
-            missing = [f for f in to_read if f.encode() not in rows]
+            columns = [layout.stats_column(s) for s in stats]
+            rows = self.hbase.rows(table, [layout.feature_row(f) for f in to_read], columns=columns)
+            missing = [f for f in to_read if layout.feature_row(f) not in rows]
             if missing:
                 raise NotFound(f"features not in dataset {catalog.dataset_id!r}: {missing[:20]}")
             fresh = []
             for f in to_read:
-                row = rows[f.encode()]
+                row = rows[layout.feature_row(f)]
                 for s, c in zip(stats, columns):
                     vector = layout.decode_stats_vector(row[c])
                     out[f][s] = vector
@@ -342,7 +343,7 @@ class VersionReader:
         """
         require_io("feature values")
         table = self._table(catalog, "features")
-        qualifier = layout.FEATURES_FAMILY + b":" + layout.FEATURES_QUALIFIER
+        qualifier = layout.column(layout.FEATURES_FAMILY, layout.FEATURES_QUALIFIER)
         keys = [layout.feature_part_row(feature, part), layout.feature_part_row(feature, part + 1)]
         rows = self.hbase.rows(table, keys, columns=[qualifier])
         if keys[0] not in rows:
@@ -399,33 +400,37 @@ class VersionReader:
             page = self.embedding_blocks_page(catalog)
             if page is not None:
                 return page
-        family = layout.CELLS_FAMILY + b":"
-        columns = [family + b"pos"]
+
+        def cell_column(kind: str, name: str) -> bytes:
+            return layout.column(layout.CELLS_FAMILY, layout.cell_qualifier(kind, name))
+
+        position = layout.column(layout.CELLS_FAMILY, layout.CELL_POSITION_QUALIFIER)
+        columns = [position]
         if "metadata" in include:
-            columns += [family + b"g:" + g.encode() for g in catalog.groupings]
+            columns += [cell_column("grouping", g) for g in catalog.groupings]
         if "embedding" in include and catalog.embedding_name:
-            columns.append(family + b"e:" + catalog.embedding_name.encode())
+            columns.append(cell_column("embedding", catalog.embedding_name))
         if "numeric" in include:
-            columns += [family + b"n:" + c.encode() for c in catalog.numeric_columns]
-        start = after + b"\x00" if after is not None else b""
+            columns += [cell_column("numeric", c) for c in catalog.numeric_columns]
+        start = layout.row_after(after) if after is not None else b""
         rows = self.hbase.scan(
             self._table(catalog, "cells"), row_start=start or None, columns=columns, limit=limit, batch_size=min(limit, 5000)
         )
-        ids = [key.decode() for key, _ in rows]
-        positions = layout.decode_ints([data[family + b"pos"] for _, data in rows])
+        ids = [layout.cell_id_of(key) for key, _ in rows]
+        positions = layout.decode_ints([data[position] for _, data in rows])
         metadata: dict[str, list[str]] = {}
         if "metadata" in include:
             for g in catalog.groupings:
-                col = family + b"g:" + g.encode()
+                col = cell_column("grouping", g)
                 metadata[g] = [layout.decode_text(data[col]) for _, data in rows]
         embedding = None
         if "embedding" in include and catalog.embedding_name:
-            col = family + b"e:" + catalog.embedding_name.encode()
+            col = cell_column("embedding", catalog.embedding_name)
             embedding = _vectors_or_nan([data.get(col) for _, data in rows], len(catalog.embedding_columns))
         numeric: dict[str, np.ndarray] = {}
         if "numeric" in include:
             for c in catalog.numeric_columns:
-                numeric[c] = _vectors_or_nan([data.get(family + b"n:" + c.encode()) for _, data in rows], 1)[:, 0]
+                numeric[c] = _vectors_or_nan([data.get(cell_column("numeric", c)) for _, data in rows], 1)[:, 0]
         last = rows[-1][0] if len(rows) == limit else None
         return CellsPage(ids, positions, metadata, embedding, numeric, last)
 
@@ -456,7 +461,7 @@ class VersionReader:
     def cell(self, catalog: Catalog, cell_id: str) -> dict[str, Any]:
         """One cell's row: position, metadata, embedding and numeric columns; `NotFound` if absent."""
         require_io("cell row")
-        row = self.hbase.row(self._table(catalog, "cells"), cell_id.encode())
+        row = self.hbase.row(self._table(catalog, "cells"), layout.cell_row(cell_id))
         if not row:
             raise NotFound(f"cell {cell_id!r} not in dataset {catalog.dataset_id!r}")
         # A blank value has no cell in the view: served as null (an embedding with a blank coordinate, all null).
@@ -467,14 +472,13 @@ class VersionReader:
             "numeric": dict.fromkeys(catalog.numeric_columns),
         }
         for column, value in row.items():
-            qualifier = column.partition(b":")[2].decode()
-            kind, _, name = qualifier.partition(":")
-            if qualifier == "pos":
+            kind, name = layout.parse_cell_qualifier(layout.qualifier_of(column))
+            if kind == "position":
                 out["position"] = layout.decode_int(value)
-            elif kind == "g":
+            elif kind == "grouping":
                 out["metadata"][name] = layout.decode_text(value)
-            elif kind == "e":
+            elif kind == "embedding":
                 out["embedding"][name] = layout.decode_vector(value).tolist()
-            elif kind == "n":
+            elif kind == "numeric":
                 out["numeric"][name] = float(layout.decode_vector(value)[0])
         return out

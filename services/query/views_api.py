@@ -202,17 +202,16 @@ def distributions(
     if estimate > service.max_response_bytes:
         raise BadRequest(f"the answer would be about {estimate:,} bytes, over the {service.max_response_bytes:,}-byte limit: ask for fewer features or groups")
     unique = list(dict.fromkeys(names))
-    dist_rows = service.reader.hbase.rows(service.reader._table(catalog, chosen.dist_view), [f.encode() for f in unique])
-    missing = [f for f in unique if f.encode() not in dist_rows]
+    dist_rows = service.reader.hbase.rows(service.reader._table(catalog, chosen.dist_view), [layout.feature_row(f) for f in unique])
+    missing = [f for f in unique if layout.feature_row(f) not in dist_rows]
     if missing:
         raise NotFound(f"features not in dataset {dataset_id!r}: {missing[:20]}")
     box = service.reader.stats(catalog, chosen, unique, list(BOX_STATS))
-    family = layout.DIST_FAMILY + b":"
     out = []
     for name in names:
-        row = dist_rows[name.encode()]
-        edges, hist = layout.decode_histograms(row[family + layout.HIST_QUALIFIER])
-        vectors = {k: layout.decode_stats_vector(row[family + k.encode()])[columns] for k in layout.DIST_VECTORS}
+        row = dist_rows[layout.feature_row(name)]
+        edges, hist = layout.decode_histograms(row[layout.column(layout.DIST_FAMILY, layout.HIST_QUALIFIER)])
+        vectors = {k: layout.decode_stats_vector(row[layout.column(layout.DIST_FAMILY, layout.dist_qualifier(k))])[columns] for k in layout.DIST_VECTORS}
         out.append(
             {
                 "feature": name,
@@ -267,7 +266,7 @@ def markers(
     keys = [layout.markers_row(chosen.name, chosen.groups[c]) for c in columns]
     rows = service.reader.hbase.rows(service.reader._table(catalog, "markers"), keys)
     answer = []
-    column = layout.MARKERS_FAMILY + b":" + layout.MARKERS_QUALIFIER
+    column = layout.column(layout.MARKERS_FAMILY, layout.MARKERS_QUALIFIER)
     for c, key in zip(columns, keys):
         entries: list[dict[str, Any]] = []
         if key in rows:
@@ -355,8 +354,8 @@ def _sample(service: Any, catalog: Catalog) -> tuple:
         table = service.reader._table(catalog, "embedding_sample")
         if table not in service.reader.hbase.list_tables():
             raise NotFound(f"version {catalog.version_id} of dataset {catalog.dataset_id!r} has no embedding sample (made before it existed)")
-        column = layout.SAMPLE_FAMILY + b":" + layout.SAMPLE_QUALIFIER
-        rows = dict(service.reader.hbase.scan(table, row_prefix=b"part"))
+        column = layout.column(layout.SAMPLE_FAMILY, layout.SAMPLE_QUALIFIER)
+        rows = dict(service.reader.hbase.scan(table, row_prefix=layout.SAMPLE_ROW_PREFIX))
         parts = [layout.decode_sample_part(rows[k][column]) for k in sorted(rows)]
         if not parts:
             raise NotFound(f"version {catalog.version_id} of dataset {catalog.dataset_id!r} has an empty embedding sample")

@@ -209,7 +209,7 @@ class HBase:
             for key, data in conn.table(table).scan(batch_size=batch_size):
                 rows += 1
                 for column, value in data.items():
-                    total += cell_checksum(key, column.partition(b":")[2], value)
+                    total += cell_checksum(key, layout.qualifier_of(column), value)
             return rows, total % (1 << 64)
 
         return self._call("verify scan", verify)

@@ -511,7 +511,7 @@ def test_an_unexpected_error_is_a_json_500_logged_with_the_request_id(stack: Set
     lines = [json.loads(line) for line in Path(stack.home / "logs" / "query.log").read_text().splitlines() if line.startswith("{")]
     logged = [line for line in lines if line.get("request_id") == f"corrupt-{version[:8]}"]
     assert len(logged) == 1 and logged[0]["level"] == "ERROR" and logged[0]["service"] == "query"
-    assert f"request id corrupt-{version[:8]}" in logged[0]["message"] and "is not a layout-1 J cell" in logged[0]["exception"]
+    assert f"request id corrupt-{version[:8]}" in logged[0]["message"] and "is not a layout-1 J value" in logged[0]["exception"]
 
 
 # --- metrics ---------------------------------------------------------------------------------------
