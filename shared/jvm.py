@@ -118,10 +118,10 @@ def spark_s3_classpath(settings: Settings) -> list[str]:
     return path.read_text().strip().split(os.pathsep)
 
 
-def write_cell_file(path: Path, rows: Sequence[bytes], qualifiers: Sequence[bytes], values: Sequence[bytes]) -> int:
-    """Write cells in the cell file format; returns the file's size in bytes.
+def write_entry_file(path: Path, rows: Sequence[bytes], qualifiers: Sequence[bytes], values: Sequence[bytes]) -> int:
+    """Write entries (HBase cells: row, qualifier, value) in the entry file format the jvm/ writer reads; returns its size in bytes.
 
-    The cells must already be sorted by (row, qualifier) without repeats; the order is not checked
+    The entries must already be sorted by (row, qualifier) without repeats; the order is not checked
     here but by `write_hfiles`, which raises `Permanent` naming the first row out of place.
     Raises `ValueError` when the three sequences differ in length, `TypeError` for a non-bytes item.
     """
@@ -260,15 +260,15 @@ def bulk_load(
     return _run_tool(settings, BULK_LOAD_MAIN, args, heap_mb=heap_mb, timeout_s=timeout_s, quick_start=True)
 
 
-def create_table(settings: Settings, table: str, family: str, split_keys: Sequence[bytes], *, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Create `table` with one family, pre-split at `split_keys` (sorted, unique), unless it exists.
+def create_table(settings: Settings, table: str, family: str, region_boundaries: Sequence[bytes], *, timeout_s: float = 600.0) -> dict[str, Any]:
+    """Create `table` with one family, pre-split at `region_boundaries` (sorted, unique), unless it exists.
 
     Returns `{"table", "created", "regions"}`. Thrift1 (happybase) cannot pre-split, hence the JVM.
     The keys travel hex-encoded on the command line (no file): 5,000 keys of 20 bytes are ~200 KB.
     """
     args = ["--zk-quorum", settings.hbase_zk_host, "--zk-port", str(settings.hbase_zk_port), "--table", table, "--family", family]
-    if split_keys:
-        args += ["--splits-hex", ",".join(key.hex() for key in split_keys)]
+    if region_boundaries:
+        args += ["--splits-hex", ",".join(key.hex() for key in region_boundaries)]
     return _run_tool(settings, CREATE_TABLE_MAIN, args, heap_mb=256, timeout_s=timeout_s, quick_start=True)
 
 

@@ -32,7 +32,7 @@ from shared.adapters.s3 import S3Client, get_bytes, get_json
 from shared.config import Settings
 
 CHUNK_VIEWS_ALWAYS = ("features", "catalog")
-SPLIT_VIEWS = ("cells",)  # written in shares by the chunks' jobs (see VersionPlan.cell_range)
+SHARED_VIEWS = ("cells",)  # written in shares by the chunks' jobs (see VersionPlan.cell_range)
 MARKERS_VIEW = "markers"  # merged from every unit's candidates by the publisher
 SAMPLE_VIEW = "embedding_sample"  # written by the unit of chunk 0, from every cell's coordinates
 MERGED_UNIT = 0  # the unit name under which a merged view's HFile check is kept
@@ -182,7 +182,7 @@ class VersionPlan(BaseModel):
         else:
             shares_cells = first == 0
         sample = [SAMPLE_VIEW] if self.embedding is not None and first == 0 else []
-        return views + (list(SPLIT_VIEWS) if shares_cells else []) + sample
+        return views + (list(SHARED_VIEWS) if shares_cells else []) + sample
 
     def region_rows(self, view: str, rows_per_region: int, region_bytes: int) -> int:
         """Rows per region of a view's table: at most `rows_per_region`, and at most `region_bytes`
@@ -200,7 +200,7 @@ class VersionPlan(BaseModel):
             row_bytes = 12 * (16 + 8 * groups)
         return max(1, min(rows_per_region, int(region_bytes // max(1.0, row_bytes))))
 
-    def split_keys(self, view: str, rows_per_region: int, region_bytes: int, cell_ids: list[str] | None = None) -> list[bytes]:
+    def region_boundaries(self, view: str, rows_per_region: int, region_bytes: int, cell_ids: list[str] | None = None) -> list[bytes]:
         """Row keys to pre-split a view's table at (`region_rows` rows per region). Stats and
         transpose rows are features (a transpose row `<feature>\\0<part>` sorts right after its
         feature, so a feature's parts stay in one region); the cells view splits on `cell_ids`."""
@@ -214,7 +214,7 @@ class VersionPlan(BaseModel):
     def views(self) -> list[str]:
         """Every view of the version: the units' and the merged `markers`."""
         sample = [SAMPLE_VIEW] if self.embedding is not None else []
-        return self.feature_views + ["catalog"] + list(SPLIT_VIEWS) + sample + [MARKERS_VIEW]
+        return self.feature_views + ["catalog"] + list(SHARED_VIEWS) + sample + [MARKERS_VIEW]
 
     def cell_range(self, chunk: int) -> tuple[int, int]:
         """The cells (by position) whose rows of the cells view this chunk's job writes: [start, end)."""

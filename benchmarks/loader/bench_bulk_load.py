@@ -40,7 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="wv-bench-") as tmp:
         rows = [f"GENE{i:07d}".encode() for i in range(args.rows)]
         cell_file = Path(tmp) / "cells"
-        jvm.write_cell_file(cell_file, rows, [b"v"] * len(rows), [rng.randbytes(args.value_bytes) for _ in rows])
+        jvm.write_entry_file(cell_file, rows, [b"v"] * len(rows), [rng.randbytes(args.value_bytes) for _ in rows])
         summary = jvm.write_hfiles(settings, [cell_file], Path(tmp) / "out", "f", timestamp_ms=1_700_000_000_000, max_file_bytes=64 << 20)
         upload_dir(s3, Path(tmp) / "out", settings.staging_bucket, prefix)
     size_mb = summary["bytes"] / 1e6

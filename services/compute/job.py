@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from services.compute.views import UnitViews, ViewCells, summarize_checks, unit_view_cells, view_family
+from services.compute.views import UnitViews, ViewEntries, summarize_checks, unit_view_entries, view_family
 from shared import jvm
 from shared.adapters.s3 import get_bytes, list_keys, put_bytes, put_json, upload_dir
 from shared.config import Settings
@@ -49,20 +49,20 @@ def load_chunk_matrix(s3: Any, settings: Settings, plan: VersionPlan, chunk: int
     return matrix
 
 
-def write_view_hfiles(settings: Settings, cells: ViewCells, workdir: Path, timestamp_ms: int) -> Path:
+def write_view_hfiles(settings: Settings, cells: ViewEntries, workdir: Path, timestamp_ms: int) -> Path:
     """Write one view's sorted cells as HFiles (through the jvm/ writer) under `workdir/<view>/`.
 
     Every cell gets the version's timestamp, so a recomputed chunk rewrites identical cells.
     """
     cell_file = workdir / f"{cells.view}.cells"
-    jvm.write_cell_file(cell_file, cells.rows, cells.qualifiers, cells.values)
+    jvm.write_entry_file(cell_file, cells.rows, cells.qualifiers, cells.values)
     out = workdir / cells.view / "hfiles"
     jvm.write_hfiles(settings, [cell_file], out, view_family(cells.view).decode(), timestamp_ms=timestamp_ms)
     cell_file.unlink()
     return out
 
 
-def publish_chunk_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk: int, views: list[ViewCells], workdir: Path) -> list[LoadChunk]:
+def stage_unit_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk: int, views: list[ViewEntries], workdir: Path) -> list[LoadChunk]:
     """HFiles and checks of every view of the unit starting at `chunk` to staging; the load messages for them."""
     messages = []
     for cells in views:
@@ -92,17 +92,17 @@ def put_marker_candidates(s3: Any, settings: Settings, plan: VersionPlan, first:
 
 
 def compute_unit_views(s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> UnitViews:
-    """Read the unit's chunks (one at a time) and the cells, run the kernel: every view's cells of the
+    """Read the unit's chunks (one at a time) and the cells, run the kernel: every view's entries of the
     unit and its marker candidates."""
     if not (0 <= first < end <= plan.n_chunks):
         raise Permanent(f"chunks {first}-{end - 1} are out of range: version {plan.version_id} has {plan.n_chunks} chunks")
     cells = read_cells(s3, settings, plan)
     matrices = (load_chunk_matrix(s3, settings, plan, chunk) for chunk in range(first, end))
-    return unit_view_cells(plan, first, end, matrices, cells, settings.features_row_max_nnz, settings.compute_threads)
+    return unit_view_entries(plan, first, end, matrices, cells, settings.features_row_max_nnz, settings.compute_threads)
 
 
 def compute_chunk_views(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> UnitViews:
-    """Every view's cells of one chunk alone (a unit of one chunk)."""
+    """Every view's entries of one chunk alone (a unit of one chunk)."""
     return compute_unit_views(s3, settings, plan, chunk, chunk + 1)
 
 
@@ -116,7 +116,7 @@ def run_unit(s3: Any, settings: Settings, dataset_id: str, version_id: str, firs
     outputs = compute_unit_views(s3, settings, plan, first, end)
     put_marker_candidates(s3, settings, plan, first, outputs.candidates)
     with tempfile.TemporaryDirectory(prefix=f"wideviews-{version_id[:8]}-{first}-") as tmp:
-        return publish_chunk_outputs(s3, settings, plan, first, outputs.views, Path(tmp))
+        return stage_unit_outputs(s3, settings, plan, first, outputs.views, Path(tmp))
 
 
 def run_from_command_line(prog: str, runner: Callable[[Any, Settings, str, str, int], list[LoadChunk]], argv: list[str] | None) -> int:

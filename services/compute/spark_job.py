@@ -6,7 +6,7 @@ Nothing of the matrix passes through the driver or a local disk of ours:
 1. The executors read the batch's staged non-zeros from S3 (`s3a://` with hadoop-aws against the
    local moto server; EMRFS `s3://` on EMR).
 2. The non-zeros are shuffled into partitions of features contiguous in row-key (byte) order,
-   cut at the views' region boundaries (`VersionPlan.split_keys`). A partition is chosen
+   cut at the views' region boundaries (`VersionPlan.region_boundaries`). A partition is chosen
    by a key whose Spark hash lands on exactly that partition, so the partitioner is exact.
 3. Each partition runs the kernel (`services.compute.views`, the local executor's code) and emits
    its stats and transpose cells already sorted, plus one check row per view (cells, rows,
@@ -40,13 +40,13 @@ import scipy.sparse as sp
 from services.compute.job import put_marker_candidates
 from services.compute.markers import CANDIDATE_SCHEMA
 from services.compute.views import (
-    ViewCells,
-    catalog_view_cells,
-    cells_view_cells,
-    features_view_cells,
+    ViewEntries,
+    catalog_view_entries,
+    cells_view_entries,
+    features_view_entries,
     group_codes,
     grouping_outputs,
-    sample_view_cells,
+    sample_view_entries,
     summarize_checks,
     view_family,
 )
@@ -134,7 +134,7 @@ def feature_partitions(plan: VersionPlan, first: int, end: int, settings: Settin
     sorted_names = [names[i - lo] for i in order]
     cuts = {0, len(order)}
     for view in plan.feature_views:
-        cuts.update(bisect.bisect_left(sorted_names, key) for key in plan.split_keys(view, settings.rows_per_region, settings.region_bytes))
+        cuts.update(bisect.bisect_left(sorted_names, key) for key in plan.region_boundaries(view, settings.rows_per_region, settings.region_bytes))
     per_feature_nnz = plan.nnz / max(1, len(plan.features))
     width = min(settings.spark_partition_features, max(1, int(settings.spark_partition_nnz // max(1.0, per_feature_nnz))))
     n_pieces = max(settings.spark_min_partitions, -(-len(order) // width))
@@ -158,7 +158,7 @@ def exact_partition_keys(spark: Any, n_partitions: int) -> list[int]:
     return [keys[p] for p in range(n_partitions)]
 
 
-def check_row(task: int, cells: ViewCells) -> tuple[str, bytes, bytes, bytes]:
+def check_row(task: int, cells: ViewEntries) -> tuple[str, bytes, bytes, bytes]:
     """One task's check of one view, as a row the driver collects."""
     return (CHECK_PREFIX + cells.view, task.to_bytes(4, "big"), b"", json.dumps(cells.check(task)).encode())
 
@@ -168,7 +168,7 @@ def _batch(rows: list[tuple[str, bytes, bytes, bytes]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array(list(c), t) for c, t in zip(columns, [pa.string(), pa.binary(), pa.binary(), pa.binary()])], schema=_CELLS_SCHEMA)
 
 
-def _view_rows(cells: ViewCells, task: int) -> list[tuple[str, bytes, bytes, bytes]]:
+def _view_rows(cells: ViewEntries, task: int) -> list[tuple[str, bytes, bytes, bytes]]:
     return [(cells.view, r, q, v) for r, q, v in zip(cells.rows, cells.qualifiers, cells.values)] + [check_row(task, cells)]
 
 
@@ -198,7 +198,7 @@ def kernel_task(plan: VersionPlan, parts: list[np.ndarray], codes: Any, max_nnz:
             outputs = grouping_outputs(grouping, names, matrix, code, plan.markers_top_n)
             views += [outputs.stats, outputs.dist]
             candidates.append(outputs.candidates)
-        views.append(features_view_cells(names, matrix, max_nnz))
+        views.append(features_view_entries(names, matrix, max_nnz))
         for cells in views:
             yield _batch(_view_rows(cells, part))
         sink = pa.BufferOutputStream()
@@ -226,7 +226,7 @@ def cells_task(plan: VersionPlan, settings: Settings, ranges: list[tuple[int, in
                     continue
                 base = int(offsets[groups[0]])
                 table = reader.read_row_groups(groups)
-                cells = cells_view_cells(plan, table, start - base, stop - base, offset=base)
+                cells = cells_view_entries(plan, table, start - base, stop - base, offset=base)
                 yield _batch(_view_rows(cells, task))
 
     return run
@@ -305,13 +305,13 @@ def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, fi
     # The catalog: a few rows per chunk, made on the driver.
     catalog_cells: list[tuple[bytes, bytes, bytes]] = []
     for chunk in range(first, end):
-        part = catalog_view_cells(plan, chunk)
+        part = catalog_view_entries(plan, chunk)
         catalog_cells += zip(part.rows, part.qualifiers, part.values)
-    catalog = ViewCells.from_unsorted("catalog", catalog_cells)
+    catalog = ViewEntries.from_unsorted("catalog", catalog_cells)
     driver_views = [catalog]
     if SAMPLE_VIEW in views:
         # The embedding sample: from every cell's coordinates, which the driver has read already.
-        driver_views.append(sample_view_cells(plan, cells_table, code_arrays))
+        driver_views.append(sample_view_entries(plan, cells_table, code_arrays))
     for made in driver_views:
         checks[made.view] = [made.check(0)]
         frame = spark.createDataFrame([(r, q, v) for r, q, v in zip(made.rows, made.qualifiers, made.values)], "row binary, qualifier binary, value binary").coalesce(1)

@@ -1,6 +1,8 @@
-"""One chunk's share of every view, as HBase cells sorted the way an HFile needs them. No I/O.
+"""One chunk's share of every view, as HBase entries sorted the way an HFile needs them. No I/O.
 
-A view's cells are three parallel lists (row, qualifier, value) sorted by (row, qualifier) in
+An entry is what HBase calls a cell (row, qualifier, value); "cell" alone means a cell of the matrix.
+
+A view's entries are three parallel lists (row, qualifier, value) sorted by (row, qualifier) in
 unsigned byte order, with rows and checksums counted for the publisher's verification.
 """
 
@@ -20,7 +22,7 @@ from services.compute.kernel import GroupStats, compute_group_stats, sparse_colu
 from services.compute.markers import CANDIDATE_SCHEMA, marker_fields, top_candidates
 from services.compute.sample import sample_embedding
 from shared import layout
-from shared.adapters.hbase import cell_checksum, combine_checksums
+from shared.adapters.hbase import entry_checksum, combine_checksums
 from shared.errors import Permanent
 from shared.stats import STATS
 from shared.staging import SAMPLE_VIEW, GroupingPlan, VersionPlan
@@ -31,8 +33,8 @@ def view_family(view: str) -> bytes:
 
 
 @dataclass
-class ViewCells:
-    """Sorted cells of one (chunk, view)."""
+class ViewEntries:
+    """Sorted entries of one (chunk, view)."""
 
     view: str
     rows: list[bytes]
@@ -44,7 +46,7 @@ class ViewCells:
         return len(set(self.rows))
 
     def checksum(self) -> int:
-        return combine_checksums(cell_checksum(r, q, v) for r, q, v in zip(self.rows, self.qualifiers, self.values))
+        return combine_checksums(entry_checksum(r, q, v) for r, q, v in zip(self.rows, self.qualifiers, self.values))
 
     def check(self, task: int) -> dict[str, Any]:
         """What one task's HFile of this view holds, for the publisher: cells, rows, checksum, key
@@ -53,7 +55,7 @@ class ViewCells:
         if self.rows:
             sample = self.rows[len(self.rows) // 2]
             lo, hi = bisect.bisect_left(self.rows, sample), bisect.bisect_right(self.rows, sample)
-            picked = combine_checksums(cell_checksum(r, q, v) for r, q, v in zip(self.rows[lo:hi], self.qualifiers[lo:hi], self.values[lo:hi]))
+            picked = combine_checksums(entry_checksum(r, q, v) for r, q, v in zip(self.rows[lo:hi], self.qualifiers[lo:hi], self.values[lo:hi]))
             doc.update(first_row=self.rows[0].hex(), last_row=self.rows[-1].hex(), sample_row=sample.hex(), sample_checksum=f"{picked:016x}")
             # The cells view's embedding blocks sort before every cell (in the first region): counted
             # apart, so the task's cells keep their own key range for the publisher's per-region check.
@@ -65,13 +67,13 @@ class ViewCells:
         return doc
 
     @classmethod
-    def from_unsorted(cls, view: str, cells: list[tuple[bytes, bytes, bytes]]) -> "ViewCells":
-        cells.sort(key=lambda c: (c[0], c[1]))
-        return cls(view, [c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells])
+    def from_unsorted(cls, view: str, entries: list[tuple[bytes, bytes, bytes]]) -> "ViewEntries":
+        entries.sort(key=lambda c: (c[0], c[1]))
+        return cls(view, [c[0] for c in entries], [c[1] for c in entries], [c[2] for c in entries])
 
 
 def summarize_checks(tasks: list[dict[str, Any]]) -> dict[str, Any]:
-    """One (unit, view)'s check: totals over its tasks' checks (`ViewCells.check`), which it keeps."""
+    """One (unit, view)'s check: totals over its tasks' checks (`ViewEntries.check`), which it keeps."""
     tasks = sorted(tasks, key=lambda t: t["task"])
     checksum = sum(int(t["checksum"], 16) for t in tasks) % (1 << 64)
     return {"rows": sum(t["rows"] for t in tasks), "cells": sum(t["cells"] for t in tasks), "checksum": f"{checksum:016x}", "hfiles": tasks}
@@ -107,26 +109,26 @@ def crossed_codes(crossed: GroupingPlan, first: tuple[GroupingPlan, np.ndarray],
     return found.astype(np.int32)
 
 
-def stats_view_cells(
+def stats_view_entries(
     view: str, features: list[str], chunk: sp.csc_array | np.ndarray, codes: np.ndarray, n_groups: int, threads: int = 1
-) -> ViewCells:
+) -> ViewEntries:
     """Rows = feature, qualifiers = the 12 stat names, values = a stats vector over the groups."""
-    return stats_cells(view, features, compute_group_stats(chunk, codes, n_groups, threads=threads))
+    return stats_entries(view, features, compute_group_stats(chunk, codes, n_groups, threads=threads))
 
 
-def stats_cells(view: str, features: list[str], stats: GroupStats) -> ViewCells:
-    """The stats view's cells of computed stats."""
-    cells = []
+def stats_entries(view: str, features: list[str], stats: GroupStats) -> ViewEntries:
+    """The stats view's entries of computed stats."""
+    entries = []
     qualifiers = [layout.stats_qualifier(s) for s in STATS]
     for f, feature in enumerate(features):
         row = layout.feature_row(feature)
         for stat, qualifier in zip(STATS, qualifiers):
-            cells.append((row, qualifier, layout.encode_stats_vector(stats.values[stat][f])))
-    return ViewCells.from_unsorted(view, cells)
+            entries.append((row, qualifier, layout.encode_stats_vector(stats.values[stat][f])))
+    return ViewEntries.from_unsorted(view, entries)
 
 
-def dist_cells(view: str, features: list[str], stats: GroupStats) -> ViewCells:
-    """The distributions view's cells: per feature its histograms (`hist`) and the box-plot vectors."""
+def dist_entries(view: str, features: list[str], stats: GroupStats) -> ViewEntries:
+    """The distributions view's entries: per feature its histograms (`hist`) and the box-plot vectors."""
     dist = stats.distributions
     if dist is None:
         raise ValueError("stats computed without distributions")
@@ -138,13 +140,13 @@ def dist_cells(view: str, features: list[str], stats: GroupStats) -> ViewCells:
         "outliers_high": dist.outliers_high,
     }
     qualifiers = [(layout.dist_qualifier(name), vectors[name]) for name in layout.DIST_VECTORS]
-    cells = []
+    entries = []
     for f, feature in enumerate(features):
         row = layout.feature_row(feature)
-        cells.append((row, layout.HIST_QUALIFIER, layout.encode_histograms(dist.edges[f], dist.hist[f])))
+        entries.append((row, layout.HIST_QUALIFIER, layout.encode_histograms(dist.edges[f], dist.hist[f])))
         for qualifier, values in qualifiers:
-            cells.append((row, qualifier, layout.encode_stats_vector(values[f])))
-    return ViewCells.from_unsorted(view, cells)
+            entries.append((row, qualifier, layout.encode_stats_vector(values[f])))
+    return ViewEntries.from_unsorted(view, entries)
 
 
 @dataclass
@@ -152,8 +154,8 @@ class GroupingOutputs:
     """What one grouping gives for a set of features: its stats and distributions views' cells and
     its marker candidates."""
 
-    stats: ViewCells
-    dist: ViewCells
+    stats: ViewEntries
+    dist: ViewEntries
     candidates: pa.Table
 
 
@@ -163,13 +165,13 @@ def grouping_outputs(
     """One kernel run (stats and distributions) of a grouping over some features, and its views."""
     stats = compute_group_stats(chunk, codes, len(grouping.groups), threads=threads, with_distributions=True)
     candidates = top_candidates(grouping.name, features, marker_fields(stats), top_n)
-    return GroupingOutputs(stats_cells(grouping.view, features, stats), dist_cells(grouping.dist_view, features, stats), candidates)
+    return GroupingOutputs(stats_entries(grouping.view, features, stats), dist_entries(grouping.dist_view, features, stats), candidates)
 
 
-def features_view_cells(features: list[str], chunk: sp.csc_array | np.ndarray, max_nnz: int) -> ViewCells:
+def features_view_entries(features: list[str], chunk: sp.csc_array | np.ndarray, max_nnz: int) -> ViewEntries:
     """The transpose: per feature its non-zeros (cell positions, values), split in parts of `max_nnz`."""
     csc = sparse_columns(chunk)
-    cells = []
+    entries = []
     for f, feature in enumerate(features):
         lo, hi = int(csc.indptr[f]), int(csc.indptr[f + 1])
         idx, vals = csc.indices[lo:hi], csc.data[lo:hi]
@@ -179,8 +181,8 @@ def features_view_cells(features: list[str], chunk: sp.csc_array | np.ndarray, m
         n_parts = max(1, -(-(hi - lo) // max_nnz))
         for part in range(n_parts):
             sl = slice(part * max_nnz, (part + 1) * max_nnz)
-            cells.append((layout.feature_part_row(feature, part), layout.FEATURES_QUALIFIER, layout.encode_feature_part(idx[sl], vals[sl])))
-    return ViewCells.from_unsorted("features", cells)
+            entries.append((layout.feature_part_row(feature, part), layout.FEATURES_QUALIFIER, layout.encode_feature_part(idx[sl], vals[sl])))
+    return ViewEntries.from_unsorted("features", entries)
 
 
 def numeric_values(column: pa.ChunkedArray) -> np.ndarray:
@@ -192,7 +194,7 @@ def numeric_values(column: pa.ChunkedArray) -> np.ndarray:
     return column.to_numpy()
 
 
-def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: int | None = None, *, offset: int = 0) -> ViewCells:
+def cells_view_entries(plan: VersionPlan, cells: pa.Table, start: int = 0, end: int | None = None, *, offset: int = 0) -> ViewEntries:
     """Rows = cell id: its position, grouping values, embedding coordinates and numeric metadata; for
     the cells at rows [start, end) of `cells` only (the share of one job). `cells` starts at the
     cell at position `offset` of the matrix (a slice of the staged table)."""
@@ -225,10 +227,10 @@ def cells_view_cells(plan: VersionPlan, cells: pa.Table, start: int = 0, end: in
             positions = np.arange(offset + start + lo, offset + start + hi)
             value = layout.encode_embedding_block(positions, coordinates[lo:hi], ids[lo:hi])
             out.append((layout.embedding_block_row(offset + start + lo), qualifier, value))
-    return ViewCells.from_unsorted("cells", out)
+    return ViewEntries.from_unsorted("cells", out)
 
 
-def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
+def catalog_view_entries(plan: VersionPlan, chunk: int) -> ViewEntries:
     """The chunk's feature list (and their display symbols, if any); chunk 0 adds the dataset's `meta` document."""
     start, end = plan.chunks[chunk]
     out = [(layout.feature_list_row(chunk), layout.CATALOG_LIST_QUALIFIER, layout.encode_json(plan.features[start:end]))]
@@ -252,10 +254,10 @@ def catalog_view_cells(plan: VersionPlan, chunk: int) -> ViewCells:
             "upload_key": plan.upload_key,
         }
         out.append((layout.CATALOG_META_ROW, layout.CATALOG_DOC_QUALIFIER, layout.encode_json(meta)))
-    return ViewCells.from_unsorted("catalog", out)
+    return ViewEntries.from_unsorted("catalog", out)
 
 
-def sample_view_cells(plan: VersionPlan, cells: pa.Table, codes: list[np.ndarray]) -> ViewCells:
+def sample_view_entries(plan: VersionPlan, cells: pa.Table, codes: list[np.ndarray]) -> ViewEntries:
     """The embedding sample (`services.compute.sample`) of every cell, in parts of SAMPLE_PART_POINTS."""
     if plan.embedding is None:
         raise ValueError("the version has no embedding")
@@ -269,21 +271,21 @@ def sample_view_cells(plan: VersionPlan, cells: pa.Table, codes: list[np.ndarray
         sl = slice(start, start + step)
         value = layout.encode_sample_part(positions[sl], coordinates[positions[sl]], weights[sl], groups[sl], ids[sl])
         out.append((layout.sample_part_row(part), layout.SAMPLE_QUALIFIER, value))
-    return ViewCells.from_unsorted(SAMPLE_VIEW, out)
+    return ViewEntries.from_unsorted(SAMPLE_VIEW, out)
 
 
 @dataclass
 class UnitViews:
-    """Every view's cells of one compute unit, and its marker candidates (merged by the publisher)."""
+    """Every view's entries of one compute unit, and its marker candidates (merged by the publisher)."""
 
-    views: list[ViewCells]
+    views: list[ViewEntries]
     candidates: pa.Table
 
 
-def unit_view_cells(
+def unit_view_entries(
     plan: VersionPlan, first: int, end: int, matrices: Iterable[sp.csc_array], cells: pa.Table, max_nnz: int, threads: int = 1
 ) -> UnitViews:
-    """Every view's cells of the compute unit [first, end) (the whole local job, minus I/O): each
+    """Every view's entries of the compute unit [first, end) (the whole local job, minus I/O): each
     chunk's matrix (in order, read lazily) through the kernel on `threads` cores, the rows of all
     the unit's chunks merged in row order, so each view is one sorted run of HFiles."""
     codes = group_codes(cells, plan)
@@ -298,14 +300,14 @@ def unit_view_cells(
             outputs = grouping_outputs(grouping, features, matrix, code, plan.markers_top_n, threads)
             parts += [outputs.stats, outputs.dist]
             candidates.append(outputs.candidates)
-        parts += [features_view_cells(features, matrix, max_nnz), catalog_view_cells(plan, chunk)]
+        parts += [features_view_entries(features, matrix, max_nnz), catalog_view_entries(plan, chunk)]
         for part in parts:
             collected[part.view].extend(zip(part.rows, part.qualifiers, part.values))
     if "cells" in collected:
-        part = cells_view_cells(plan, cells, *plan.unit_cell_range(first, end))
+        part = cells_view_entries(plan, cells, *plan.unit_cell_range(first, end))
         collected["cells"].extend(zip(part.rows, part.qualifiers, part.values))
     if SAMPLE_VIEW in collected:
-        part = sample_view_cells(plan, cells, codes)
+        part = sample_view_entries(plan, cells, codes)
         collected[SAMPLE_VIEW].extend(zip(part.rows, part.qualifiers, part.values))
     merged = pa.concat_tables(candidates) if candidates else CANDIDATE_SCHEMA.empty_table()
-    return UnitViews([ViewCells.from_unsorted(view, collected[view]) for view in views], merged)
+    return UnitViews([ViewEntries.from_unsorted(view, collected[view]) for view in views], merged)

@@ -36,7 +36,7 @@ def ensure_view_table(s3: Any, hbase: HBase, settings: Settings, dataset_id: str
     cell_ids = None
     if view == "cells" and plan.n_cells > settings.rows_per_region:
         cell_ids = read_cells(s3, settings, plan).column("cell_id").to_pylist()
-    keys = plan.split_keys(view, settings.rows_per_region, settings.region_bytes, cell_ids)
+    keys = plan.region_boundaries(view, settings.rows_per_region, settings.region_bytes, cell_ids)
     jvm.create_table(settings, table, view_family(view).decode(), keys)
     return table
 

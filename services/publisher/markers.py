@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shared import layout
-from shared.adapters.hbase import HBase, cell_checksum, combine_checksums, view_table
+from shared.adapters.hbase import HBase, entry_checksum, combine_checksums, view_table
 from shared.adapters.s3 import get_bytes, list_keys, put_json
 from shared.config import Settings
 from shared.errors import Permanent
@@ -50,40 +50,40 @@ def rank_candidates(table: pa.Table, top_n: int) -> dict[tuple[str, int], pa.Tab
     return out
 
 
-def markers_cells(plan: VersionPlan, candidates: pa.Table) -> list[tuple[bytes, bytes, bytes]]:
-    """The markers view's cells (row, qualifier, value), sorted: one row per group of every grouping."""
+def markers_entries(plan: VersionPlan, candidates: pa.Table) -> list[tuple[bytes, bytes, bytes]]:
+    """The markers view's entries (row, qualifier, value), sorted: one row per group of every grouping."""
     ranked = rank_candidates(candidates, plan.markers_top_n) if candidates.num_rows else {}
-    cells = []
+    entries = []
     for grouping in plan.stats_groupings:
         for g, group in enumerate(grouping.groups):
             best = ranked.get((grouping.name, g))
             if best is None:
                 continue
             fields = {k: best.column(k).to_numpy() for k in layout.MARKER_FIELDS}
-            cells.append((layout.markers_row(grouping.name, group), layout.MARKERS_QUALIFIER, layout.encode_markers(best.column("feature").to_pylist(), fields)))
-    cells.sort(key=lambda c: (c[0], c[1]))
-    return cells
+            entries.append((layout.markers_row(grouping.name, group), layout.MARKERS_QUALIFIER, layout.encode_markers(best.column("feature").to_pylist(), fields)))
+    entries.sort(key=lambda c: (c[0], c[1]))
+    return entries
 
 
-def markers_check(cells: list[tuple[bytes, bytes, bytes]]) -> dict[str, Any]:
-    """The view's check in compute's format (one task): cells, rows, checksum, key range, a sampled row."""
-    rows = [c[0] for c in cells]
-    checksum = combine_checksums(cell_checksum(*c) for c in cells)
-    task: dict[str, Any] = {"task": 0, "cells": len(cells), "rows": len(set(rows)), "checksum": f"{checksum:016x}"}
-    if cells:
+def markers_check(entries: list[tuple[bytes, bytes, bytes]]) -> dict[str, Any]:
+    """The view's check in compute's format (one task): entries, rows, checksum, key range, a sampled row."""
+    rows = [c[0] for c in entries]
+    checksum = combine_checksums(entry_checksum(*c) for c in entries)
+    task: dict[str, Any] = {"task": 0, "entries": len(entries), "rows": len(set(rows)), "checksum": f"{checksum:016x}"}
+    if entries:
         sample = rows[len(rows) // 2]
         lo, hi = bisect.bisect_left(rows, sample), bisect.bisect_right(rows, sample)
-        picked = combine_checksums(cell_checksum(*c) for c in cells[lo:hi])
+        picked = combine_checksums(entry_checksum(*c) for c in entries[lo:hi])
         task.update(first_row=rows[0].hex(), last_row=rows[-1].hex(), sample_row=sample.hex(), sample_checksum=f"{picked:016x}")
-    return {"rows": task["rows"], "cells": task["cells"], "checksum": task["checksum"], "hfiles": [task]}
+    return {"rows": task["rows"], "entries": task["entries"], "checksum": task["checksum"], "hfiles": [task]}
 
 
 def write_markers(s3: Any, hbase: HBase, settings: Settings, plan: VersionPlan) -> int:
     """Merge the units' candidates into the version's `markers` table and record its check; the rows."""
-    cells = markers_cells(plan, read_candidates(s3, settings, plan))
+    entries = markers_entries(plan, read_candidates(s3, settings, plan))
     table = view_table(settings, plan.dataset_id, plan.version_id, MARKERS_VIEW)
     hbase.ensure_table(table, layout.MARKERS_FAMILY)
     column = layout.column(layout.MARKERS_FAMILY, layout.MARKERS_QUALIFIER)
-    hbase.put_rows(table, [(row, {column: value}) for row, _, value in cells], timestamp_ms=plan.timestamp_ms)
-    put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, MARKERS_VIEW, MERGED_UNIT), markers_check(cells))
-    return len(cells)
+    hbase.put_rows(table, [(row, {column: value}) for row, _, value in entries], timestamp_ms=plan.timestamp_ms)
+    put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, MARKERS_VIEW, MERGED_UNIT), markers_check(entries))
+    return len(entries)

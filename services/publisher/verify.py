@@ -25,7 +25,7 @@ import random
 from typing import Any
 
 from shared import layout
-from shared.adapters.hbase import HBase, cell_checksum, combine_checksums, view_table
+from shared.adapters.hbase import HBase, entry_checksum, combine_checksums, view_table
 from shared.adapters.s3 import get_json, list_keys
 from shared.config import Settings
 from shared.errors import Permanent
@@ -33,7 +33,7 @@ from shared.staging import MARKERS_VIEW, MERGED_UNIT, VersionPlan, check_key, ve
 
 
 def expected_checks(s3: Any, settings: Settings, plan: VersionPlan) -> dict[str, list[dict[str, Any]]]:
-    """Per view: the checks of its HFiles (`ViewCells.check`) over all compute units."""
+    """Per view: the checks of its HFiles (`ViewEntries.check`) over all compute units."""
     present = set(list_keys(s3, settings.staging_bucket, version_prefix(plan.dataset_id, plan.version_id) + "checks/"))
     tasks: dict[str, list[dict[str, Any]]] = {view: [] for view in plan.views}
     for first, end in plan.units:
@@ -98,7 +98,7 @@ def verify_samples(hbase: HBase, table: str, view: str, tasks: list[dict[str, An
         data = found.get(key)
         if data is None:
             raise Permanent(f"view {view}: sampled row {key!r} is missing")
-        checksum = combine_checksums(cell_checksum(key, layout.qualifier_of(column), value) for column, value in data.items())
+        checksum = combine_checksums(entry_checksum(key, layout.qualifier_of(column), value) for column, value in data.items())
         if f"{checksum:016x}" != task["sample_checksum"]:
             raise Permanent(f"view {view}: sampled row {key!r} differs from what compute wrote (checksum {checksum:016x}, not {task['sample_checksum']})")
     return keys

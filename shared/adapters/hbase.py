@@ -17,6 +17,7 @@ from Hbase_thrift import AlreadyExists as ThriftAlreadyExists  # the module happ
 from Hbase_thrift import IOError as ThriftIOError
 from thriftpy2.transport import TTransportException
 
+from shared import layout
 from shared.config import Settings
 from shared.errors import NotFound, Permanent, Transient
 from shared.messages import DATASET_ID_PATTERN, VERSION_ID_PATTERN, VIEW_PATTERN
@@ -40,8 +41,8 @@ def version_table_prefix(settings: Settings, dataset_id: str, version_id: str) -
     return f"{settings.hbase_namespace}:{dataset_id}_{version_id}_"
 
 
-def cell_checksum(row: bytes, qualifier: bytes, value: bytes) -> int:
-    """64-bit hash of one cell; a view's checksum is the sum of its cells' mod 2**64 (order-free)."""
+def entry_checksum(row: bytes, qualifier: bytes, value: bytes) -> int:
+    """64-bit hash of one entry (an HBase cell); a view's checksum is the sum of its entries' mod 2**64 (order-free)."""
     digest = hashlib.blake2b(digest_size=8)
     digest.update(len(row).to_bytes(4, "big"))
     digest.update(row)
@@ -201,7 +202,7 @@ class HBase:
         return self._call("scan", lambda conn: list(conn.table(table).scan(**kwargs)))
 
     def count_and_checksum(self, table: str, *, batch_size: int = 1000) -> tuple[int, int]:
-        """(rows, checksum) of a whole table by a full scan; the checksum matches `cell_checksum` sums."""
+        """(rows, checksum) of a whole table by a full scan; the checksum matches `entry_checksum` sums."""
 
         def verify(conn: happybase.Connection) -> tuple[int, int]:
             rows = 0
@@ -209,7 +210,7 @@ class HBase:
             for key, data in conn.table(table).scan(batch_size=batch_size):
                 rows += 1
                 for column, value in data.items():
-                    total += cell_checksum(key, layout.qualifier_of(column), value)
+                    total += entry_checksum(key, layout.qualifier_of(column), value)
             return rows, total % (1 << 64)
 
         return self._call("verify scan", verify)

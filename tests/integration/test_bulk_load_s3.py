@@ -62,7 +62,7 @@ def _stage_hfiles(settings: Settings, s3: Any, cells: list[tuple[bytes, bytes, b
     """Write `cells` as HFiles, upload them under `prefix/<family>/`, delete the local copy; the s3:// URI."""
     with tempfile.TemporaryDirectory() as tmp:
         cell_file = Path(tmp) / "cells"
-        jvm.write_cell_file(cell_file, [c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells])
+        jvm.write_entry_file(cell_file, [c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells])
         jvm.write_hfiles(settings, [cell_file], Path(tmp) / "out", family, timestamp_ms=TIMESTAMP_MS, max_file_bytes=2048)
         upload_dir(s3, Path(tmp) / "out", settings.staging_bucket, prefix)
     return f"s3://{settings.staging_bucket}/{prefix}"

@@ -21,7 +21,7 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import Permanent
-from shared.jvm import bulk_load, spark_classpath, write_cell_file, write_hfiles
+from shared.jvm import bulk_load, spark_classpath, write_entry_file, write_hfiles
 
 TIMESTAMP_MS = 1_700_000_000_000
 
@@ -44,11 +44,11 @@ def random_cells(seed: int, n_rows: int, max_qualifiers: int) -> list[tuple[byte
 
 
 def write_cells(path: Path, cells: list[tuple[bytes, bytes, bytes]]) -> int:
-    return write_cell_file(path, [c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells])
+    return write_entry_file(path, [c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells])
 
 
 def test_cell_file_is_length_prefixed_big_endian_records(tmp_path: Path) -> None:
-    size = write_cell_file(tmp_path / "cells", [b"r\x00", b"r\x00"], [b"", b"q"], [b"\xff" * 3, b""])
+    size = write_entry_file(tmp_path / "cells", [b"r\x00", b"r\x00"], [b"", b"q"], [b"\xff" * 3, b""])
 
     expected = struct.pack(">I2sI0sI3s", 2, b"r\x00", 0, b"", 3, b"\xff\xff\xff") + struct.pack(">I2sI1sI0s", 2, b"r\x00", 1, b"q", 0, b"")
     assert (tmp_path / "cells").read_bytes() == expected
@@ -57,7 +57,7 @@ def test_cell_file_is_length_prefixed_big_endian_records(tmp_path: Path) -> None
 
 def test_cell_file_refuses_mismatched_columns(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="2 rows, 1 qualifiers and 2 values"):
-        write_cell_file(tmp_path / "cells", [b"a", b"b"], [b"q"], [b"1", b"2"])
+        write_entry_file(tmp_path / "cells", [b"a", b"b"], [b"q"], [b"1", b"2"])
 
 
 def test_write_hfiles_summary_counts_cells_rows_and_files(settings: Settings, tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_write_hfiles_replaces_an_earlier_attempt(settings: Settings, tmp_path: 
 
 def test_unsorted_cells_raise_permanent_naming_the_row(settings: Settings, tmp_path: Path) -> None:
     rows = [b"gene-a", b"gene-c", b"gene-b\xff", b"gene-d"]
-    write_cell_file(tmp_path / "c", rows, [b"q"] * 4, [b"1"] * 4)
+    write_entry_file(tmp_path / "c", rows, [b"q"] * 4, [b"1"] * 4)
 
     with pytest.raises(Permanent) as raised:
         write_hfiles(settings, [tmp_path / "c"], tmp_path / "hfiles", "f")
@@ -105,7 +105,7 @@ def test_unsorted_cells_raise_permanent_naming_the_row(settings: Settings, tmp_p
 
 
 def test_repeated_cell_raises_permanent(settings: Settings, tmp_path: Path) -> None:
-    write_cell_file(tmp_path / "c", [b"r", b"r"], [b"q", b"q"], [b"1", b"2"])
+    write_entry_file(tmp_path / "c", [b"r", b"r"], [b"q", b"q"], [b"1", b"2"])
 
     with pytest.raises(Permanent, match="cell repeated: row 'r' qualifier 'q'"):
         write_hfiles(settings, [tmp_path / "c"], tmp_path / "hfiles", "f")
@@ -176,7 +176,7 @@ def test_loading_the_same_hfiles_twice_leaves_the_same_cells(stack: Settings, hb
 
 @pytest.mark.stack
 def test_bulk_load_into_a_missing_table_raises_permanent_and_creates_nothing(stack: Settings, hbase: happybase.Connection, tmp_path: Path) -> None:
-    write_cell_file(tmp_path / "c", [b"r"], [b"q"], [b"v"])
+    write_entry_file(tmp_path / "c", [b"r"], [b"q"], [b"v"])
     write_hfiles(stack, [tmp_path / "c"], tmp_path / "hfiles", "f")
     missing = f"{stack.hbase_namespace}:missing_{uuid.uuid4().hex[:12]}"
 
@@ -188,7 +188,7 @@ def test_bulk_load_into_a_missing_table_raises_permanent_and_creates_nothing(sta
 
 @pytest.mark.stack
 def test_bulk_load_of_a_family_the_table_lacks_raises_permanent(stack: Settings, hbase: happybase.Connection, table: str, tmp_path: Path) -> None:
-    write_cell_file(tmp_path / "c", [b"r"], [b"q"], [b"v"])
+    write_entry_file(tmp_path / "c", [b"r"], [b"q"], [b"v"])
     write_hfiles(stack, [tmp_path / "c"], tmp_path / "hfiles", "g")
 
     with pytest.raises(Permanent, match=r"holds families \[g\] that table .* lacks \(it has \[f\]\)"):

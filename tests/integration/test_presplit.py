@@ -35,19 +35,19 @@ def _plan(n_features: int) -> VersionPlan:
     )
 
 
-def test_split_keys_bound_rows_per_region() -> None:
+def test_region_boundaries_bound_rows_per_region() -> None:
     plan = _plan(50)
     big = 1 << 40  # bytes never bind here
-    assert plan.split_keys("stats_t", 20, big) == [b"G0020", b"G0040"]
-    assert plan.split_keys("features", 20, big) == [b"G0020", b"G0040"]
-    assert plan.split_keys("catalog", 20, big) == []
-    assert plan.split_keys("cells", 2, big, ["c3", "c1", "c2", "c0"]) == [b"c2"]
+    assert plan.region_boundaries("stats_t", 20, big) == [b"G0020", b"G0040"]
+    assert plan.region_boundaries("features", 20, big) == [b"G0020", b"G0040"]
+    assert plan.region_boundaries("catalog", 20, big) == []
+    assert plan.region_boundaries("cells", 2, big, ["c3", "c1", "c2", "c0"]) == [b"c2"]
 
 
-def test_split_keys_bound_bytes_per_region() -> None:
+def test_region_boundaries_bound_bytes_per_region() -> None:
     # 50 features with 1,000 non-zeros each: a transpose row is ~8 KB, so 20 KB regions hold 2 features.
     plan = _plan(50).model_copy(update={"nnz": 50_000})
-    keys = plan.split_keys("features", 20, 20_000)
+    keys = plan.region_boundaries("features", 20, 20_000)
     assert keys == [f"G{i:04d}".encode() for i in range(2, 50, 2)]
 
 
@@ -60,7 +60,7 @@ def test_large_view_is_pre_split_and_loads_across_regions(stack: Settings) -> No
     values = [layout.encode_feature_part(np.array([0], np.int32), np.array([float(i)])) for i in range(50)]
     with tempfile.TemporaryDirectory() as tmp:
         cells = Path(tmp) / "cells"
-        jvm.write_cell_file(cells, rows, [b"v"] * 50, values)
+        jvm.write_entry_file(cells, rows, [b"v"] * 50, values)
         jvm.write_hfiles(settings, [cells], Path(tmp) / "out", "f", timestamp_ms=plan.timestamp_ms)
         prefix = f"staging/{plan.dataset_id}/{plan.version_id}/hfiles/features/000000/"
         upload_dir(s3, Path(tmp) / "out", settings.staging_bucket, prefix)

@@ -18,7 +18,7 @@ from services.compute import job
 from services.compute.spark_job import feature_partitions, run_batch_spark
 from services.ingest.split import ingest_upload
 from services.loader.load import bulk_load_view_chunk
-from services.publisher.markers import markers_cells, read_candidates
+from services.publisher.markers import markers_entries, read_candidates
 from shared.adapters.hbase import HBase, view_table
 from shared.adapters.s3 import S3RangeReader, list_keys
 from shared.config import Settings
@@ -92,8 +92,8 @@ def test_spark_batch_writes_the_local_executors_cells_through_s3a(stack: Setting
         assert {ts for *_, ts in got} == {plan.timestamp_ms}, view
         assert loaded[view] == len({r for r, _, _ in cells}), view
     # The markers merged from the spark batches' candidates are the local chunks' merged, byte for byte.
-    local_markers = markers_cells(plan, pa.concat_tables(local_candidates))
-    assert local_markers == markers_cells(plan, read_candidates(s3, settings, plan))
+    local_markers = markers_entries(plan, pa.concat_tables(local_candidates))
+    assert local_markers == markers_entries(plan, read_candidates(s3, settings, plan))
     assert len(local_markers) == sum(len(g.groups) for g in plan.stats_groupings)
     # The transpose really was split into parts of at most 16 non-zeros.
     assert any(row.endswith(b"\x00\x00\x01") for row, _, _ in expected["features"])

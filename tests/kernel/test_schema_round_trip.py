@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from services.compute.views import unit_view_cells
-from services.publisher.markers import markers_cells
+from services.compute.views import unit_view_entries
+from services.publisher.markers import markers_entries
 from shared import layout
 from shared.staging import EmbeddingPlan, GroupingPlan, VersionPlan
 from shared.stats import STATS
@@ -64,9 +64,9 @@ def _dataset() -> tuple[VersionPlan, pa.Table, np.ndarray]:
 def _rows(plan: VersionPlan, cells: pa.Table, matrix: np.ndarray) -> dict[str, list[tuple[bytes, bytes, bytes]]]:
     """Every view's (row, qualifier, value) as compute writes them (one unit: the whole version)."""
     matrices = [sp.csc_array(matrix[:, a:b]) for a, b in plan.chunks]
-    unit = unit_view_cells(plan, 0, 2, matrices, cells, max_nnz=3)
+    unit = unit_view_entries(plan, 0, 2, matrices, cells, max_nnz=3)
     rows = {v.view: list(zip(v.rows, v.qualifiers, v.values)) for v in unit.views}
-    rows["markers"] = markers_cells(plan, unit.candidates)
+    rows["markers"] = markers_entries(plan, unit.candidates)
     return rows
 
 
