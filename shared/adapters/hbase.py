@@ -79,6 +79,8 @@ _TRANSIENT_HBASE_STATES = (
     "CallQueueTooBig",
     "CallTimeoutException",
     "CallDroppedException",
+    # ZooKeeper did not answer in time (HBase's quorum down or restarting).
+    "Zookeeper GET could not be completed",
 )
 
 
