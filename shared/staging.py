@@ -74,10 +74,12 @@ def check_key(dataset_id: str, version_id: str, view: str, chunk: int) -> str:
 
 
 def marker_candidates_key(dataset_id: str, version_id: str, chunk: int) -> str:
+    """The key of the marker candidates of the unit starting at `chunk` (Parquet)."""
     return version_prefix(dataset_id, version_id) + f"markers/{chunk:06d}.parquet"
 
 
 def markers_prefix(dataset_id: str, version_id: str) -> str:
+    """The prefix of every unit's marker candidates."""
     return version_prefix(dataset_id, version_id) + "markers/"
 
 

@@ -25,6 +25,7 @@ TERMINAL_FAILURES = {"FAILED", "CANCELLED", "INTERRUPTED"}
 
 
 def step_key(dataset_id: str, version_id: str, chunk: int) -> str:
+    """The staging key remembering the EMR step of the unit starting at `chunk`."""
     return version_prefix(dataset_id, version_id) + f"steps/{chunk:06d}.json"
 
 
@@ -108,6 +109,7 @@ async def wait_for_step(emr: Any, cluster_id: str, step_id: str, poll_s: float) 
 
 
 def failure_reason(status: dict[str, Any]) -> str:
+    """The step's own account of its failure (reason, message, log file), for the version's error."""
     details = status.get("FailureDetails") or {}
     change = status.get("StateChangeReason") or {}
     parts = [details.get("Reason"), details.get("Message"), change.get("Message"), details.get("LogFile")]

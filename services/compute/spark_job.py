@@ -121,6 +121,7 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
 
 
 def s3_uri(settings: Settings, bucket: str, key: str) -> str:
+    """A staging object as Spark's executors address it (`s3a://` locally, `s3://` on EMR)."""
     return f"{settings.spark_s3_scheme}://{bucket}/{key}"
 
 

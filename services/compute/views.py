@@ -43,9 +43,11 @@ class ViewEntries:
 
     @property
     def n_rows(self) -> int:
+        """How many distinct rows the entries hold."""
         return len(set(self.rows))
 
     def checksum(self) -> int:
+        """The entries' checksum (`entry_checksum` summed mod 2**64), as the publisher recomputes it."""
         return combine_checksums(entry_checksum(r, q, v) for r, q, v in zip(self.rows, self.qualifiers, self.values))
 
     def check(self, task: int) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class ViewEntries:
 
     @classmethod
     def from_unsorted(cls, view: str, entries: list[tuple[bytes, bytes, bytes]]) -> "ViewEntries":
+        """The view's entries sorted by (row, qualifier), the order an HFile needs."""
         entries.sort(key=lambda c: (c[0], c[1]))
         return cls(view, [c[0] for c in entries], [c[1] for c in entries], [c[2] for c in entries])
 

@@ -26,19 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.ingest.matrix import (
-    CONTROL,
-    GENE_EXPRESSION,
-    MatrixSummary,
-    Progress,
-    check_feature_count,
-    check_ids,
-    check_names,
-    check_row_count,
-    chunk_ranges,
-    chunk_width,
-    gene_expression_features,
-)
+from services.ingest.matrix import CONTROL, GENE_EXPRESSION, MatrixSummary, Progress, check_feature_count, check_ids, check_names, check_row_count, chunk_ranges, chunk_width, gene_expression_features  # noqa: E501
 from services.ingest.parts import ChunkParts
 from shared.config import Settings
 from shared.errors import BadUpload
@@ -89,38 +77,35 @@ class _Reader:
         self.block_nnz = block_nnz
         self.progress = progress
 
-    def _blocks(self, indptr: np.ndarray, n_major: int) -> Iterator[tuple[int, int, int, int]]:
-        """(first, end, lo, hi) of each run of rows (or columns) whose non-zeros [lo, hi) fit in one
-        block, at least one row (or column) a run."""
+    def _blocks(self, indptr: np.ndarray, indices: Any, data: Any, *, by_cell: bool) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(major index, minor index, values) of each run of rows (`by_cell`) or columns whose
+        non-zeros fit in one block, at least one row (or column) a run; reports progress after each."""
+        n_major = self.n_cells if by_cell else self.n_features
         start = 0
         while start < n_major:
             end = int(np.searchsorted(indptr, indptr[start] + self.block_nnz, side="right")) - 1
             end = min(n_major, max(start + 1, end))
-            yield start, end, int(indptr[start]), int(indptr[end])
+            lo, hi = int(indptr[start]), int(indptr[end])
+            minor = np.asarray(indices[lo:hi], dtype=np.int64)
+            vals = np.asarray(data[lo:hi])
+            yield np.repeat(np.arange(start, end, dtype=np.int64), np.diff(indptr[start : end + 1])), minor, vals
+            if self.progress is not None:
+                entry_bytes = vals.itemsize + minor.itemsize
+                self.progress(hi * entry_bytes, int(indptr[-1]) * entry_bytes, end if by_cell else self.n_cells)
             start = end
 
     def rows_of(self, group: Any, keep: np.ndarray | None = None) -> None:
         """CSR over cells: `indptr` has n_cells + 1 entries, `indices` are features (`keep` maps
         stored feature -> kept feature, -1 to drop)."""
         indptr, indices, data = self._sparse(group, self.n_cells, self.n_features if keep is None else keep.size)
-        for start, end, lo, hi in self._blocks(indptr, self.n_cells):
-            cols = np.asarray(indices[lo:hi], dtype=np.int64)
-            vals = np.asarray(data[lo:hi])
-            cells = np.repeat(np.arange(start, end, dtype=np.int64), np.diff(indptr[start : end + 1]))
-            self._stage(cells, cols, vals, keep)
-            if self.progress is not None:
-                self.progress(hi * (vals.itemsize + cols.itemsize), int(indptr[-1]) * (vals.itemsize + cols.itemsize), end)
+        for cells, features, vals in self._blocks(indptr, indices, data, by_cell=True):
+            self._stage(cells, features, vals, keep)
 
     def columns_of(self, group: Any) -> None:
         """CSC over features: `indptr` has n_features + 1 entries, `indices` are cells."""
         indptr, indices, data = self._sparse(group, self.n_features, self.n_cells)
-        for start, end, lo, hi in self._blocks(indptr, self.n_features):
-            cells = np.asarray(indices[lo:hi], dtype=np.int64)
-            vals = np.asarray(data[lo:hi])
-            features = np.repeat(np.arange(start, end, dtype=np.int64), np.diff(indptr[start : end + 1]))
+        for features, cells, vals in self._blocks(indptr, indices, data, by_cell=False):
             self._stage(cells, features, vals, None)
-            if self.progress is not None:
-                self.progress(hi * (vals.itemsize + cells.itemsize), int(indptr[-1]) * (vals.itemsize + cells.itemsize), self.n_cells)
 
     def dense(self, dataset: Any) -> None:
         if dataset.ndim != 2 or dataset.shape != (self.n_cells, self.n_features):

@@ -17,18 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from services.ingest.matrix import (
-    GENE_EXPRESSION,
-    MatrixSummary,
-    Progress,
-    check_feature_count,
-    check_ids,
-    check_names,
-    check_row_count,
-    chunk_ranges,
-    chunk_width,
-    gene_expression_features,
-)
+from services.ingest.matrix import GENE_EXPRESSION, MatrixSummary, Progress, check_feature_count, check_ids, check_names, check_row_count, chunk_ranges, chunk_width, gene_expression_features  # noqa: E501
 from services.ingest.parts import ChunkParts
 from shared.config import Settings
 from shared.errors import BadUpload

@@ -314,6 +314,7 @@ class Target:
     cache_control: str
 
     def headers(self, **extra: str | None) -> dict[str, str]:
+        """The response headers of an answer about this target (ETag, caching, the version read), plus `extra`."""
         out = {"ETag": self.etag, "Cache-Control": self.cache_control, "Vary": "Accept", "X-Wideviews-Version": self.version_id}
         out.update({k.replace("_", "-"): v for k, v in extra.items() if v is not None})
         return out
@@ -359,6 +360,7 @@ class QueryService:
         return found
 
     def catalog(self, target: Target) -> Catalog:
+        """The catalog of the version the request reads."""
         return self.reader.catalog(target.dataset_id, target.version_id)
 
 

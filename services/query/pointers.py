@@ -73,6 +73,7 @@ class VersionInfo:
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> "VersionInfo":
         # The first time the version reached PUBLISHED (history lines are "<iso time> <STATE>[: reason]").
+        """What a reader may know of a versions item (legacy state names read as today's)."""
         published = next((h.split(" ", 1)[0] for h in item.get("history", []) if h.split(" ")[1:2] == ["PUBLISHED"]), None)
         return cls(
             dataset_id=item["dataset_id"],

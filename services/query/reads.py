@@ -51,6 +51,7 @@ class Lru(Generic[K, V]):
         return self._hit(key)[1]
 
     def get_or_load(self, key: K, load: Callable[[], V]) -> V:
+        """The cached value of `key`, else `load()` run once for all concurrent askers (cached; the least recently used key leaves beyond `size`)."""
         found, value = self._hit(key)
         if found:
             return value  # type: ignore[return-value]

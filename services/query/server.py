@@ -34,6 +34,7 @@ def server_app() -> FastAPI:
 
 
 def main() -> None:
+    """Serve the read API with uvicorn on `query_host:query_port` until stopped."""
     settings = _settings()
     configure_logging(settings)
     workers = max(1, settings.query_workers)

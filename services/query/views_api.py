@@ -188,6 +188,7 @@ def distributions(
     group: Annotated[list[str], Query(description="only this group, verbatim (repeatable)")] = [],  # noqa: B006
     version: VersionQuery = None,
 ) -> Response:
+    """Per-group histograms and box-plot vectors of the features, from the `dist_*` view."""
     service = request.app.state.service
     names = _repeated(request, "features", "feature")
     if not names:
@@ -254,6 +255,7 @@ def markers(
     n: Annotated[int | None, Query(ge=1, le=10_000, description="markers per group (at most the version's markers_top_n, 100 by default); default 20, or all stored when fewer")] = None,
     version: VersionQuery = None,
 ) -> Response:
+    """The top marker features of the groups, from the `markers` view."""
     service = request.app.state.service
     target = service.target(request, dataset_id, version, "json")
     catalog = service.catalog(target)
@@ -297,6 +299,7 @@ def embedding_sample(
     format: Annotated[Literal["json", "arrow"] | None, Query(description=f"`arrow` for an Arrow IPC stream (same as `Accept: {ARROW_STREAM}`)")] = None,  # noqa: A002
     version: VersionQuery = None,
 ) -> Response:
+    """The embedding sample (every group kept, weighted), as JSON or an Arrow stream."""
     service = request.app.state.service
     arrow = format == "arrow" if format is not None else ARROW_STREAM in request.headers.get("accept", "")
     offset, cursor_version = 0, None
