@@ -179,10 +179,12 @@ def cell_qualifier(kind: str, name: str) -> bytes:
 
 
 def parse_cell_qualifier(qualifier: bytes) -> tuple[str, str]:
-    """(kind, name) of a cells view qualifier: ("position", "") or `cell_qualifier`'s (kind, name);
-    ("unknown", text) for anything else."""
+    """(kind, name) of a cells view qualifier: ("position", ""), `cell_qualifier`'s (kind, name),
+    ("embedding block", embedding); ("unknown", text) for anything else."""
     if qualifier == CELL_POSITION_QUALIFIER:
         return "position", ""
+    if qualifier.startswith(EMBEDDING_BLOCK_QUALIFIER_PREFIX):
+        return "embedding block", qualifier[len(EMBEDDING_BLOCK_QUALIFIER_PREFIX) :].decode()
     for kind, prefix in _CELL_KINDS.items():
         if qualifier.startswith(prefix):
             return kind, qualifier[len(prefix) :].decode()
@@ -454,6 +456,11 @@ def decode_sample_part(value: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray
 EMBEDDING_BLOCK_PREFIX = b"\x00emb"
 EMBEDDING_BLOCK_QUALIFIER_PREFIX = b"b:"
 EMBEDDING_BLOCK_CELLS = 50_000
+
+
+def embedding_block_qualifier(embedding: str) -> bytes:
+    """Qualifier of an embedding's blocks in the cells view."""
+    return EMBEDDING_BLOCK_QUALIFIER_PREFIX + embedding.encode()
 
 
 def embedding_block_row(first_position: int) -> bytes:

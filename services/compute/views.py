@@ -222,7 +222,7 @@ def cells_view_entries(plan: VersionPlan, cells: pa.Table, start: int = 0, end: 
     if emb is not None and plan.embedding is not None:
         # The share's whole embedding in a few rows too: the query reads all cells' coordinates in
         # about k rows, not n (`shared.layout`: at most EMBEDDING_BLOCK_CELLS cells a row).
-        qualifier = layout.EMBEDDING_BLOCK_QUALIFIER_PREFIX + plan.embedding.name.encode()
+        qualifier = layout.embedding_block_qualifier(plan.embedding.name)
         # As the per-cell rows: a cell with a blank coordinate has no embedding at all (all NaN).
         coordinates = np.where(np.isnan(emb).any(axis=1, keepdims=True), np.nan, emb)
         for lo in range(0, len(ids), layout.EMBEDDING_BLOCK_CELLS):

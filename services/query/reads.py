@@ -445,7 +445,7 @@ class VersionReader:
         if not catalog.embedding_name:
             return None
         require_io("embedding blocks")
-        column = layout.CELLS_FAMILY + b":" + layout.EMBEDDING_BLOCK_QUALIFIER_PREFIX + catalog.embedding_name.encode()
+        column = layout.column(layout.CELLS_FAMILY, layout.embedding_block_qualifier(catalog.embedding_name))
         rows = self.hbase.scan(self._table(catalog, "cells"), row_prefix=layout.EMBEDDING_BLOCK_PREFIX, columns=[column], batch_size=4)
         blocks = [layout.decode_embedding_block(data[column]) for _, data in rows if column in data]
         if sum(len(ids) for _, _, ids in blocks) != catalog.n_cells:

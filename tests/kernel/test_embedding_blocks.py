@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from services.compute.views import cells_view_cells
+from services.compute.views import cells_view_entries
 from shared import layout
 from shared.errors import Permanent
 from shared.staging import EmbeddingPlan, GroupingPlan, VersionPlan
@@ -53,7 +53,7 @@ def test_a_shares_blocks_hold_its_cells_rows(monkeypatch: pytest.MonkeyPatch) ->
     ids = [f"cell-{(i * 7) % n:02d}" for i in range(n)]
     table = pa.table({"cell_id": ids, "t": ["a", "b"] * 5 + ["a"], "umap_1": umap[:, 0], "umap_2": umap[:, 1]})
     start, end, offset = 2, 10, 100
-    view = cells_view_cells(_plan(n), table, start, end, offset=offset)
+    view = cells_view_entries(_plan(n), table, start, end, offset=offset)
     family_blocks = [(r, q, v) for r, q, v in zip(view.rows, view.qualifiers, view.values) if r.startswith(layout.EMBEDDING_BLOCK_PREFIX)]
     assert [r for r, _, _ in family_blocks] == [layout.embedding_block_row(offset + p) for p in (2, 6)]
     assert {q for _, q, _ in family_blocks} == {b"b:umap"}

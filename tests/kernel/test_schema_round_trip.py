@@ -108,11 +108,19 @@ def test_every_view_of_a_version_reads_back_through_the_layout() -> None:
 
     # cells: position, grouping values, embedding and numeric columns; a blank has no value.
     seen: dict[str, dict[tuple[str, str], object]] = {}
+    block_ids: list[str] = []
     for r, q, v in rows["cells"]:
         kind, name = layout.parse_cell_qualifier(q)
+        if r.startswith(layout.EMBEDDING_BLOCK_PREFIX):
+            # The embedding again, in blocks of cells (position order): every cell's coordinates in a few rows.
+            assert (kind, name) == ("embedding block", "umap")
+            positions, coordinates, ids = layout.decode_embedding_block(v)
+            np.testing.assert_array_equal(coordinates, frame[["umap_1", "umap_2"]].to_numpy()[positions])
+            block_ids += [i.decode() if isinstance(i, bytes) else i for i in ids]
+            continue
         decoded = {"position": layout.decode_int, "grouping": layout.decode_text}.get(kind, lambda b: layout.decode_vector(b).tolist())(v)
         seen.setdefault(layout.cell_id_of(r), {})[(kind, name)] = decoded
-    assert set(seen) == set(CELL_IDS)
+    assert set(seen) == set(CELL_IDS) and block_ids == CELL_IDS
     for i, cell_id in enumerate(CELL_IDS):
         want: dict[tuple[str, str], object] = {("position", ""): i, ("grouping", "cell_type"): TYPES[i], ("grouping", "donor"): DONORS[i]}
         want[("embedding", "umap")] = [frame["umap_1"][i], frame["umap_2"][i]]
