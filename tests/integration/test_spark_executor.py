@@ -20,9 +20,9 @@ from services.ingest.split import ingest_upload
 from services.loader.load import bulk_load_view_chunk
 from services.publisher.markers import markers_entries, read_candidates
 from shared.adapters.hbase import HBase, view_table
-from shared.adapters.s3 import S3RangeReader, list_keys
+from shared.adapters.s3 import S3RangeReader, get_json, list_keys
 from shared.config import Settings
-from shared.staging import version_prefix
+from shared.staging import check_key, version_prefix
 
 pytestmark = pytest.mark.stack
 
@@ -84,7 +84,9 @@ def test_spark_batch_writes_the_local_executors_cells_through_s3a(stack: Setting
         for message in messages:
             assert message.chunk == first
             bulk_load_view_chunk(s3, hbase, settings, dataset_id, version_id, message.view, message.hfiles_uri)
-            loaded[message.view] = loaded.get(message.view, 0) + message.rows
+            # The rows the unit's check records (what the publisher verifies the table against).
+            check = get_json(s3, settings.staging_bucket, check_key(dataset_id, version_id, message.view, message.chunk))
+            loaded[message.view] = loaded.get(message.view, 0) + check["rows"]
 
     for view, cells in expected.items():
         got = _scan(settings, view_table(settings, dataset_id, version_id, view))
