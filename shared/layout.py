@@ -40,8 +40,9 @@ little-endian (numpy reads them without copying):
                     coordinates (point-major; all NaN for a cell with a blank one) | uint32[n] id lengths
                     | UTF-8 cell ids, concatenated
                     cells view: row = b"\\x00emb" + uint32 first position (big-endian), family `c`,
-                    qualifier `b:<embedding name>`; per share of cells written together, its cells in
-                    position order, at most EMBEDDING_BLOCK_CELLS a row (a few MB, well below
+                    qualifier `b:<embedding name>`; cells in position order, cut at every multiple of
+                    EMBEDDING_BLOCK_CELLS positions and at the ends of the range a job writes (so
+                    every executor writes the same rows), at most EMBEDDING_BLOCK_CELLS a row (a few MB, well below
                     HBase's cell size limit). Cell ids have no control characters, so these
                     rows sort before every cell's row and never collide with one.
 

@@ -43,6 +43,7 @@ from services.compute.views import (
     ViewEntries,
     catalog_view_entries,
     cells_view_entries,
+    embedding_block_ranges,
     features_view_entries,
     group_codes,
     grouping_outputs,
@@ -291,8 +292,9 @@ def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, fi
 
     if "cells" in views:
         start, stop = plan.unit_cell_range(first, end)
-        n_tasks = max(1, min(len(parts), -(-(stop - start) // 50_000)))
-        ranges = [(start + (stop - start) * i // n_tasks, start + (stop - start) * (i + 1) // n_tasks) for i in range(n_tasks)]
+        # One task per embedding block (`views.embedding_block_ranges`): the blocks come out as the local executor's.
+        ranges = embedding_block_ranges(start, stop) or [(start, stop)]
+        n_tasks = len(ranges)
         produced = spark.range(n_tasks, numPartitions=n_tasks).mapInArrow(cells_task(plan, settings, ranges), CELLS_DDL).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             for row in produced.filter(F.col("view").startswith(CHECK_PREFIX)).select("view", "value").collect():

@@ -225,12 +225,21 @@ def cells_view_entries(plan: VersionPlan, cells: pa.Table, start: int = 0, end: 
         qualifier = layout.embedding_block_qualifier(plan.embedding.name)
         # As the per-cell rows: a cell with a blank coordinate has no embedding at all (all NaN).
         coordinates = np.where(np.isnan(emb).any(axis=1, keepdims=True), np.nan, emb)
-        for lo in range(0, len(ids), layout.EMBEDDING_BLOCK_CELLS):
-            hi = min(lo + layout.EMBEDDING_BLOCK_CELLS, len(ids))
-            positions = np.arange(offset + start + lo, offset + start + hi)
-            value = layout.encode_embedding_block(positions, coordinates[lo:hi], ids[lo:hi])
-            out.append((layout.embedding_block_row(offset + start + lo), qualifier, value))
+        # Blocks are cut at multiples of EMBEDDING_BLOCK_CELLS positions (and at this range's ends),
+        # so the same cells make the same blocks however the executor splits the cells into ranges.
+        first = offset + start
+        for lo, hi in embedding_block_ranges(first, first + len(ids)):
+            positions = np.arange(lo, hi)
+            value = layout.encode_embedding_block(positions, coordinates[lo - first : hi - first], ids[lo - first : hi - first])
+            out.append((layout.embedding_block_row(lo), qualifier, value))
     return ViewEntries.from_unsorted("cells", out)
+
+
+def embedding_block_ranges(start: int, stop: int) -> list[tuple[int, int]]:
+    """[start, stop) cut at every multiple of `layout.EMBEDDING_BLOCK_CELLS` positions."""
+    step = layout.EMBEDDING_BLOCK_CELLS
+    cuts = [start, *range((start // step + 1) * step, stop, step), stop]
+    return [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
 
 
 def catalog_view_entries(plan: VersionPlan, chunk: int) -> ViewEntries:

@@ -4,12 +4,13 @@ its per-cell rows hold (ids, positions, coordinates; a blank coordinate blanks t
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from services.compute.views import cells_view_entries
+from services.compute.views import cells_view_entries, embedding_block_ranges
 from shared import layout
 from shared.errors import Permanent
 from shared.staging import EmbeddingPlan, GroupingPlan, VersionPlan
@@ -55,7 +56,8 @@ def test_a_shares_blocks_hold_its_cells_rows(monkeypatch: pytest.MonkeyPatch) ->
     start, end, offset = 2, 10, 100
     view = cells_view_entries(_plan(n), table, start, end, offset=offset)
     family_blocks = [(r, q, v) for r, q, v in zip(view.rows, view.qualifiers, view.values) if r.startswith(layout.EMBEDDING_BLOCK_PREFIX)]
-    assert [r for r, _, _ in family_blocks] == [layout.embedding_block_row(offset + p) for p in (2, 6)]
+    # Cut at multiples of 4 positions: [102, 104), [104, 108), [108, 110).
+    assert [r for r, _, _ in family_blocks] == [layout.embedding_block_row(p) for p in (102, 104, 108)]
     assert {q for _, q, _ in family_blocks} == {b"b:umap"}
     positions, coords, raw = zip(*(layout.decode_embedding_block(v) for _, _, v in family_blocks))
     assert np.concatenate(positions).tolist() == list(range(offset + start, offset + end))
@@ -68,6 +70,24 @@ def test_a_shares_blocks_hold_its_cells_rows(monkeypatch: pytest.MonkeyPatch) ->
     assert len(cell_rows) == end - start - 1 and ids[5].encode() not in cell_rows
     # The check counts the blocks apart from the cells' own key range.
     check = view.check(0)
-    assert check["rows"] == end - start + 2 and check["block_rows"] == 2
+    assert check["rows"] == end - start + 3 and check["block_rows"] == 3
     assert bytes.fromhex(check["block_row"]) == layout.embedding_block_row(offset + start)
     assert bytes.fromhex(check["first_row"]) == min(i.encode() for i in ids[start:end])
+
+
+def test_blocks_are_the_same_whatever_ranges_the_cells_are_split_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local executor writes a unit's cells in one range, Spark in one task per block: same rows."""
+    monkeypatch.setattr(layout, "EMBEDDING_BLOCK_CELLS", 4)
+    n = 23
+    rng = np.random.default_rng(5)
+    umap = rng.normal(size=(n, 2))
+    table = pa.table({"cell_id": [f"c{i:02d}" for i in range(n)], "t": ["a"] * n, "umap_1": umap[:, 0], "umap_2": umap[:, 1]})
+
+    def blocks(view: Any) -> list[tuple[bytes, bytes]]:
+        return [(r, v) for r, v in zip(view.rows, view.values) if r.startswith(layout.EMBEDDING_BLOCK_PREFIX)]
+
+    whole = blocks(cells_view_entries(_plan(n), table, 3, 21))
+    ranges = embedding_block_ranges(3, 21)
+    assert ranges == [(3, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 21)]
+    pieces = [b for lo, hi in ranges for b in blocks(cells_view_entries(_plan(n), table, lo, hi))]
+    assert pieces == whole
