@@ -41,8 +41,8 @@ little-endian (numpy reads them without copying):
                     | UTF-8 cell ids, concatenated
                     cells view: row = b"\\x00emb" + uint32 first position (big-endian), family `c`,
                     qualifier `b:<embedding name>`; cells in position order, cut at every multiple of
-                    EMBEDDING_BLOCK_CELLS positions and at the ends of the range a job writes (so
-                    every executor writes the same rows), at most EMBEDDING_BLOCK_CELLS a row (a few MB, well below
+                    EMBEDDING_BLOCK_CELLS positions and at every chunk's share of the cells view
+                    (so every executor writes the same rows), at most EMBEDDING_BLOCK_CELLS a row (a few MB, well below
                     HBase's cell size limit). Cell ids have no control characters, so these
                     rows sort before every cell's row and never collide with one.
 

@@ -43,7 +43,6 @@ from services.compute.views import (
     ViewEntries,
     catalog_view_entries,
     cells_view_entries,
-    embedding_block_ranges,
     features_view_entries,
     group_codes,
     grouping_outputs,
@@ -292,8 +291,11 @@ def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, fi
 
     if "cells" in views:
         start, stop = plan.unit_cell_range(first, end)
-        # One task per embedding block (`views.embedding_block_ranges`): the blocks come out as the local executor's.
-        ranges = embedding_block_ranges(start, stop) or [(start, stop)]
+        # Tasks cut at multiples of the embedding block size, cuts of `views.embedding_block_ranges`
+        # too: each block is written whole by one task, as the local executor writes it.
+        step = layout.EMBEDDING_BLOCK_CELLS
+        cuts = sorted({start, stop, *range((start // step + 1) * step, stop, step)})
+        ranges = list(zip(cuts, cuts[1:])) or [(start, stop)]
         n_tasks = len(ranges)
         produced = spark.range(n_tasks, numPartitions=n_tasks).mapInArrow(cells_task(plan, settings, ranges), CELLS_DDL).persist(StorageLevel.MEMORY_AND_DISK)
         try:

@@ -225,21 +225,23 @@ def cells_view_entries(plan: VersionPlan, cells: pa.Table, start: int = 0, end: 
         qualifier = layout.embedding_block_qualifier(plan.embedding.name)
         # As the per-cell rows: a cell with a blank coordinate has no embedding at all (all NaN).
         coordinates = np.where(np.isnan(emb).any(axis=1, keepdims=True), np.nan, emb)
-        # Blocks are cut at multiples of EMBEDDING_BLOCK_CELLS positions (and at this range's ends),
-        # so the same cells make the same blocks however the executor splits the cells into ranges.
+        # Blocks are cut at multiples of EMBEDDING_BLOCK_CELLS positions and at the chunks' shares,
+        # so the same cells make the same blocks however an executor splits the cells into jobs.
         first = offset + start
-        for lo, hi in embedding_block_ranges(first, first + len(ids)):
+        for lo, hi in embedding_block_ranges(plan, first, first + len(ids)):
             positions = np.arange(lo, hi)
             value = layout.encode_embedding_block(positions, coordinates[lo - first : hi - first], ids[lo - first : hi - first])
             out.append((layout.embedding_block_row(lo), qualifier, value))
     return ViewEntries.from_unsorted("cells", out)
 
 
-def embedding_block_ranges(start: int, stop: int) -> list[tuple[int, int]]:
-    """[start, stop) cut at every multiple of `layout.EMBEDDING_BLOCK_CELLS` positions."""
+def embedding_block_ranges(plan: VersionPlan, start: int, stop: int) -> list[tuple[int, int]]:
+    """[start, stop) cut at every multiple of `layout.EMBEDDING_BLOCK_CELLS` positions and at every
+    chunk's share of the cells view: the same blocks whichever job writes which cells."""
     step = layout.EMBEDDING_BLOCK_CELLS
-    cuts = [start, *range((start // step + 1) * step, stop, step), stop]
-    return [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+    shares = {plan.cell_range(c)[0] for c in range(plan.n_chunks)} if plan.cells_split else set()
+    cuts = sorted({start, stop, *range((start // step + 1) * step, stop, step), *(s for s in shares if start < s < stop)})
+    return list(zip(cuts, cuts[1:]))
 
 
 def catalog_view_entries(plan: VersionPlan, chunk: int) -> ViewEntries:

@@ -87,7 +87,7 @@ def test_blocks_are_the_same_whatever_ranges_the_cells_are_split_in(monkeypatch:
         return [(r, v) for r, v in zip(view.rows, view.values) if r.startswith(layout.EMBEDDING_BLOCK_PREFIX)]
 
     whole = blocks(cells_view_entries(_plan(n), table, 3, 21))
-    ranges = embedding_block_ranges(3, 21)
+    ranges = embedding_block_ranges(_plan(n), 3, 21)
     assert ranges == [(3, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 21)]
     pieces = [b for lo, hi in ranges for b in blocks(cells_view_entries(_plan(n), table, lo, hi))]
     assert pieces == whole
