@@ -147,8 +147,9 @@ package-emr: jvm
 	@ls -l build/emr
 
 # The query Lambda's zip: the core and `query` extra as Lambda's (manylinux, CPython 3.11) wheels,
-# plus shared/ and services/query/. Fails over Lambda's limits; prints the sizes.
-package-lambda: python
+# plus shared/, services/query/ and the built explorer page (explorer/dist, served at /). Fails over
+# Lambda's limits; prints the sizes.
+package-lambda: python explorer
 	$(PY) deploy/package_lambda.py --out build/lambda
 
 # One image per worker, each with its own extra (no moto, pandas or pyspark), tagged as the template

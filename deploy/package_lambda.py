@@ -4,7 +4,10 @@
     python deploy/package_lambda.py --requirements compute   (pinned requirements of an extra, for EMR's bootstrap)
 
 Writes `<out>/wideviews-query.zip` (handler `services.query.lambda_handler.handler`, runtime
-python3.11, x86_64) and `<out>/requirements.txt`, and prints the zipped and unzipped sizes. The
+python3.11, x86_64) and `<out>/requirements.txt`, and prints the zipped and unzipped sizes. The zip
+holds the built explorer page (`explorer/dist`, which `make explorer` builds) at the same place
+relative to the code as in the repository, so the Lambda serves it at `/` as the local server does;
+without a built page the build fails rather than ship an API whose `/` is a 404. The
 dependencies are the wheels of Lambda's platform (manylinux, CPython 3.11), never this machine's
 builds, so the zip runs on Lambda whatever machine made it. Fails when the unzipped size is over
 Lambda's 250 MB limit (or the zip over the 50 MB of a direct upload).
@@ -28,8 +31,11 @@ MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
 MAX_ZIPPED_BYTES = 50 * 1024 * 1024
 # The Lambda python3.11 runtime (Amazon Linux 2, glibc 2.26): manylinux wheels up to 2_26 run there.
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_26_x86_64")
-# What the handler imports of this repository: the shared package and the query service, nothing else.
-CODE = ("shared", "services/__init__.py", "services/query")
+# What the handler imports of this repository: the shared package and the query service, nothing else;
+# and the explorer page the query app mounts at / (settings.project_root / "explorer" / "dist").
+CODE = ("shared", "services/__init__.py", "services/query", "explorer/dist")
+# The files of explorer/dist the page needs (build.mjs writes them).
+EXPLORER_FILES = ("index.html", "explorer.js", "explorer.css")
 
 
 def extra_requirements(pyproject: Path, extra: str) -> list[str]:
@@ -59,8 +65,16 @@ def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def check_explorer_built(root: Path = PROJECT_ROOT) -> None:
+    """Exit with a clear message when explorer/dist lacks one of the page's files (`make explorer` builds them)."""
+    missing = [name for name in EXPLORER_FILES if not (root / "explorer" / "dist" / name).is_file()]
+    if missing:
+        raise SystemExit(f"error: the explorer page is not built ({', '.join(missing)} missing from {root / 'explorer' / 'dist'}): run `make explorer` first")
+
+
 def build(out: Path) -> Path:
-    """Install the dependencies for Lambda's platform into `out/package`, add the code, zip it; returns the zip."""
+    """Install the dependencies for Lambda's platform into `out/package`, add the code and the page, zip it; returns the zip."""
+    check_explorer_built()
     package = out / "package"
     shutil.rmtree(out, ignore_errors=True)
     package.mkdir(parents=True)

@@ -1,8 +1,11 @@
 """The query Lambda's package: built as `make package-lambda` builds it, under Lambda's size limits,
-without the heavy packages, and answering an API Gateway event from a clean interpreter."""
+without the heavy packages, holding the built explorer page, and answering API Gateway events (the
+health check, the page at / and its script) from a clean interpreter."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 import subprocess
 import sys
@@ -41,6 +44,21 @@ HEALTHZ_EVENT = {
 }
 
 
+def http_api_event(path: str) -> dict[str, object]:
+    """The HTTP API event of GET `path` (API Gateway's route `GET /` or `GET /{proxy+}`)."""
+    event = copy.deepcopy(HEALTHZ_EVENT)
+    route = "GET /" if path == "/" else "GET /{proxy+}"
+    event.update(routeKey=route, rawPath=path)
+    event["requestContext"].update(routeKey=route, http={**event["requestContext"]["http"], "path": path})  # type: ignore[union-attr]
+    return event
+
+
+def response_body(response: dict[str, object]) -> bytes:
+    """A proxy result's body as bytes (Mangum base64-encodes the ones it does not take for text)."""
+    body = str(response["body"])
+    return base64.b64decode(body) if response.get("isBase64Encoded") else body.encode()
+
+
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("lambda")
@@ -60,6 +78,17 @@ def test_package_is_under_lambdas_limits_and_holds_no_heavy_package(package: Pat
     assert not {t for t in top_levels for f in FORBIDDEN if t == f or t.startswith(f + "-")}, sorted(top_levels)
     # Only the query service's code: the workers' modules are not in it.
     assert not any(name.startswith(("services/compute", "services/ingest", "services/loader", "cli/")) for name in z.namelist())
+    # The explorer page, byte for byte as built, where the app looks for it (beside shared/ and services/).
+    with zipfile.ZipFile(archive) as z:
+        for name in package_lambda.EXPLORER_FILES:
+            assert z.read(f"explorer/dist/{name}") == (PROJECT_ROOT / "explorer" / "dist" / name).read_bytes(), name
+
+
+def test_package_build_refuses_an_unbuilt_explorer(tmp_path: Path) -> None:
+    (tmp_path / "explorer" / "dist").mkdir(parents=True)
+    (tmp_path / "explorer" / "dist" / "index.html").write_text("<!doctype html>")
+    with pytest.raises(SystemExit, match=r"explorer page is not built \(explorer.js, explorer.css missing .*make explorer"):
+        package_lambda.check_explorer_built(tmp_path)
 
 
 def test_handler_answers_an_api_gateway_event_in_a_clean_venv(package: Path, tmp_path: Path) -> None:
@@ -68,11 +97,12 @@ def test_handler_answers_an_api_gateway_event_in_a_clean_venv(package: Path, tmp
     task_root = tmp_path / "task"
     with zipfile.ZipFile(package / package_lambda.ZIP_NAME) as z:
         z.extractall(task_root)
+    events = [HEALTHZ_EVENT, http_api_event("/"), http_api_event("/explorer.js")]
     code = (
         "import json, sys\n"
         "from services.query.lambda_handler import handler\n"
-        f"response = handler(json.loads({json.dumps(json.dumps(HEALTHZ_EVENT))}), None)\n"
-        "print(json.dumps({'response': response, 'heavy': sorted(m for m in sys.modules if m.split('.')[0] in " + repr(FORBIDDEN) + ")}))\n"
+        f"responses = [handler(event, None) for event in json.loads({json.dumps(json.dumps(events))})]\n"
+        "print(json.dumps({'responses': responses, 'heavy': sorted(m for m in sys.modules if m.split('.')[0] in " + repr(FORBIDDEN) + ")}))\n"
     )
     done = subprocess.run(
         [str(clean / "bin" / "python"), "-c", code],
@@ -86,5 +116,12 @@ def test_handler_answers_an_api_gateway_event_in_a_clean_venv(package: Path, tmp
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["heavy"] == []
-    assert result["response"]["statusCode"] == 200
-    assert json.loads(result["response"]["body"]) == {"status": "ok"}
+    health, page, script = result["responses"]
+    assert health["statusCode"] == 200
+    assert json.loads(health["body"]) == {"status": "ok"}
+    # The explorer page behind API Gateway: / is its index.html, and its script is the built bundle.
+    dist = PROJECT_ROOT / "explorer" / "dist"
+    assert (page["statusCode"], page["headers"]["content-type"].split(";")[0]) == (200, "text/html")
+    assert response_body(page) == (dist / "index.html").read_bytes()
+    assert script["statusCode"] == 200
+    assert response_body(script) == (dist / "explorer.js").read_bytes()

@@ -286,6 +286,15 @@ def test_template_names_match_the_settings_and_the_lambda_handler_exists() -> No
             assert variable.startswith("WIDEVIEWS_") and variable[len("WIDEVIEWS_"):].lower() in fields, variable
 
 
+def test_api_routes_reach_the_query_function_at_the_root_too() -> None:
+    resources = load_template()["Resources"]
+    routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Route"}
+    # `GET /{proxy+}` does not match `/`: the explorer page needs `GET /` beside it, authorised alike.
+    assert set(routes) == {"GET /", "GET /{proxy+}", "GET /healthz"}
+    assert {r["Target"] for r in routes.values()} == {"integrations/${QueryIntegration}"}
+    assert {k: v for k, v in routes["GET /"].items() if k != "RouteKey"} == {k: v for k, v in routes["GET /{proxy+}"].items() if k != "RouteKey"}
+
+
 def test_readme_deploying_section_names_every_parameter_alarm_and_output() -> None:
     template = load_template()
     readme = (TEMPLATE.parents[1] / "README.md").read_text()
