@@ -18,6 +18,10 @@ from __future__ import annotations
 class WideviewsError(Exception):
     """Base of every error the product raises on purpose."""
 
+    # The dataset and version the failure is about, where the raiser knows them better than the
+    # message it handles (ingest: the version it resolved from the object an S3 event announces).
+    about: dict[str, str] = {}
+
 
 class Permanent(WideviewsError):
     """A failure no retry can mend; the message says what is wrong, for a scientist to read."""

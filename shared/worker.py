@@ -234,6 +234,7 @@ class Worker(Generic[Deps]):
         receive_count = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         kind = "?"
         about: dict[str, Any] = {}
+        message: AnyMessage | None = None
         heartbeat = asyncio.create_task(self._heartbeat(receipt))
         outcome = "ok"
         try:
@@ -250,6 +251,7 @@ class Worker(Generic[Deps]):
                     handled_at = time.monotonic()
                     sent = await self.handler(message, self.deps)
                     await self._count_work(message, sent, time.monotonic() - handled_at)
+                about.update(_resolved_version(sent))
                 outgoing += sent
             assert self.queues is not None
             await send_messages(self.aws.sqs, self.queues, self.settings, outgoing)
@@ -262,7 +264,7 @@ class Worker(Generic[Deps]):
             attempts = _transient_attempts(raw) + 1
             if attempts > self.settings.max_transient_attempts:
                 outcome = f"failed after {attempts - 1} transient retries: {exc}"
-                await self._fail(raw, receipt, about, Permanent(f"gave up after {attempts - 1} retries: {exc}"))
+                await self._fail(raw, receipt, _failing(about, message, exc), Permanent(f"gave up after {attempts - 1} retries: {exc}"))
             else:
                 delay = int(exc.retry_after_s) if exc.retry_after_s is not None else backoff_s(attempts, self.settings)
                 outcome = f"retry {attempts} in {delay}s (Transient: {exc})"
@@ -272,7 +274,7 @@ class Worker(Generic[Deps]):
             last_try = receive_count >= self.settings.max_receive_count - 1
             if isinstance(exc, Permanent) or last_try:
                 outcome = f"failed: {exc}"
-                await self._fail(raw, receipt, about, exc)
+                await self._fail(raw, receipt, _failing(about, message, exc), exc)
             else:
                 delay = backoff_s(receive_count, self.settings)
                 outcome = f"retry in {delay}s ({type(exc).__name__}: {exc})"
@@ -299,8 +301,8 @@ class Worker(Generic[Deps]):
         The version is the one the outgoing messages name when they agree (ingest names the version
         it resolved from the object, which an S3 event alone may not), else the incoming message's.
         """
-        named = {(m.dataset_id, m.version_id) for m in sent if hasattr(m, "version_id")}  # type: ignore[attr-defined]
-        dataset_id, version_id = named.pop() if len(named) == 1 else (getattr(message, "dataset_id", None), getattr(message, "version_id", None))
+        resolved = _resolved_version(sent)
+        dataset_id, version_id = resolved.get("dataset", getattr(message, "dataset_id", None)), resolved.get("version", getattr(message, "version_id", None))
         if not dataset_id or not version_id:
             return
         try:
@@ -363,15 +365,40 @@ class Worker(Generic[Deps]):
 
 
 def _about(message: AnyMessage) -> dict[str, Any]:
-    """The log and dead-letter fields naming what a message is about (dataset, version, chunk, view, upload key)."""
+    """The log and dead-letter fields naming what a message is about (dataset, version, chunk, view, upload key).
+
+    An S3 event that carries no object version (moto's never do) names no version: ingest resolves
+    it from the object, and the worker adds it once the handler has (`_resolved_version`)."""
+    unresolved = isinstance(message, UploadEvent) and message.object_version is None
     fields = {
         "dataset": getattr(message, "dataset_id", None),
-        "version": getattr(message, "version_id", None),
+        "version": None if unresolved else getattr(message, "version_id", None),
         "chunk": getattr(message, "chunk", None),
         "view": getattr(message, "view", None),
         "upload_key": message.key if isinstance(message, UploadEvent) else None,
     }
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _resolved_version(sent: list[Message]) -> dict[str, str]:
+    """The dataset and version the outgoing messages name, when they all name the same one."""
+    named = {(m.dataset_id, m.version_id) for m in sent if hasattr(m, "version_id")}  # type: ignore[attr-defined]
+    if len(named) != 1:
+        return {}
+    dataset_id, version_id = named.pop()
+    return {"dataset": dataset_id, "version": version_id}
+
+
+def _failing(about: dict[str, Any], message: AnyMessage | None, exc: BaseException) -> dict[str, Any]:
+    """What a failure is about (the version it marks FAILED and the dead letter names): what the error
+    says (ingest: the version it resolved), else the message's own fields, else the version the
+    message implies (an S3 event in an unversioned bucket: its ETag and size are the identity)."""
+    named = getattr(exc, "about", {})
+    if named:
+        return {**about, **named}
+    if "version" in about or message is None or not hasattr(message, "version_id"):
+        return about
+    return {**about, "version": message.version_id}
 
 
 def run_service(

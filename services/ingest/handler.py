@@ -8,7 +8,7 @@ from datetime import datetime
 
 from shared.adapters.s3 import S3Client, list_object_versions
 from shared.bootstrap import ServiceDeps
-from shared.errors import BadUpload, NotFound, Permanent
+from shared.errors import BadUpload, NotFound, WideviewsError
 from shared.lifecycle import State
 from shared.messages import DATASET_ID_PATTERN, ComputeChunk, Message, UploadEvent
 from shared.records import VersionRecord
@@ -63,10 +63,9 @@ async def handle_upload(msg: UploadEvent, deps: ServiceDeps) -> list[Message]:
     resolved = await asyncio.to_thread(resolve_object_version, deps.s3, msg)
     try:
         return await _ingest(resolved, deps)
-    except Permanent as exc:
-        if resolved.version_id != msg.version_id:
-            # The worker marks the version it can name from the raw event; this one is the real one.
-            await deps.life.fail(resolved.dataset_id, resolved.version_id, str(exc))
+    except WideviewsError as exc:
+        # The worker marks FAILED (or retries) and names in its log and dead letter this version.
+        exc.about = {"dataset": resolved.dataset_id, "version": resolved.version_id}
         raise
 
 

@@ -21,7 +21,7 @@ from cli import stack as local_stack
 from shared.adapters.aws import open_aws
 from shared.config import Settings
 from shared.logs import JsonFormatter, configure_logging
-from shared.messages import ComputeChunk, LoadChunk, Message, PublishVersion
+from shared.messages import ComputeChunk, LoadChunk, Message, PublishVersion, UploadEvent
 from shared.lifecycle import State
 from shared.records import Records, VersionRecord
 from shared.worker import DATASET_ATTRIBUTE, QueueUrls, Worker
@@ -106,6 +106,40 @@ async def test_worker_logs_one_json_object_per_line_with_the_message_context(pri
     # The stage's work is on the version record: one message, at least the handler's 0.3 s.
     assert version.work["compute"]["messages"] == 1
     assert 0.3 <= version.work["compute"]["seconds"] <= summary["seconds"]
+
+
+async def test_an_s3_event_is_logged_under_the_version_ingest_resolved(private_stack: Settings, captured_logs: io.StringIO) -> None:
+    """moto's events carry no object version: the version the event alone implies (ETag and size) is
+    not the one ingest resolves from the versioned bucket, so the worker's lines must not name it."""
+    settings = private_stack
+    dataset_id = f"obs-{uuid.uuid4().hex[:8]}"
+    event = UploadEvent(
+        bucket=settings.uploads_bucket, key=f"uploads/{dataset_id}/a.zip", size_bytes=10, etag="abc", sequencer="01", event_time="2026-12-01T00:00:00.000Z"
+    )
+    resolved = uuid.uuid4().hex  # what ingest would derive from the object's S3 version
+    assert resolved != event.version_id
+
+    async def handler(msg: UploadEvent, deps: None) -> list[Message]:
+        log.info("reading the upload")
+        return [ComputeChunk(dataset_id=dataset_id, version_id=resolved, chunk=0, chunk_end=1)]
+
+    async with open_aws(settings) as aws:
+        queues = await QueueUrls.resolve(aws.sqs, settings)
+        sent = await aws.sqs.send_message(QueueUrl=queues.of(settings, "ingest"), MessageBody=event.to_body())
+        worker = Worker("ingest", handler, settings, None, aws)
+
+        async def finished() -> bool:
+            return '"outcome": "ok"' in captured_logs.getvalue()
+
+        await _run_until(worker, finished)
+
+    ours = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
+    ours = [line for line in ours if line.get("message_id") == sent["MessageId"]]
+    inner = next(line for line in ours if line["message"] == "reading the upload")
+    assert (inner["dataset"], inner["upload_key"], "version" in inner) == (dataset_id, event.key, False)
+    summary = next(line for line in ours if line.get("outcome") == "ok")
+    assert (summary["dataset"], summary["version"], summary["upload_key"]) == (dataset_id, resolved, event.key)
+    assert event.version_id not in captured_logs.getvalue()
 
 
 def test_log_level_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
