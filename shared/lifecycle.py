@@ -96,17 +96,30 @@ def allowed_from(to: State) -> list[str]:
 class VersionStore(Protocol):
     """The conditional writes `VersionLife` needs (`shared.records.Records` on DynamoDB)."""
 
-    async def create_version(self, record: VersionRecord) -> tuple[VersionRecord, bool]: ...  # noqa: D102
-    async def get_version(self, dataset_id: str, version_id: str) -> VersionRecord: ...  # noqa: D102
-    async def transition(  # noqa: D102
+    async def create_version(self, record: VersionRecord) -> tuple[VersionRecord, bool]:
+        """Write a new version record unless one exists; (the stored record, whether it was created)."""
+
+    async def get_version(self, dataset_id: str, version_id: str) -> VersionRecord:
+        """A version's record (`NotFound` when there is none)."""
+
+    async def transition(
         self, dataset_id: str, version_id: str, to: State, *, error: str | None = None, extra: dict[str, Any] | None = None
-    ) -> VersionRecord | None: ...
-    async def reset_for_retry(self, dataset_id: str, version_id: str, to: State) -> VersionRecord | None: ...  # noqa: D102
-    async def claim_publish(self, dataset_id: str, version_id: str, claimant: str, *, to: State, from_states: list[str]) -> bool: ...  # noqa: D102
-    async def get_dataset(self, dataset_id: str, *, consistent: bool = True) -> DatasetRecord: ...  # noqa: D102
-    async def flip_pointer(  # noqa: D102
+    ) -> VersionRecord | None:
+        """Move a version to `to` if its stored state allows it; the new record, or None when it did not."""
+
+    async def reset_for_retry(self, dataset_id: str, version_id: str, to: State) -> VersionRecord | None:
+        """Put a FAILED version back in `to` for a replay; the new record, or None when it was not FAILED."""
+
+    async def claim_publish(self, dataset_id: str, version_id: str, claimant: str, *, to: State, from_states: list[str]) -> bool:
+        """Claim the right to ask for publication (one claimant wins) and move the version to `to`."""
+
+    async def get_dataset(self, dataset_id: str, *, consistent: bool = True) -> DatasetRecord:
+        """The dataset's pointer record (`NotFound` if it was never published)."""
+
+    async def flip_pointer(
         self, dataset_id: str, version_id: str, *, upload_order: str, seen: DatasetRecord | None, previous: str | None
-    ) -> bool: ...
+    ) -> bool:
+        """Point the dataset at `version_id` if its pointer is still the `seen` one; whether it flipped."""
 
 
 class VersionLife:

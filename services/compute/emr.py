@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from shared.adapters.aws import aws_errors
-from shared.adapters.s3 import get_json, put_json
+from shared.adapters.aws import EmrClient, aws_errors
+from shared.adapters.s3 import S3Client, get_json, put_json
 from shared.config import Settings
 from shared.errors import NotFound, Permanent
 from shared.messages import LoadChunk
@@ -77,7 +77,7 @@ def build_step(settings: Settings, dataset_id: str, version_id: str, first: int,
     }
 
 
-def load_messages_from_checks(s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> list[LoadChunk]:
+def load_messages_from_checks(s3: S3Client, settings: Settings, plan: VersionPlan, first: int, end: int) -> list[LoadChunk]:
     """The load messages of a unit whose job already ran, rebuilt from the checks it wrote."""
     chunk = first
     messages = []
@@ -98,7 +98,7 @@ def load_messages_from_checks(s3: Any, settings: Settings, plan: VersionPlan, fi
     return messages
 
 
-async def wait_for_step(emr: Any, cluster_id: str, step_id: str, poll_s: float) -> dict[str, Any]:
+async def wait_for_step(emr: EmrClient, cluster_id: str, step_id: str, poll_s: float) -> dict[str, Any]:
     """Poll `DescribeStep` until the step ends; returns its final `Status`."""
     while True:
         with aws_errors("describe EMR step"):
@@ -116,7 +116,7 @@ def failure_reason(status: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p) or "no reason given"
 
 
-async def run_unit_emr(emr: Any, s3: Any, settings: Settings, dataset_id: str, version_id: str, chunk: int) -> list[LoadChunk]:
+async def run_unit_emr(emr: EmrClient, s3: S3Client, settings: Settings, dataset_id: str, version_id: str, chunk: int) -> list[LoadChunk]:
     """Add (or follow) the EMR step of the unit starting at `chunk` (one step per unit, never per
     chunk) and wait for it; the load messages once it COMPLETED."""
     if not settings.emr_cluster_id:

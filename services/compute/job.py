@@ -18,7 +18,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,14 +25,14 @@ import scipy.sparse as sp
 
 from services.compute.views import UnitViews, ViewEntries, summarize_checks, unit_view_entries, view_family
 from shared import jvm
-from shared.adapters.s3 import get_bytes, list_keys, put_bytes, put_json, upload_dir
+from shared.adapters.s3 import S3Client, get_bytes, list_keys, put_bytes, put_json, upload_dir
 from shared.config import Settings
 from shared.errors import Permanent
 from shared.messages import LoadChunk
 from shared.staging import VersionPlan, check_key, chunk_prefix, hfiles_prefix, marker_candidates_key, read_cells, read_plan
 
 
-def load_chunk_matrix(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> sp.csc_array:
+def load_chunk_matrix(s3: S3Client, settings: Settings, plan: VersionPlan, chunk: int) -> sp.csc_array:
     """The chunk as a cells × features CSC matrix, from its staged non-zero parts."""
     start, end = plan.chunks[chunk]
     keys = list_keys(s3, settings.staging_bucket, chunk_prefix(plan.dataset_id, plan.version_id, chunk))
@@ -62,7 +61,7 @@ def write_view_hfiles(settings: Settings, cells: ViewEntries, workdir: Path, tim
     return out
 
 
-def stage_unit_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk: int, views: list[ViewEntries], workdir: Path) -> list[LoadChunk]:
+def stage_unit_outputs(s3: S3Client, settings: Settings, plan: VersionPlan, chunk: int, views: list[ViewEntries], workdir: Path) -> list[LoadChunk]:
     """HFiles and checks of every view of the unit starting at `chunk` to staging; the load messages for them."""
     messages = []
     for cells in views:
@@ -84,14 +83,14 @@ def stage_unit_outputs(s3: Any, settings: Settings, plan: VersionPlan, chunk: in
     return messages
 
 
-def put_marker_candidates(s3: Any, settings: Settings, plan: VersionPlan, first: int, candidates: pa.Table) -> None:
+def put_marker_candidates(s3: S3Client, settings: Settings, plan: VersionPlan, first: int, candidates: pa.Table) -> None:
     """One unit's marker candidates to staging, for the publisher's merge."""
     sink = io.BytesIO()
     pq.write_table(candidates, sink)
     put_bytes(s3, settings.staging_bucket, marker_candidates_key(plan.dataset_id, plan.version_id, first), sink.getvalue())
 
 
-def compute_unit_views(s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> UnitViews:
+def compute_unit_views(s3: S3Client, settings: Settings, plan: VersionPlan, first: int, end: int) -> UnitViews:
     """Read the unit's chunks (one at a time) and the cells, run the kernel: every view's entries of the
     unit and its marker candidates."""
     if not (0 <= first < end <= plan.n_chunks):
@@ -101,12 +100,12 @@ def compute_unit_views(s3: Any, settings: Settings, plan: VersionPlan, first: in
     return unit_view_entries(plan, first, end, matrices, cells, settings.features_row_max_nnz, settings.compute_threads)
 
 
-def compute_chunk_views(s3: Any, settings: Settings, plan: VersionPlan, chunk: int) -> UnitViews:
+def compute_chunk_views(s3: S3Client, settings: Settings, plan: VersionPlan, chunk: int) -> UnitViews:
     """Every view's entries of one chunk alone (a unit of one chunk)."""
     return compute_unit_views(s3, settings, plan, chunk, chunk + 1)
 
 
-def run_unit(s3: Any, settings: Settings, dataset_id: str, version_id: str, first: int) -> list[LoadChunk]:
+def run_unit(s3: S3Client, settings: Settings, dataset_id: str, version_id: str, first: int) -> list[LoadChunk]:
     """The local executor: the whole job of the unit starting at chunk `first`, in this process."""
     plan = read_plan(s3, settings, dataset_id, version_id)
     try:
@@ -119,7 +118,7 @@ def run_unit(s3: Any, settings: Settings, dataset_id: str, version_id: str, firs
         return stage_unit_outputs(s3, settings, plan, first, outputs.views, Path(tmp))
 
 
-def run_from_command_line(prog: str, runner: Callable[[Any, Settings, str, str, int], list[LoadChunk]], argv: list[str] | None) -> int:
+def run_from_command_line(prog: str, runner: Callable[[S3Client, Settings, str, str, int], list[LoadChunk]], argv: list[str] | None) -> int:
     """`--dataset D --version V --chunk N`: run one chunk's job, print its load messages as JSON lines."""
     from shared.adapters.s3 import s3_client
 

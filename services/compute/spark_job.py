@@ -51,7 +51,7 @@ from services.compute.views import (
     view_family,
 )
 from shared import layout
-from shared.adapters.s3 import S3RangeReader, delete_prefix, put_json, s3_client
+from shared.adapters.s3 import S3Client, S3RangeReader, delete_prefix, put_json, s3_client
 from shared.config import Settings
 from shared.errors import Permanent
 from shared.messages import LoadChunk
@@ -239,7 +239,7 @@ def write_view_hfiles(spark: Any, settings: Settings, rows: Any, view: str, uri:
     jvm.org.wideviews.hfile.SparkHFiles.write(rows.select("row", "qualifier", "value")._jdf.javaRDD(), view_family(view).decode(), str(timestamp_ms), uri, {})
 
 
-def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, first: int, end: int) -> tuple[dict[str, dict[str, Any]], pa.Table]:
+def compute_batch(spark: Any, s3: S3Client, settings: Settings, plan: VersionPlan, first: int, end: int) -> tuple[dict[str, dict[str, Any]], pa.Table]:
     """Every view of the batch [first, end) as HFiles under its staging prefix; returns the checks
     and the batch's marker candidates."""
     from pyspark import StorageLevel
@@ -326,7 +326,7 @@ def compute_batch(spark: Any, s3: Any, settings: Settings, plan: VersionPlan, fi
     return {view: summarize_checks(checks.get(view, [])) for view in views}, merged
 
 
-def run_batch_spark(s3: Any, settings: Settings, dataset_id: str, version_id: str, first: int, end: int | None = None) -> list[LoadChunk]:
+def run_batch_spark(s3: S3Client, settings: Settings, dataset_id: str, version_id: str, first: int, end: int | None = None) -> list[LoadChunk]:
     """The spark executor: the unit [first, end) as one Spark application; its load messages."""
     plan = read_plan(s3, settings, dataset_id, version_id)
     try:

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from shared import jvm
 from shared.adapters.hbase import HBase, view_table
-from shared.adapters.s3 import list_keys
+from shared.adapters.s3 import S3Client, list_keys
 from shared.config import Settings
 from shared.layout import view_family
 from shared.staging import read_cells, read_plan
 
 log = logging.getLogger(__name__)
 
-def ensure_view_table(s3: Any, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str) -> str:
+def ensure_view_table(s3: S3Client, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str) -> str:
     """The view's table, created pre-split if missing (racing loaders: one creates, the others find it).
 
     A table another loader is still creating may be listed before its regions are online; BulkLoad
@@ -42,7 +41,7 @@ def ensure_view_table(s3: Any, hbase: HBase, settings: Settings, dataset_id: str
 
 
 def bulk_load_view_chunk(
-    s3: Any, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str, hfiles_uri: str | Sequence[str]
+    s3: S3Client, hbase: HBase, settings: Settings, dataset_id: str, version_id: str, view: str, hfiles_uri: str | Sequence[str]
 ) -> str:
     """Bulk-load the HFiles under `hfiles_uri` (`s3://bucket/prefix/`, holding `<family>/<hfile>`) into the view's table.
 
@@ -61,7 +60,7 @@ def bulk_load_view_chunk(
     return table
 
 
-def hfiles_present(s3: Any, hfiles_uri: str | Sequence[str]) -> bool:
+def hfiles_present(s3: S3Client, hfiles_uri: str | Sequence[str]) -> bool:
     """Whether any object is left under a load message's HFiles prefix (`s3://bucket/prefix/`)."""
     uris = [hfiles_uri] if isinstance(hfiles_uri, str) else list(hfiles_uri)
     for uri in uris:

@@ -22,7 +22,8 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 class RequestMetrics(Protocol):
-    def observe(self, route: str, method: str, status: int, seconds: float, size_bytes: int, request_id: str) -> None: ...
+    def observe(self, route: str, method: str, status: int, seconds: float, size_bytes: int, request_id: str) -> None:
+        """Record one answered request (route, method, status, latency and body size)."""
 
 
 class PrometheusMetrics:

@@ -26,30 +26,53 @@ def aws_errors(action: str) -> Iterator[None]:
 class SqsClient(Protocol):
     """The SQS calls the worker loop makes (an aiobotocore SQS client); keyword arguments as boto3's."""
 
-    async def get_queue_url(self, *, QueueName: str) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def receive_message(self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int, **options: Any) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def send_message(self, *, QueueUrl: str, MessageBody: str, **options: Any) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def change_message_visibility(self, *, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def get_queue_url(self, *, QueueName: str) -> dict[str, Any]:  # noqa: N803
+        """The URL of the queue named `QueueName`."""
+
+    async def receive_message(self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int, **options: Any) -> dict[str, Any]:  # noqa: N803
+        """Long-poll up to `MaxNumberOfMessages` messages of the queue."""
+
+    async def send_message(self, *, QueueUrl: str, MessageBody: str, **options: Any) -> dict[str, Any]:  # noqa: N803
+        """Send one message to the queue."""
+
+    async def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+        """Send up to ten messages to the queue in one call."""
+
+    async def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> dict[str, Any]:  # noqa: N803
+        """Delete a received message by its receipt handle."""
+
+    async def change_message_visibility(self, *, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int) -> dict[str, Any]:  # noqa: N803
+        """Hide a received message for `VisibilityTimeout` more seconds (0: release it)."""
 
 
 class DynamoDbClient(Protocol):
     """The DynamoDB calls of `shared.records` (an aiobotocore DynamoDB client): items in DynamoDB's
     typed JSON, conditions as expressions."""
 
-    async def get_item(self, *, TableName: str, Key: dict[str, Any], ConsistentRead: bool = False) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def put_item(self, *, TableName: str, Item: dict[str, Any], **condition: Any) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def update_item(self, *, TableName: str, Key: dict[str, Any], UpdateExpression: str, **condition: Any) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def query(self, *, TableName: str, **options: Any) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def scan(self, *, TableName: str, **options: Any) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def get_item(self, *, TableName: str, Key: dict[str, Any], ConsistentRead: bool = False) -> dict[str, Any]:  # noqa: N803
+        """One item by its key (no `Item` in the answer when absent)."""
+
+    async def put_item(self, *, TableName: str, Item: dict[str, Any], **condition: Any) -> dict[str, Any]:  # noqa: N803
+        """Write one item, conditionally when a condition expression is given."""
+
+    async def update_item(self, *, TableName: str, Key: dict[str, Any], UpdateExpression: str, **condition: Any) -> dict[str, Any]:  # noqa: N803
+        """Update one item's attributes, conditionally when a condition expression is given."""
+
+    async def query(self, *, TableName: str, **options: Any) -> dict[str, Any]:  # noqa: N803
+        """One page of the items of a partition key."""
+
+    async def scan(self, *, TableName: str, **options: Any) -> dict[str, Any]:  # noqa: N803
+        """One page of the table's items."""
 
 
 class EmrClient(Protocol):
     """The EMR calls of the `emr` executor (an aiobotocore EMR client)."""
 
-    async def add_job_flow_steps(self, *, JobFlowId: str, Steps: list[dict[str, Any]]) -> dict[str, Any]: ...  # noqa: D102, N803
-    async def describe_step(self, *, ClusterId: str, StepId: str) -> dict[str, Any]: ...  # noqa: D102, N803
+    async def add_job_flow_steps(self, *, JobFlowId: str, Steps: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+        """Add steps to a running cluster; their ids in `StepIds`."""
+
+    async def describe_step(self, *, ClusterId: str, StepId: str) -> dict[str, Any]:  # noqa: N803
+        """One step's status."""
 
 
 @dataclass

@@ -22,13 +22,26 @@ from shared.rawio import SizedReader
 class S3Client(Protocol):
     """The blocking S3 calls the domain code makes (a boto3 S3 client; thread-safe)."""
 
-    def head_object(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    def get_object(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    def put_object(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    def delete_objects(self, **kwargs: Any) -> dict[str, Any]: ...  # noqa: D102
-    def get_paginator(self, operation_name: str) -> Any: ...  # noqa: D102
-    def upload_file(self, Filename: str, Bucket: str, Key: str, *args: Any, **kwargs: Any) -> None: ...  # noqa: D102, N803
-    def download_file(self, Bucket: str, Key: str, Filename: str, *args: Any, **kwargs: Any) -> None: ...  # noqa: D102, N803
+    def head_object(self, **kwargs: Any) -> dict[str, Any]:
+        """An object's metadata (size, ETag, version) without its body."""
+
+    def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        """An object, or a byte range of it, with a streaming body."""
+
+    def put_object(self, **kwargs: Any) -> dict[str, Any]:
+        """Write one object in a single request."""
+
+    def delete_objects(self, **kwargs: Any) -> dict[str, Any]:
+        """Delete up to 1,000 objects in one request."""
+
+    def get_paginator(self, operation_name: str) -> Any:
+        """A paginator over a listing operation (`list_objects_v2`)."""
+
+    def upload_file(self, Filename: str, Bucket: str, Key: str, *args: Any, **kwargs: Any) -> None:  # noqa: N803
+        """Upload a local file (multipart when large)."""
+
+    def download_file(self, Bucket: str, Key: str, Filename: str, *args: Any, **kwargs: Any) -> None:  # noqa: N803
+        """Download an object to a local file (ranged parts in parallel)."""
 
 
 def s3_client(settings: Settings) -> S3Client:
