@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import happybase
 from Hbase_thrift import AlreadyExists as ThriftAlreadyExists  # the module happybase loads its IDL as
 from Hbase_thrift import IOError as ThriftIOError
+from thriftpy2.thrift import TType
 from thriftpy2.transport import TTransportException
 
 from shared import layout
@@ -24,6 +25,11 @@ from shared.errors import NotFound, Permanent, Transient
 from shared.messages import DATASET_ID_PATTERN, VERSION_ID_PATTERN, VIEW_PATTERN
 
 T = TypeVar("T")
+
+# HBase 2's Thrift1 `IOError` carries a second field, `canRetry`: HBase's own verdict, false only for its
+# DoNotRetryIOException family (a missing table or family, a bad argument). happybase's IDL predates
+# the field and thriftpy2 skips fields it was not told of, so it is declared here for `hbase_errors`.
+ThriftIOError.thrift_spec.setdefault(2, (TType.BOOL, "canRetry", False))
 
 
 def view_table(settings: Settings, dataset_id: str, version_id: str, view: str) -> str:
@@ -87,8 +93,9 @@ _TRANSIENT_HBASE_STATES = (
 
 @contextlib.contextmanager
 def hbase_errors(action: str) -> Iterator[None]:
-    """The one translation of Thrift errors: transport and socket failures and HBase's transient
-    states are `Transient`, a missing table `NotFound`; anything else passes unchanged.
+    """The one translation of Thrift errors: transport and socket failures, HBase's transient states
+    and every error HBase marks `canRetry` are `Transient`, a missing table `NotFound`; anything else
+    (HBase's DoNotRetryIOException family) passes unchanged.
 
     Thrift1 hands HBase's Java exception over as an `IOError` whose message is the Java stack
     trace: there the Java class name is the only type there is, so that is what is matched.
@@ -106,6 +113,10 @@ def hbase_errors(action: str) -> Iterator[None]:
             raise Transient(f"{action}: HBase busy ({text[:200]})") from exc
         if "TableNotFoundException" in text:
             raise NotFound(f"{action}: table not found") from exc
+        if getattr(exc, "canRetry", False):
+            # Any other failure HBase itself calls retryable: ZooKeeper lost, a call timed out, a RegionServer restarting.
+            first_line = text.split("\n", 1)[0]
+            raise Transient(f"{action}: HBase unavailable ({first_line[:200]})") from exc
         raise
 
 

@@ -13,7 +13,10 @@ import io
 import json
 import re
 import socket
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,6 +41,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cli.sample import sample_frames, write_upload_zip
+from cli.stack.hbase import write_hbase_conf
+from cli.stack.lifecycle import component_cmd
+from cli.stack.probes import port_open
 from services.query.app import create_app
 from services.query.lambda_handler import adapter_for, handler
 from services.query.metrics import EMF_NAMESPACE
@@ -492,6 +498,47 @@ def test_unreachable_hbase_or_dynamodb_is_503_with_retry_after(stack: Settings, 
             r = app.get(f"/v1/datasets/{ds}/aggregates", params={"grouping": "cell_type", "features": "GENE00010"})
             assert r.status_code == 503, r.text
             assert r.headers["retry-after"] == "1" and r.json()["error"] == "unavailable" and what in r.json()["message"]
+
+
+@pytest.fixture
+def thrift_without_zookeeper(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """The stack's settings with the Thrift port of a second, real HBase Thrift server whose
+    ZooKeeper does not answer (as when HBase's quorum is lost): it accepts Thrift calls and answers
+    each with HBase's IOError after a 3 s call timeout, instead of the test waiting out HBase's
+    minutes of retries."""
+    settings = stack.model_copy(update={"home": tmp_path, "hbase_thrift_port": _closed_port(), "hbase_zk_port": _closed_port(), "hbase_heap_mb": 512})
+    site = write_hbase_conf(settings) / "hbase-site.xml"
+    short = {"zookeeper.recovery.retry": "0", "zookeeper.session.timeout": "2000", "hbase.client.operation.timeout": "3000"}
+    properties = "".join(f"<property><name>{k}</name><value>{v}</value></property>" for k, v in short.items())
+    site.write_text(site.read_text().replace("</configuration>", properties + "</configuration>"))
+    with open(tmp_path / "thrift.log", "wb") as log:
+        server = subprocess.Popen(component_cmd(settings, "hbase-thrift"), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_open(settings.hbase_thrift_host, settings.hbase_thrift_port):
+            assert server.poll() is None, (tmp_path / "thrift.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the Thrift server did not listen within 120 s"
+            time.sleep(0.2)
+        yield settings
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_hbase_unavailable_behind_a_live_thrift_server_is_503_with_retry_after(thrift_without_zookeeper: Settings, published: Published) -> None:
+    from fastapi.testclient import TestClient
+
+    # The Thrift server answers with HBase's IOError ("java.net.SocketTimeoutException: callTimeout=...
+    # KeeperException$ConnectionLossException"): a 503, not a 500.
+    with TestClient(create_app(thrift_without_zookeeper)) as app:
+        r = app.get(f"/v1/datasets/{published.dataset_id}/aggregates", params={"grouping": "cell_type", "features": "GENE00010"})
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "1" and r.json()["error"] == "unavailable"
+    assert "SocketTimeoutException" in r.json()["message"] and "ConnectionLoss" in r.json()["message"]
 
 
 def test_an_unexpected_error_is_a_json_500_logged_with_the_request_id(stack: Settings, published: Published, client: httpx.Client) -> None:

@@ -1,16 +1,24 @@
 """Vendor errors become the product's once, at each adapter: a missing S3 object `NotFound`, a lost
 conditional write `ConditionFailed`, an unreachable endpoint `Transient` (AWS, blocking and async),
-a missing HBase table `NotFound` and an unreachable Thrift server `Transient`. On a real moto server
-and the real HBase; every error of the family is permanent or transient."""
+a missing HBase table `NotFound`, an unreachable Thrift server and any HBase error HBase itself marks
+retryable `Transient`. On a real moto server and the real HBase (and, for the errors HBase gives only
+when its ZooKeeper session or a RegionServer is lost, a Thrift server answering them as HBase 2's
+does); every error of the family is permanent or transient."""
 
 from __future__ import annotations
 
 import inspect
 import socket
+import threading
 import uuid
+from collections.abc import Callable, Iterator
 
 import boto3
+import happybase  # noqa: F401 - loads HBase's Thrift IDL as the module Hbase_thrift
 import pytest
+from Hbase_thrift import Hbase as HbaseService
+from Hbase_thrift import IOError as ThriftIOError
+from thriftpy2.rpc import make_server
 
 import shared.errors
 from shared.adapters.aws import aws_errors, open_aws
@@ -84,3 +92,54 @@ def test_missing_hbase_table_is_not_found_and_a_dead_thrift_server_transient(sta
     dead = HBase(stack.model_copy(update={"hbase_thrift_port": _closed_port()}), size=1, timeout_ms=2000)
     with pytest.raises(Transient, match="list tables: HBase Thrift unreachable"):
         dead.list_tables()
+
+
+# What HBase 2's Thrift server sends when its ZooKeeper session expired under a read (the message
+# is the Java stack trace; `canRetry` is false only for HBase's DoNotRetryIOException family).
+SESSION_EXPIRED = (
+    "java.io.IOException: org.apache.zookeeper.KeeperException$SessionExpiredException: KeeperErrorCode = Session expired"
+    " for /hbase/meta-region-server\n\tat org.apache.hadoop.hbase.zookeeper.ReadOnlyZKClient$ZKTask$1.exec(ReadOnlyZKClient.java:208)"
+)
+NO_SUCH_FAMILY = "org.apache.hadoop.hbase.regionserver.NoSuchColumnFamilyException: Column family x does not exist in region"
+
+
+class _AnsweringHBaseErrors:
+    """Thrift handler answering `getTableNames` with HBase's IOError for `message` and `can_retry`."""
+
+    def __init__(self, message: str, can_retry: bool) -> None:
+        self.message, self.can_retry = message, can_retry
+
+    def getTableNames(self) -> list[bytes]:  # noqa: N802 - the Thrift IDL's name
+        error = ThriftIOError(message=self.message)
+        error.canRetry = self.can_retry
+        raise error
+
+
+@pytest.fixture
+def thrift_answering() -> Iterator[Callable[[str, bool], Settings]]:
+    """Start Thrift servers (speaking HBase's Thrift1 IDL) that answer with a given HBase IOError."""
+    servers = []
+
+    def start(message: str, can_retry: bool) -> Settings:
+        port = _closed_port()
+        server = make_server(HbaseService, _AnsweringHBaseErrors(message, can_retry), "127.0.0.1", port)
+        thread = threading.Thread(target=server.serve, daemon=True)
+        thread.start()
+        servers.append((server, thread, port))
+        return Settings(hbase_thrift_host="127.0.0.1", hbase_thrift_port=port)
+
+    yield start
+    for server, thread, port in servers:
+        server.close()
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # wakes its accept() to see the close
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_an_hbase_error_hbase_marks_retryable_is_transient_and_one_it_does_not_passes(thrift_answering: Callable[[str, bool], Settings]) -> None:
+    expired = HBase(thrift_answering(SESSION_EXPIRED, True), size=1, timeout_ms=2000)
+    with pytest.raises(Transient, match=r"list tables: HBase unavailable \(java.io.IOException: .*SessionExpiredException"):
+        expired.list_tables()
+    missing_family = HBase(thrift_answering(NO_SUCH_FAMILY, False), size=1, timeout_ms=2000)
+    with pytest.raises(ThriftIOError, match="NoSuchColumnFamilyException"):
+        missing_family.list_tables()
