@@ -122,7 +122,8 @@ def thrift_answering() -> Iterator[Callable[[str, bool], Settings]]:
 
     def start(message: str, can_retry: bool) -> Settings:
         port = _closed_port()
-        server = make_server(HbaseService, _AnsweringHBaseErrors(message, can_retry), "127.0.0.1", port)
+        # No client timeout: the idle pooled connections the test leaves are not errors to log.
+        server = make_server(HbaseService, _AnsweringHBaseErrors(message, can_retry), "127.0.0.1", port, client_timeout=None)
         thread = threading.Thread(target=server.serve, daemon=True)
         thread.start()
         servers.append((server, thread, port))
