@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     # spark/emr: memory of one Spark executor's task for a chunk's staging (sets the chunk width there).
     spark_chunk_memory_budget_bytes: int = 4 * 1024 * 1024 * 1024
     """spark/emr: memory of one executor task for a chunk's staging (sets the chunk width there)."""
+    spark_local_memory: str = Field(default="3g", pattern=r"^[0-9]+[kmgt]$")
+    """spark (local mode): heap of the one JVM that is Spark's driver and executor (Java size: `3g`)."""
     # URI scheme Spark uses for S3: s3a (hadoop-aws, the local stack) or s3 (EMRFS on EMR).
     spark_s3_scheme: Literal["s3a", "s3"] = "s3a"
     """URI scheme Spark reads and writes S3 by: `s3a` (hadoop-aws) or `s3` (EMRFS on EMR)."""

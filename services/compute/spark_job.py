@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import os
 import sys
@@ -53,7 +54,7 @@ from services.compute.views import (
 from shared import layout
 from shared.adapters.s3 import S3Client, S3RangeReader, delete_prefix, put_json, s3_client
 from shared.config import Settings
-from shared.errors import Permanent
+from shared.errors import Permanent, Transient
 from shared.messages import LoadChunk
 from shared.staging import (
     SAMPLE_VIEW,
@@ -73,10 +74,19 @@ CANDIDATES_ROW = "candidates"  # a partition's marker candidates, as one Arrow I
 _session: Any = None
 
 
+# Rows per in-memory columnar batch when a DataFrame is persisted (Spark's default is 10,000): a
+# `features` row holds up to `features_row_max_nnz` non-zeros (~2 MB), and a cached batch's column
+# buffer is allocated whole, so 10,000 of them would not fit any executor's heap.
+CACHED_BATCH_ROWS = 32
+
+
 def spark_session(settings: Settings) -> Any:
     """One Spark session per process: local mode with our jars and s3a set up, unless spark-submit
-    already made one (EMR: master, jars and EMRFS come from the submission)."""
+    already made one (EMR: master, jars and EMRFS come from the submission). A session whose JVM
+    died (out of memory, killed) is replaced by a new one."""
     global _session
+    if _session is not None and not _jvm_alive(_session):
+        _forget_session()
     if _session is None:
         from pyspark.sql import SparkSession
 
@@ -88,6 +98,8 @@ def spark_session(settings: Settings) -> Any:
         builder = (
             SparkSession.builder.appName("wideviews-compute")
             .master("local[2]")
+            .config("spark.driver.memory", settings.spark_local_memory)
+            .config("spark.sql.inMemoryColumnarStorage.batchSize", str(CACHED_BATCH_ROWS))
             .config("spark.driver.extraClassPath", classpath)
             .config("spark.executor.extraClassPath", classpath)
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
@@ -100,6 +112,30 @@ def spark_session(settings: Settings) -> Any:
             builder = builder.config(f"spark.hadoop.{key}", value)
         _session = builder.getOrCreate()
     return _session
+
+
+def _jvm_alive(session: Any) -> bool:
+    """Whether the session's JVM still answers and its context is running."""
+    try:
+        return not session.sparkContext._jsc.sc().isStopped()
+    except Exception:  # py4j cannot reach the JVM: it is gone
+        return False
+
+
+def _forget_session() -> None:
+    """Drop the dead session and pyspark's handles to its JVM, so the next session starts a new one."""
+    global _session
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    with contextlib.suppress(Exception):  # stopping a context whose JVM is gone fails; nothing to keep
+        _session.stop()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    SparkContext._active_spark_context = None
+    SparkSession._instantiatedSession = None
+    SparkSession._activeSession = None
+    _session = None
 
 
 def s3a_conf(settings: Settings) -> dict[str, str]:
@@ -333,7 +369,17 @@ def run_batch_spark(s3: S3Client, settings: Settings, dataset_id: str, version_i
         first, end = plan.unit_of(first)
     except ValueError as exc:
         raise Permanent(str(exc)) from exc
-    checks, candidates = compute_batch(spark_session(settings), s3, settings, plan, first, end)
+    spark = spark_session(settings)
+    try:
+        checks, candidates = compute_batch(spark, s3, settings, plan, first, end)
+    except Exception as exc:
+        if _jvm_alive(spark):
+            raise
+        _forget_session()
+        raise Transient(
+            f"Spark's JVM stopped while computing chunks {first}-{end - 1} ({type(exc).__name__}); a new one runs the retry. "
+            f"If its log says OutOfMemoryError, raise spark_local_memory (now {settings.spark_local_memory}) or lower spark_partition_nnz"
+        ) from exc
     put_marker_candidates(s3, settings, plan, first, candidates)
     messages = []
     for view, check in checks.items():

@@ -4,6 +4,8 @@ executors. Loaded into HBase, its cells are exactly the local executor's, byte f
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 from cli.sample import sample_frames, write_upload_zip
 from services.compute import job
-from services.compute.spark_job import feature_partitions, run_batch_spark
+from services.compute.spark_job import feature_partitions, run_batch_spark, spark_session
 from services.ingest.split import ingest_upload
 from services.loader.load import bulk_load_view_chunk
 from services.publisher.markers import markers_entries, read_candidates
@@ -102,3 +104,16 @@ def test_spark_batch_writes_the_local_executors_cells_through_s3a(stack: Setting
     # Nothing but HFiles and checks was written by the job; no HFile staged twice.
     keys = list_keys(s3, settings.staging_bucket, version_prefix(dataset_id, version_id) + "hfiles/")
     assert keys and all("/_temporary/" not in k for k in keys)
+
+
+def test_a_session_whose_jvm_died_is_replaced(stack: Settings) -> None:
+    """Spark's JVM may die under a job (an executor's OutOfMemoryError ends local mode's one JVM): the
+    next message must get a new JVM, not a session whose every call is refused."""
+    spark = spark_session(stack)
+    java = spark.sparkContext._gateway.proc  # spark-submit execs the JVM: this is its process
+    os.kill(java.pid, signal.SIGKILL)
+    assert java.wait(timeout=60) == -signal.SIGKILL
+    fresh = spark_session(stack)
+    assert fresh is not spark
+    assert fresh.sparkContext._gateway.proc.pid != java.pid
+    assert fresh.range(1000).selectExpr("sum(id)").first()[0] == sum(range(1000))
