@@ -35,6 +35,12 @@ export function geneGradientCss() {
 
 const yieldToPage = () => new Promise((resolve) => setTimeout(resolve, 0));
 
+function permute(column, order) {
+  const out = new Float32Array(order.length);
+  for (let i = 0; i < order.length; i += 1) out[i] = column[order[i]];
+  return out;
+}
+
 export class EmbeddingView {
   constructor(canvas) {
     this.canvas = canvas;
@@ -138,6 +144,9 @@ export class EmbeddingView {
       pointSize: 3,
       opacity: 0.85,
       lassoInitiator: false,
+      // The k-d tree over the points (for hover and zoom) built in a web worker: over a million
+      // points it was seconds of main thread.
+      spatialIndexUseWorker: true,
     });
   }
 
@@ -152,14 +161,19 @@ export class EmbeddingView {
     return n > 300000 ? 1 : n > 50000 ? 2 : n > 5000 ? 3 : 4;
   }
 
+  // Draw every point with colour encoding z (categorical) or w (continuous). `order` (an Int32Array
+  // of point indices): the drawing order, later on top; the points themselves are passed in that
+  // order (regl-scatterplot's pointOrder wants a plain Array and a Set over every point).
   async draw(z, w, colours, colourBy, order) {
     this.ensureScatter();
     this.scatter.set({ pointColor: colours, colorBy: colourBy, pointSize: this.pointSize(), opacity: this.cells.n > 300000 ? 0.6 : 0.85 });
-    const points = { x: this.cells.x, y: this.cells.y, z, w };
-    const options = this.spatialIndex ? { spatialIndex: this.spatialIndex, zDataType: 'categorical', wDataType: 'continuous' } : { zDataType: 'categorical', wDataType: 'continuous' };
-    await this.scatter.draw(points, options);
-    this.spatialIndex = this.scatter.get('spatialIndex');
-    this.scatter.set({ pointOrder: order });
+    let { x, y } = this.cells;
+    if (order) [x, y, z, w] = [x, y, z, w].map((column) => permute(column, order));
+    const options = { zDataType: 'categorical', wDataType: 'continuous' };
+    // The spatial index of the points in their own order is kept for the next draw in that order.
+    if (!order && this.spatialIndex) options.spatialIndex = this.spatialIndex;
+    await this.scatter.draw({ x, y, z, w }, options);
+    if (!order) this.spatialIndex = this.scatter.get('spatialIndex');
   }
 
   // Colour the cells by their group.
@@ -194,19 +208,21 @@ export class EmbeddingView {
       if (progress) progress(nonzero);
     });
     const w = new Float32Array(n);
-    const expressing = [];
+    // Drawing order in one typed array: the zeros first, then the expressing cells by value.
+    const order = new Int32Array(n);
+    let zeros = 0;
+    for (let i = 0; i < n; i += 1) if (values[i] === 0) order[zeros++] = i;
+    let k = zeros;
     for (let i = 0; i < n; i += 1) {
       if (values[i] !== 0) {
         // Index 0 of the colour map is the zeros' grey: non-zeros map onto (0, 1].
         w[i] = max > 0 ? 1 / 255 + (Math.max(0, values[i]) / max) * (254 / 255) : 0;
-        expressing.push(i);
+        order[k++] = i;
       }
     }
     await yieldToPage();
-    expressing.sort((a, b) => values[a] - values[b]);
-    const zeros = [];
-    for (let i = 0; i < n; i += 1) if (values[i] === 0) zeros.push(i);
-    await this.draw(new Float32Array(n), w, geneColourMap(), 'valueB', zeros.concat(expressing));
+    order.subarray(zeros).sort((a, b) => values[a] - values[b]);
+    await this.draw(new Float32Array(n), w, geneColourMap(), 'valueB', order);
     this.drawn = { kind: 'gene', gene, n, nonzero, max, values, sample: this.cells.sample };
   }
 }

@@ -1,11 +1,19 @@
 // The explorer page: pick a dataset, a grouping and genes; a dot plot (or box plots) of the genes'
 // per-group statistics; the embedding coloured by a gene; the table as CSV. The URL holds the state.
 // Everything comes from the public read API (/v1/...); nothing is loaded from another origin.
-import Plotly from 'plotly.js-cartesian-dist-min';
 import { ApiError, apiUrl, getJson, seg, serverFeatures } from './api.js';
+import { DOT_MAX_PX, DOT_SIZE_KEY, DotPlot, dotPlotModel, dotSize, meanGradientCss } from './dotplot.js';
 import { CATEGORY_COLOURS, EmbeddingView, geneGradientCss } from './embedding.js';
 import { groupOrder } from './order.js';
-import { boxPlotFigure, dotPlotFigure, violinFigure } from './plots.js';
+import { boxPlotFigure, violinFigure } from './plots.js';
+
+// Plotly (1.3 MB) draws only the box and violin plots: its chunk is loaded, and evaluated, the first
+// time one is asked for, not with the page (the dot plot is dotplot.js's canvas).
+let plotlyLoading = null;
+const loadPlotly = () => {
+  plotlyLoading = plotlyLoading || import('plotly.js-cartesian-dist-min').then((module) => module.default || module);
+  return plotlyLoading;
+};
 
 const PLOT_STATS = ['mean', 'frac_expressing', 'min', 'q1', 'median', 'q3', 'max'];
 const MAX_GENES = 200;
@@ -13,9 +21,10 @@ const $ = (id) => document.getElementById(id);
 
 const state = { dataset: null, grouping: null, by: '', genes: [], gene: null, plot: 'dot', order: 'cluster', points: null };
 // Above this many cells the embedding starts from the density-aware sample (when the server has it).
-const SAMPLE_ABOVE = 250000;
+// A page embedding the explorer (or a test) may set window.wvExplorerConfig = {sampleAbove: N} first.
+const SAMPLE_ABOVE = (window.wvExplorerConfig && window.wvExplorerConfig.sampleAbove) || 250000;
 // What the tests (and curious users) can read: the state, what is plotted and drawn, and whether work is pending.
-const explorer = { state, pending: 0, plotted: null, embedding: null, server: null, timings: [] };
+const explorer = { state, pending: 0, plotted: null, dots: null, embedding: null, server: null, timings: [], dotCentre: (gene, group) => (dotPlot ? dotPlot.centre(gene, group) : null) };
 const timed = async (what, work) => {
   const t0 = performance.now();
   const out = await work();
@@ -36,6 +45,8 @@ function noteSymbols(listing) {
   listing.features.forEach((feature, i) => { if (listing.symbols[i] && listing.symbols[i] !== feature) symbols.set(feature, listing.symbols[i]); });
 }
 let plotToken = 0;
+let dotPlot = null;
+let plotlyShown = false;
 let cellsLoaded = null;
 let embeddingView = null;
 let embeddingToken = 0;
@@ -106,8 +117,7 @@ async function selectDataset(dataset, wanted) {
   const preferred = groupings.includes(wanted.grouping) ? wanted.grouping : groupings.includes('cell_type') ? 'cell_type' : groupings[0];
   state.grouping = preferred;
   fillSelect($('grouping'), groupings, preferred, groupings.map((g) => `${g} (${described.groupings[g].length})`));
-  state.by = server.crossed && groupings.includes(wanted.by) && wanted.by !== preferred ? wanted.by : '';
-  fillByOptions();
+  state.by = wanted.by || '';
   symbols.clear();
   if (wanted.genes.length) {
     state.genes = [...new Set(wanted.genes)];
@@ -121,16 +131,36 @@ async function selectDataset(dataset, wanted) {
   state.gene = wanted.gene && state.genes.includes(wanted.gene) ? wanted.gene : null;
   renderChips();
   fillMarkerGroups();
-  writeUrl();
   setStatus(`${described.title || dataset}: ${described.n_cells.toLocaleString()} cells, ${described.n_features.toLocaleString()} features (version ${described.version.slice(0, 12)})`);
+  fillByOptions(true);
+  writeUrl();
   startEmbedding();
   await refreshPlot();
 }
 
-function fillByOptions() {
-  const others = Object.keys(described.groupings).filter((g) => g !== state.grouping);
-  fillSelect($('by'), ['', ...others], state.by, ['(none)', ...others]);
-  $('by-label').hidden = !server.crossed;
+// The groupings crossed with `grouping` in this dataset (the describe answer's `crossed`: the pairs
+// the manifest asked for, each readable only in its own order, grouping then by).
+function crossedWith(grouping) {
+  return (described.crossed || []).filter((c) => c.grouping === grouping).map((c) => c.by);
+}
+
+const crossedPairs = () => (described.crossed || []).map((c) => `${c.grouping} × ${c.by}`).join(', ');
+
+// "Split by" offers only the groupings crossed with the chosen one; the others are listed disabled
+// ("not crossed"), and the control is hidden when the dataset crosses no pair at all. A `by` that is
+// not crossed with the grouping (an old link, a grouping changed) is dropped, with a message naming
+// the crossed pairs.
+function fillByOptions(fromLink = false) {
+  const crossed = server.crossed ? crossedWith(state.grouping) : [];
+  if (state.by && !crossed.includes(state.by)) {
+    setStatus(`${state.grouping} is not crossed with ${state.by} in ${state.dataset}, so it is not split by it (crossed: ${crossedPairs() || 'none'})`, fromLink);
+    state.by = '';
+  }
+  const others = Object.keys(described.groupings).filter((g) => g !== state.grouping && !crossed.includes(g));
+  fillSelect($('by'), ['', ...crossed, ...others], state.by, ['(none)', ...crossed, ...others.map((g) => `${g} (not crossed)`)]);
+  for (const option of $('by').options) option.disabled = others.includes(option.value);
+  $('by').title = crossed.length ? `crossed in this dataset: ${crossedPairs()}` : `${state.grouping} is crossed with no other grouping in this dataset${crossedPairs() ? ` (crossed: ${crossedPairs()})` : ''}`;
+  $('by-label').hidden = !server.crossed || !(described.crossed || []).length;
 }
 
 // --- genes: chips and autocomplete ---------------------------------------------------------------
@@ -287,14 +317,61 @@ function updateDownload() {
 
 const PLOT_CONFIG = { displaylogo: false, responsive: false, showLink: false, showSendToCloud: false, showEditInChartStudio: false, modeBarButtonsToRemove: ['select2d', 'lasso2d', 'autoScale2d'], toImageButtonOptions: { format: 'svg' } };
 
+// Which of the two plot areas shows: the dot plot's canvas (with its HTML legend) or Plotly's div.
+async function showPlotArea(kind) {
+  $('dotplot').hidden = kind !== 'dot';
+  $('dot-legend').hidden = kind !== 'dot';
+  $('plot').hidden = kind === 'dot' || kind === null;
+  if (kind !== 'dot' && dotPlot) dotPlot.clear();
+  if (kind !== 'plotly' && plotlyShown) {
+    (await loadPlotly()).purge($('plot'));
+    plotlyShown = false;
+  }
+}
+
+function renderDotLegend(model) {
+  const circles = DOT_SIZE_KEY.map((frac) => {
+    const d = dotSize(frac);
+    return `<span class="key"><svg width="${DOT_MAX_PX + 2}" height="${DOT_MAX_PX + 2}" aria-hidden="true"><circle cx="${DOT_MAX_PX / 2 + 1}" cy="${DOT_MAX_PX / 2 + 1}" r="${d / 2}" fill="#bdbdbd" stroke="#6b6b6b" stroke-width="0.6"/></svg>${Math.round(frac * 100)}%</span>`;
+  }).join('');
+  const legend = $('dot-legend');
+  legend.innerHTML = `<span class="part"><span><b>Dot area</b>: fraction of the group's cells expressing</span>${circles}</span>
+    <span class="part"><span><b>Colour</b>: mean expression</span><span class="lo"></span><span class="ramp"></span><span class="hi"></span></span>
+    <span class="hint">Hover a dot for its values; click a dot or a gene to colour the embedding by that gene.</span>`;
+  legend.querySelector('.ramp').style.background = meanGradientCss();
+  const number = (v) => Number(v.toPrecision(3)).toLocaleString();
+  legend.querySelector('.lo').textContent = number(model.cmin);
+  legend.querySelector('.hi').textContent = number(model.cmax);
+}
+
+// What the tests (and curious users) read of the drawn dot plot: per dot its gene, group, diameter and mean.
+function dotsOf(model) {
+  const dots = { x: [], y: [], size: [], colour: [] };
+  model.genes.forEach((gene, c) => model.groups.forEach((group, r) => {
+    const k = c * model.groups.length + r;
+    dots.x.push(gene);
+    dots.y.push(group);
+    dots.size.push(dotSize(Number.isNaN(model.frac[k]) ? null : model.frac[k]));
+    dots.colour.push(Number.isNaN(model.mean[k]) ? null : model.mean[k]);
+  }));
+  return dots;
+}
+
+function dotPlotMaxHeight() {
+  // Down to the window's bottom on a wide screen (the grid scrolls, not the page); most of the window on a narrow one.
+  if (window.matchMedia('(max-width: 900px)').matches) return Math.max(260, 0.75 * window.innerHeight);
+  return Math.max(260, window.innerHeight - ($('dotplot').getBoundingClientRect().top + window.scrollY) - 28);
+}
+
 async function refreshPlot() {
   const token = ++plotToken;
   updateDownload();
   const div = $('plot');
   $('plot-empty').hidden = state.genes.length > 0;
   if (!state.genes.length) {
-    Plotly.purge(div);
+    await showPlotArea(null);
     explorer.plotted = null;
+    explorer.dots = null;
     return;
   }
   const agg = await timed('aggregates', fetchAggregates);
@@ -306,8 +383,18 @@ async function refreshPlot() {
   let figure;
   const groupingLabel = state.by ? `${state.grouping} | ${state.by}` : state.grouping;
   if (kind === 'dot') {
-    figure = dotPlotFigure(agg, order, groupingLabel, state.gene, width, labelOf);
-  } else if (server.distributions) {
+    await timed('plot dot', async () => {
+      await showPlotArea('dot');
+      const model = dotPlotModel(agg, order, groupingLabel, state.gene, labelOf);
+      renderDotLegend(model);
+      dotPlot = dotPlot || new DotPlot($('dotplot'), (clicked) => setColourGene(clicked));
+      dotPlot.render(model, dotPlotMaxHeight());
+      explorer.dots = dotsOf(model);
+    });
+    explorer.plotted = { kind, gene: null, groups: order.map((g) => agg.groups[g]), features: agg.features, labels: agg.features.map(labelOf), version: agg.version };
+    return;
+  }
+  if (server.distributions) {
     const dist = await timed('distributions', () => fetchDistribution(gene));
     if (token !== plotToken) return;
     const entry = dist.features[0];
@@ -322,15 +409,13 @@ async function refreshPlot() {
   } else {
     figure = boxPlotFigure(agg, order, groupingLabel, gene, null, width, labelOf);
   }
+  const Plotly = await timed('load plotly', loadPlotly);
+  if (token !== plotToken) return;
+  await showPlotArea('plotly');
   await timed(`plot ${kind}`, () => Plotly.react(div, figure.data, figure.layout, PLOT_CONFIG));
-  if (!div.wvClickBound) {
-    div.on('plotly_click', (event) => {
-      const point = event.points && event.points[0];
-      if (point && point.curveNumber === 0 && explorer.plotted && explorer.plotted.kind === 'dot') setColourGene(point.x);
-    });
-    div.wvClickBound = true;
-  }
-  explorer.plotted = { kind, gene: kind === 'dot' ? null : gene, groups: order.map((g) => agg.groups[g]), features: agg.features, version: agg.version };
+  plotlyShown = true;
+  explorer.dots = null;
+  explorer.plotted = { kind, gene, groups: order.map((g) => agg.groups[g]), features: agg.features, labels: agg.features.map(labelOf), version: agg.version };
 }
 
 // --- the embedding -------------------------------------------------------------------------------

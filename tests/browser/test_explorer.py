@@ -1,9 +1,10 @@
 """The explorer page served by the query server at /, in headless chromium against the live stack:
 genes picked by typing (autocomplete from the search endpoint) and by pasting a list, the plotted
-values equal to the API's and to pandas' on the uploaded CSV, box plots from the stored quartiles, a
-click on a dot colouring the embedding by that gene (its values checked, its pixels looked at), the
-URL holding the state, the CSV download, 50 genes x 100 groups without long main-thread tasks, a
-narrow screen, and no console error anywhere. Screenshots: build/test-artifacts/browser/."""
+values equal to the API's and to pandas' on the uploaded CSV (and the canvas's pixels the colour of
+their means), box plots from the stored quartiles, a click on a dot colouring the embedding by that
+gene (its values checked, its pixels looked at), the URL holding the state, the CSV download, 50
+genes x 100 groups drawn without long main-thread tasks, a narrow screen, and no console error
+anywhere. Screenshots: build/test-artifacts/browser/."""
 
 from __future__ import annotations
 
@@ -34,8 +35,21 @@ from tests.browser.conftest import wait_idle, wait_until
 from tests.e2e.reference import Reference, cli
 
 pytestmark = pytest.mark.stack
-DOT_MAX_PX = 18  # explorer/src/plots.js: dot diameter at 100% expressing (area ~ fraction)
+DOT_MAX_PX = 18  # explorer/src/dotplot.js: dot diameter at 100% expressing (area ~ fraction)
+# explorer/src/dotplot.js's mean colour scale (ColorBrewer Reds from its second class), linear from min(0, lowest mean) to the highest.
+MEAN_STOPS = ["#fee0d2", "#fcbba1", "#fc9272", "#fb6a4a", "#ef3b2c", "#cb181d", "#a50f15", "#67000d"]
 N_CLUSTERS = 100
+# The longest main-thread task the dot plot may take on this shared 2-core machine under the suite's
+# load (it takes ~0.1 s at load 8; Plotly's SVG scatter took 1.5-6.5 s for the same 5,000 dots).
+DOT_PLOT_TASK_BOUND_MS = 1500
+
+
+def mean_colour(t: float) -> np.ndarray:
+    """RGB of t in [0, 1] on the mean scale, by linear interpolation between the stops."""
+    stops = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in MEAN_STOPS], dtype=float)
+    x = min(1.0, max(0.0, t)) * (len(stops) - 1)
+    k = min(len(stops) - 2, int(x))
+    return stops[k] + (stops[k + 1] - stops[k]) * (x - k)
 
 
 @dataclass
@@ -81,10 +95,8 @@ def open_page(browser: Any, demo: Demo, **params: Any) -> None:
 
 
 def plotted_dots(browser: Any) -> dict[str, list[Any]]:
-    return browser.execute_script(
-        "const d = document.getElementById('plot').data[0];"
-        "return {x: Array.from(d.x), y: Array.from(d.y), size: Array.from(d.marker.size), colour: Array.from(d.marker.color)};"
-    )
+    """The dot plot's dots as the page drew them: gene (x), group (y), diameter in px (size), mean (colour)."""
+    return browser.execute_script("return window.wvExplorer.dots")
 
 
 def state(browser: Any) -> dict[str, Any]:
@@ -92,15 +104,17 @@ def state(browser: Any) -> dict[str, Any]:
 
 
 def dot_position(browser: Any, gene: str, group: str) -> tuple[float, float]:
-    """Viewport coordinates of the dot of (gene, group), from Plotly's own axes."""
-    return tuple(
-        browser.execute_script(
-            "const gd = document.getElementById('plot'); const f = gd._fullLayout; const r = gd.getBoundingClientRect();"
-            "return [r.left + f._size.l + f.xaxis.d2p(arguments[0]), r.top + f._size.t + f.yaxis.d2p(arguments[1])];",
-            gene,
-            group,
-        )
-    )
+    """Viewport coordinates of the dot of (gene, group) (the dot plot scrolls it into view first)."""
+    return tuple(browser.execute_script("return window.wvExplorer.dotCentre(arguments[0], arguments[1])", gene, group))
+
+
+def canvas_pixels(browser: Any) -> tuple[np.ndarray, dict[str, float]]:
+    """The dot plot's canvas as RGB pixels, and its viewport rectangle."""
+    canvas = browser.find_element(By.CSS_SELECTOR, "#dotplot canvas")
+    rect = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return {left: r.left, top: r.top, width: r.width};", canvas)
+    pixels = np.asarray(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")).astype(int)
+    assert pixels.shape[1] == round(rect["width"]), (pixels.shape, rect)  # one image pixel per CSS pixel
+    return pixels, rect
 
 
 def test_dot_plot_of_typed_and_pasted_genes_equals_the_api_and_pandas(browser: Any, demo: Demo, screenshot: Any) -> None:
@@ -136,10 +150,23 @@ def test_dot_plot_of_typed_and_pasted_genes_equals_the_api_and_pandas(browser: A
         assert size == pytest.approx(DOT_MAX_PX * math.sqrt(body["stats"]["frac_expressing"][f][c]), rel=1e-12)
         assert colour == pytest.approx(expected["mean"].loc[group, gene], rel=1e-9)
         assert (size / DOT_MAX_PX) ** 2 == pytest.approx(expected["frac_expressing"].loc[group, gene], rel=1e-9)
-    # Axis titles and the legends a reader needs.
-    text = browser.find_element(By.ID, "plot").text
-    for label in ("gene", "cell_type", "mean", "expression", "fraction of cells expressing", "100%"):
-        assert label in text, label
+    # What is drawn: the centre of each dot of 9 px or more is the colour of its mean on the scale.
+    means = [c for c in dots["colour"] if c is not None]
+    low, high = min(0.0, min(means)), max(means)
+    big = [(x, y, c) for x, y, c, d in zip(dots["x"], dots["y"], dots["colour"], dots["size"]) if d >= 9]
+    assert len(big) >= 5, dots["size"]
+    for gene, group, mean in big:
+        cx, cy = dot_position(browser, gene, group)
+        pixels, rect = canvas_pixels(browser)
+        drawn = pixels[int(cy - rect["top"]), int(cx - rect["left"])]
+        np.testing.assert_allclose(drawn, mean_colour((mean - low) / (high - low)), atol=2.5, err_msg=f"{gene} in {group}")
+    # The legends a reader needs, and the canvas described for screen readers.
+    legend = browser.find_element(By.ID, "dot-legend").text
+    for label in ("Dot area", "fraction of the group's cells expressing", "10%", "25%", "50%", "100%", "Colour", "mean expression", f"{high:.3g}"):
+        assert label in legend, (label, legend)
+    described = browser.find_element(By.CSS_SELECTOR, "#dotplot canvas").get_attribute("aria-label")
+    assert f"Dot plot of 4 genes by {len(groups)} groups of cell_type" in described, described
+    assert browser.execute_script("return window.wvExplorer.plotted.labels") == genes
 
 
 def test_clicking_a_dot_colours_the_embedding_by_that_gene(browser: Any, demo: Demo, screenshot: Any) -> None:
@@ -151,7 +178,7 @@ def test_clicking_a_dot_colours_the_embedding_by_that_gene(browser: Any, demo: D
 
     _, expected = demo.ref.group_stats("cell_type")
     group = str(expected["frac_expressing"]["GENE00002"].idxmax())  # the biggest dot: easy to hit
-    browser.execute_script("document.getElementById('plot').scrollIntoView()")
+    browser.execute_script("document.getElementById('dotplot').scrollIntoView()")
     x, y = dot_position(browser, "GENE00002", group)
     ActionChains(browser).move_by_offset(0, 0).perform()
     actions = ActionChains(browser)
@@ -240,30 +267,44 @@ def test_download_is_the_table_as_csv(browser: Any, demo: Demo) -> None:
 
 def test_fifty_genes_by_a_hundred_groups_stay_responsive(browser: Any, demo: Demo, screenshot: Any) -> None:
     genes = [f"GENE{i:05d}" for i in range(0, 250, 5)]
-    # Long tasks (over 50 ms on the main thread), recorded from the page's start.
-    browser.execute_cdp_cmd(
+    # Long tasks (over 50 ms on the main thread), recorded from the page's start: [start, duration] in ms.
+    monitor = browser.execute_cdp_cmd(
         "Page.addScriptToEvaluateOnNewDocument",
-        {"source": "window.wvLongTasks = []; new PerformanceObserver((l) => l.getEntries().forEach((e) => window.wvLongTasks.push(e.duration))).observe({type: 'longtask', buffered: true});"},
+        {"source": "window.wvLongTasks = []; new PerformanceObserver((l) => l.getEntries().forEach((e) => window.wvLongTasks.push([e.startTime, e.duration]))).observe({type: 'longtask', buffered: true});"},
     )
-    started = time.monotonic()
-    open_page(browser, demo, grouping="cluster", g=genes, order="cluster")
-    loaded_s = time.monotonic() - started
-    plotted = browser.execute_script("return window.wvExplorer.plotted")
-    assert (len(plotted["features"]), len(plotted["groups"])) == (50, N_CLUSTERS)
-    assert len(plotted_dots(browser)["x"]) == 50 * N_CLUSTERS
-    screenshot("50x100")
-    # Re-ordering 5,000 dots.
-    for order in ("size", "server", "cluster"):
-        Select(browser.find_element(By.ID, "order")).select_by_value(order)
-        wait_until(browser, f"return window.wvExplorer.state.order === '{order}'")
-        wait_idle(browser)
-    long_tasks = browser.execute_script("return window.wvLongTasks")
-    print(f"50 x 100: loaded in {loaded_s:.1f} s; longest main-thread task {max(long_tasks, default=0):.0f} ms of {len(long_tasks)} over 50 ms")
-    # Bounds a frozen page would break, not a speed goal: on this shared 2-core machine (load average
-    # 12-20 while the suite runs) the 5,000-dot render alone is one 1.5-6.5 s task; the figures of a
-    # quieter run are benchmarks/explorer's (README).
+    try:
+        started = time.monotonic()
+        open_page(browser, demo, grouping="cluster", g=genes, order="cluster")
+        loaded_s = time.monotonic() - started
+        plotted = browser.execute_script("return window.wvExplorer.plotted")
+        assert (len(plotted["features"]), len(plotted["groups"])) == (50, N_CLUSTERS)
+        dots = plotted_dots(browser)
+        assert len(dots["x"]) == 50 * N_CLUSTERS
+        screenshot("50x100")
+        # Re-ordering 5,000 dots.
+        for order in ("size", "server", "cluster"):
+            Select(browser.find_element(By.ID, "order")).select_by_value(order)
+            wait_until(browser, f"return window.wvExplorer.state.order === '{order}'")
+            wait_idle(browser)
+        # The bottom-right corner: the grid scrolls under the frozen gene and group labels.
+        last_gene, last_group = genes[-1], plotted["groups"][-1]
+        x, y = dot_position(browser, last_gene, last_group)
+        pixels, rect = canvas_pixels(browser)
+        assert 0 <= x - rect["left"] < pixels.shape[1] and 0 <= y - rect["top"] < pixels.shape[0]
+        screenshot("50x100-scrolled")
+        long_tasks = browser.execute_script("return window.wvLongTasks")
+        timings = browser.execute_script("return window.wvExplorer.timings")
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": monitor["identifier"]})
+    # The long tasks overlapping the group ordering and the dot plot's drawing (4 of each: load, 3 re-orders).
+    windows = [(start, start + took) for what, start, took in timings if what in ("order", "plot dot")]
+    assert len(windows) == 8, timings
+    plot_tasks = [took for start, took in long_tasks if any(start < end and start + took > begin for begin, end in windows)]
+    plot_ms = [took for what, _, took in timings if what == "plot dot"]
+    print(f"50 x 100: loaded in {loaded_s:.1f} s; dot plot drawn in {plot_ms} ms; longest task while ordering or drawing {max(plot_tasks, default=0):.0f} ms; longest of the page {max((t for _, t in long_tasks), default=0):.0f} ms")
     assert loaded_s < 60
-    assert max(long_tasks, default=0) < 10_000, long_tasks
+    assert max(plot_tasks, default=0) < DOT_PLOT_TASK_BOUND_MS, (plot_tasks, timings)
+    assert max(plot_ms) < DOT_PLOT_TASK_BOUND_MS, timings
 
 
 def test_narrow_screen_stacks_the_panels(browser: Any, demo: Demo, screenshot: Any) -> None:
@@ -278,6 +319,8 @@ def test_narrow_screen_stacks_the_panels(browser: Any, demo: Demo, screenshot: A
         assert layout["scroll"] <= layout["width"], layout  # no sideways scrolling of the page
         assert layout["emb"]["top"] >= layout["plot"]["bottom"], layout  # one column
         assert layout["canvas"]["width"] >= 250, layout
+        dot_canvas = browser.execute_script("return document.querySelector('#dotplot canvas').getBoundingClientRect().right")
+        assert dot_canvas <= layout["width"], dot_canvas  # the dot plot scrolls inside its panel
         screenshot("narrow")
         browser.execute_script("document.getElementById('embedding-panel').scrollIntoView()")
         screenshot("narrow-embedding")
@@ -336,6 +379,5 @@ def test_symbols_are_searched_and_shown_features_are_read_by_id(browser: Any, sy
     _, expected = demo.ref.group_stats("cell_type")
     for gene, group, colour in zip(dots["x"], dots["y"], dots["colour"]):
         assert colour == pytest.approx(expected["mean"].loc[group, gene], rel=1e-9)
-    ticks = browser.execute_script("return Array.from(document.getElementById('plot')._fullLayout.xaxis.ticktext)")
-    assert ticks == ["CD3E", "GENE1", ids[4]]
+    assert browser.execute_script("return window.wvExplorer.plotted.labels") == ["CD3E", "GENE1", ids[4]]
     screenshot("symbols")

@@ -1,8 +1,10 @@
 """The explorer's views beyond the 12 statistics, in headless chromium against the live stack: violins
 drawn from the distributions view (widths proportional to its histogram, the box its quartiles and
 1.5 IQR whiskers, both equal to numpy's on the uploaded CSV), a group's marker genes listed as the API
-ranks them and added to the plot with one click, a crossed grouping (`by=`), and the embedding drawn
-from the density-aware sample and coloured by a gene's values at the sampled cells."""
+ranks them and added to the plot with one click, "Split by" offering exactly the crossed pairs the
+dataset describes (`by=`; a pair not crossed is listed disabled, and a link asking one is refused
+with a message, not a 404), and the embedding drawn from the density-aware sample (by default above
+the cell-count threshold) and coloured by a gene's values at the sampled cells."""
 
 from __future__ import annotations
 
@@ -114,12 +116,45 @@ def test_marker_genes_are_listed_and_added_with_one_click(browser: Any, crossed_
     screenshot("markers")
 
 
+def split_by_options(browser: Any) -> tuple[list[str], list[str]]:
+    """The "Split by" choices: the values offered (enabled) and the ones listed as unavailable."""
+    options = browser.execute_script("return Array.from(document.getElementById('by').options).map((o) => [o.value, o.textContent, o.disabled])")
+    disabled = [value for value, text, off in options if off]
+    assert all(text.endswith("(not crossed)") for value, text, off in options if off), options
+    return [value for value, _, off in options if not off], disabled
+
+
+def test_split_by_offers_only_the_crossed_pairs(browser: Any, crossed_demo: Demo, screenshot: Any) -> None:
+    described = api(crossed_demo, f"/v1/datasets/{crossed_demo.dataset_id}", [])
+    crossed = {(c["grouping"], c["by"]) for c in described["crossed"]}
+    assert crossed == {("cell_type", "donor")}  # what the manifest asked for
+    groupings = list(described["groupings"])
+    open_page(browser, crossed_demo, grouping="cell_type", g=["GENE00026"], order="server")
+    assert browser.find_element(By.ID, "by-label").is_displayed()
+    for grouping in groupings:
+        Select(browser.find_element(By.ID, "grouping")).select_by_value(grouping)
+        wait_until(browser, f"return window.wvExplorer.state.grouping === '{grouping}'")
+        wait_idle(browser)
+        offered, unavailable = split_by_options(browser)
+        assert offered == [""] + [b for a, b in sorted(crossed) if a == grouping], grouping
+        assert sorted(unavailable) == sorted(g for g in groupings if g != grouping and (grouping, g) not in crossed), grouping
+    # A link asking a pair that is not crossed: no split, a message naming the crossed pairs, no failed request.
+    open_page(browser, crossed_demo, grouping="region", by="donor", g=["GENE00026"], order="server")
+    assert state(browser)["by"] == ""
+    status = browser.find_element(By.ID, "status").text
+    assert "region is not crossed with donor" in status and "cell_type × donor" in status, status
+    assert browser.execute_script("return window.wvExplorer.plotted.groups") == api(crossed_demo, f"/v1/datasets/{crossed_demo.dataset_id}/aggregates", [("grouping", "region"), ("features", "GENE00026")])["groups"]
+    assert "by=" not in browser.current_url
+    screenshot("not-crossed")
+
+
 def test_crossed_grouping_splits_the_groups(browser: Any, crossed_demo: Demo, screenshot: Any) -> None:
     open_page(browser, crossed_demo, grouping="cell_type", by="donor", g=["GENE00026", "GENE00002"], order="server")
     assert browser.find_element(By.ID, "by-label").is_displayed()
+    assert state(browser)["by"] == "donor"
     body = api(crossed_demo, f"/v1/datasets/{crossed_demo.dataset_id}/aggregates", [("grouping", "cell_type"), ("by", "donor"), ("features", "GENE00026,GENE00002"), ("stats", "mean,frac_expressing")])
     assert browser.execute_script("return window.wvExplorer.plotted.groups") == body["groups"]
-    assert "cell_type | donor" in browser.find_element(By.ID, "plot").text
+    assert "groups of cell_type | donor" in browser.find_element(By.CSS_SELECTOR, "#dotplot canvas").get_attribute("aria-label")
     meta = crossed_demo.ref.metadata
     pairs = meta["cell_type"].astype(str) + " | " + meta["donor"].astype(str)
     for gene, group, colour in zip(*(plotted_dots(browser)[k] for k in ("x", "y", "colour"))):
@@ -128,6 +163,34 @@ def test_crossed_grouping_splits_the_groups(browser: Any, crossed_demo: Demo, sc
     href = browser.find_element(By.ID, "download").get_attribute("href")
     assert "by=donor" in href
     screenshot("crossed")
+
+
+def test_sample_is_the_default_above_the_threshold(browser: Any, crossed_demo: Demo, screenshot: Any) -> None:
+    n_cells = len(crossed_demo.ref.matrix)
+    n_sampled = api(crossed_demo, f"/v1/datasets/{crossed_demo.dataset_id}/embedding/sample", [("limit", "1")])["n_sampled"]
+    assert n_sampled < n_cells
+    # The page's threshold (250,000 cells) lowered for this 2,000-cell dataset, as a host page may set it.
+    for threshold, sampled in ((n_cells, False), (n_cells - 1, True)):
+        config = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": f"window.wvExplorerConfig = {{sampleAbove: {threshold}}};"})
+        try:
+            open_page(browser, crossed_demo, grouping="cell_type", g=["GENE00026"])
+            wait_until(browser, "return window.wvExplorer.embedding && window.wvExplorer.embedding.kind === 'grouping'", what="the embedding")
+            wait_idle(browser)
+        finally:
+            browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": config["identifier"]})
+        drawn = browser.execute_script("const e = window.wvExplorer.embedding; return {n: e.n, sample: e.sample}")
+        assert drawn == {"n": n_sampled if sampled else n_cells, "sample": sampled}, threshold
+        assert Select(browser.find_element(By.ID, "points")).first_selected_option.get_attribute("value") == ("sample" if sampled else "all")
+        title = browser.find_element(By.ID, "embedding-title").text
+        expected = f"a density-aware sample of {n_sampled:,} of {n_cells:,} cells" if sampled else f"of {n_cells:,} cells"
+        assert expected in title, title
+    # Above the threshold, every cell on request: the sample stays drawn while the pages arrive.
+    Select(browser.find_element(By.ID, "points")).select_by_value("all")
+    wait_until(browser, f"return window.wvExplorer.embedding && window.wvExplorer.embedding.n === {n_cells}", what="every cell")
+    wait_idle(browser)
+    assert "points=all" in browser.current_url
+    browser.execute_script("document.getElementById('embedding-panel').scrollIntoView()")
+    screenshot("all-cells")
 
 
 def test_embedding_from_the_density_aware_sample(browser: Any, crossed_demo: Demo, screenshot: Any) -> None:

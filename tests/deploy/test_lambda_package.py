@@ -78,10 +78,15 @@ def test_package_is_under_lambdas_limits_and_holds_no_heavy_package(package: Pat
     assert not {t for t in top_levels for f in FORBIDDEN if t == f or t.startswith(f + "-")}, sorted(top_levels)
     # Only the query service's code: the workers' modules are not in it.
     assert not any(name.startswith(("services/compute", "services/ingest", "services/loader", "cli/")) for name in z.namelist())
-    # The explorer page, byte for byte as built, where the app looks for it (beside shared/ and services/).
+    # The explorer page, every file byte for byte as built (its Plotly chunk too), where the app looks
+    # for it (beside shared/ and services/).
+    dist = PROJECT_ROOT / "explorer" / "dist"
+    built = sorted(path for path in dist.rglob("*") if path.is_file())
+    assert {path.name for path in built} >= set(package_lambda.EXPLORER_FILES)
     with zipfile.ZipFile(archive) as z:
-        for name in package_lambda.EXPLORER_FILES:
-            assert z.read(f"explorer/dist/{name}") == (PROJECT_ROOT / "explorer" / "dist" / name).read_bytes(), name
+        assert sorted(name for name in z.namelist() if name.startswith("explorer/")) == [f"explorer/dist/{path.relative_to(dist)}" for path in built]
+        for path in built:
+            assert z.read(f"explorer/dist/{path.relative_to(dist)}") == path.read_bytes(), path
 
 
 def test_package_build_refuses_an_unbuilt_explorer(tmp_path: Path) -> None:
