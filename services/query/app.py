@@ -169,14 +169,10 @@ def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-def _with_arrow(model: type, description: str) -> dict[int | str, dict[str, Any]]:
-    return {
-        200: {
-            "model": model,
-            "content": {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
-            "description": description,
-        }
-    }
+def _json_or_arrow(model: type, arrow_description: str) -> dict[str, Any]:
+    """Route options of an answer as JSON (`model`) or as an Arrow stream (`format=arrow`)."""
+    arrow = {"model": model, "content": {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}, "description": arrow_description}
+    return {"response_model": model, "responses": {200: arrow}}
 
 
 def _check_name(name: str, what: str = "feature name") -> str:
@@ -513,16 +509,28 @@ def create_app(
         body = {"dataset": dataset_id, "current_version": pointer.current_version, "versions": out}
         return _content_hash_response(request, encode_json(body), service.short_cache)
 
-    @app.get(
+    def hot_dataset_route(name: str, path: str, **route: Any) -> Callable[[HotHandler], HotHandler]:
+        """Serve a `(request, dataset_id)` answer as route `name`: through `HotRoutes`, and through FastAPI
+        at `path` (the schema, and whatever `HotRoutes` does not match)."""
+
+        def register(answer_route: HotHandler) -> HotHandler:
+            async def routed(request: Request, dataset_id: DatasetIdPath) -> Response:
+                return await answer_route(request, dataset_id)
+
+            app.get(path, name=name, **route)(routed)
+            hot[name] = answer_route
+            return answer_route
+
+        return register
+
+    @hot_dataset_route(
+        "list_features",
         "/v1/datasets/{dataset_id}/features",
         response_model=FeatureList,
         tags=["features"],
         summary="Search or list features",
         openapi_extra={"parameters": FEATURES_QUERY_PARAMETERS},
     )
-    async def list_features(request: Request, dataset_id: DatasetIdPath) -> Response:
-        return await list_features_answer(request, dataset_id)
-
     async def list_features_answer(request: Request, dataset_id: str) -> Response:
         # Parsed here as `features_query` declares (a search is the API's most frequent request).
         query = request.query_params
@@ -535,8 +543,6 @@ def create_app(
             raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
         version = _version_param(query)
         return await answer(lambda: _list_features(request, dataset_id, prefix, limit, cursor, version))
-
-    hot["list_features"] = list_features_answer
 
     def _list_features(request: Request, dataset_id: str, prefix: str | None, limit: int | None, cursor: str | None, version: str | None) -> Response:
         position = 0
@@ -570,7 +576,8 @@ def create_app(
         body, _ = fit_page(build, size, service.max_response_bytes)
         return Response(body, media_type="application/json", headers=target.headers())
 
-    @app.get(
+    @hot_dataset_route(
+        "aggregates",
         "/v1/datasets/{dataset_id}/aggregates",
         response_model=Aggregates,
         tags=["features"],
@@ -578,9 +585,6 @@ def create_app(
         responses={200: {"model": Aggregates, "content": {CSV: {"schema": {"type": "string"}}}, "description": "JSON, or CSV with format=csv"}},
         openapi_extra={"parameters": AGGREGATES_QUERY_PARAMETERS},
     )
-    async def aggregates(request: Request, dataset_id: DatasetIdPath) -> Response:
-        return await aggregates_answer(request, dataset_id)
-
     async def aggregates_answer(request: Request, dataset_id: str) -> Response:
         # The hot route parses its own query (declared for the schema by `aggregates_query`): FastAPI's
         # per-parameter validation of 50 repeated `feature=` cost half the request's CPU.
@@ -677,14 +681,11 @@ def create_app(
             return await run_in_threadpool(build)
         return await answer(build)
 
-    hot["aggregates"] = aggregates_answer
-
     @app.get(
         "/v1/datasets/{dataset_id}/features/{feature:path}/values",
-        response_model=FeatureValues,
         tags=["features"],
         summary="A feature's non-zero values, paged (JSON or Arrow)",
-        responses=_with_arrow(FeatureValues, "JSON, or an Arrow stream of (index int32, value) with the page's fields as schema metadata"),
+        **_json_or_arrow(FeatureValues, "JSON, or an Arrow stream of (index int32, value) with the page's fields as schema metadata"),
         openapi_extra={"parameters": VALUES_QUERY_PARAMETERS},
     )
     async def feature_values(
@@ -755,10 +756,9 @@ def create_app(
 
     @app.get(
         "/v1/datasets/{dataset_id}/cells",
-        response_model=CellsPage,
         tags=["cells"],
         summary="All cells' metadata and embedding, paged (JSON or Arrow)",
-        responses=_with_arrow(CellsPage, "JSON, or an Arrow stream: cell_id, position, one column per grouping, embedding and numeric column"),
+        **_json_or_arrow(CellsPage, "JSON, or an Arrow stream: cell_id, position, one column per grouping, embedding and numeric column"),
     )
     def cells(
         request: Request,

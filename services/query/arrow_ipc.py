@@ -156,6 +156,16 @@ def _padded(data: bytes) -> bytes:
     return data + b"\x00" * (-len(data) % 8)
 
 
+def _int64_pairs(b: flatbuffers.Builder, pairs: list[tuple[int, int]]) -> int:
+    """A flatbuffer vector of structs of two int64 (first, second), in the pairs' order."""
+    b.StartVector(16, len(pairs), 8)
+    for first, second in reversed(pairs):
+        b.Prep(8, 16)
+        b.PrependInt64(second)
+        b.PrependInt64(first)
+    return b.EndVector()
+
+
 def _batch(length: int, nodes: list[tuple[int, int]], buffers: list[bytes]) -> tuple[object, bytes]:
     """(header builder of a RecordBatch, its body) for the given field nodes and buffers."""
     layout: list[tuple[int, int]] = []
@@ -165,18 +175,8 @@ def _batch(length: int, nodes: list[tuple[int, int]], buffers: list[bytes]) -> t
         body += _padded(buf)
 
     def header(b: flatbuffers.Builder) -> int:
-        b.StartVector(16, len(layout), 8)
-        for offset, size in reversed(layout):
-            b.Prep(8, 16)
-            b.PrependInt64(size)
-            b.PrependInt64(offset)
-        buffers_vec = b.EndVector()
-        b.StartVector(16, len(nodes), 8)
-        for n, nulls in reversed(nodes):
-            b.Prep(8, 16)
-            b.PrependInt64(nulls)
-            b.PrependInt64(n)
-        nodes_vec = b.EndVector()
+        buffers_vec = _int64_pairs(b, layout)  # Buffer structs: offset, length
+        nodes_vec = _int64_pairs(b, nodes)  # FieldNode structs: length, null_count
         b.StartObject(5)
         b.PrependInt64Slot(0, length, 0)
         b.PrependUOffsetTRelativeSlot(1, nodes_vec, 0)

@@ -111,6 +111,17 @@ class Pointers:
         except (botocore.exceptions.BotoCoreError, ConnectionError, TimeoutError) as exc:
             raise Transient(f"{action}: DynamoDB unreachable ({type(exc).__name__})") from exc
 
+    def _all_pages(self, action: str, operation: Callable[..., dict[str, Any]], request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a scan or query, page after page, as plain values."""
+        items: list[dict[str, Any]] = []
+        kwargs = dict(request)
+        while True:
+            resp = self._call(action, lambda: operation(**kwargs))
+            items += [_item(i) for i in resp.get("Items", [])]
+            if "LastEvaluatedKey" not in resp:
+                return items
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
     def current(self, dataset_id: str, *, fresh: bool = False) -> Pointer:
         """The dataset's pointer; `NotFound` if the dataset was never published."""
         now = time.monotonic()
@@ -134,14 +145,7 @@ class Pointers:
 
     def all_current(self) -> list[Pointer]:
         """Every published dataset's pointer, by id (a scan: for the dataset listing)."""
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self._settings.datasets_table}
-        while True:
-            resp = self._call("dataset listing", lambda: self._db.scan(**kwargs))
-            items += [_item(i) for i in resp.get("Items", [])]
-            if "LastEvaluatedKey" not in resp:
-                break
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        items = self._all_pages("dataset listing", self._db.scan, {"TableName": self._settings.datasets_table})
         pointers = [
             Pointer(i["dataset_id"], i["current_version"], i.get("previous_version"), i.get("published_at"))
             for i in items
@@ -172,18 +176,12 @@ class Pointers:
 
     def versions(self, dataset_id: str) -> list[VersionInfo]:
         """Every version record of a dataset (a query on the partition key), oldest first."""
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
+        query = {
             "TableName": self._settings.versions_table,
             "KeyConditionExpression": "dataset_id = :d",
             "ExpressionAttributeValues": {":d": {"S": dataset_id}},
         }
-        while True:
-            resp = self._call("version listing", lambda: self._db.query(**kwargs))
-            items += [_item(i) for i in resp.get("Items", [])]
-            if "LastEvaluatedKey" not in resp:
-                break
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        items = self._all_pages("version listing", self._db.query, query)
         return sorted((VersionInfo.from_item(i) for i in items), key=lambda v: (v.created_at, v.version_id))
 
     def require_readable(self, dataset_id: str, version_id: str) -> Pointer:
