@@ -79,20 +79,14 @@ from shared.errors import Permanent
 
 LAYOUT_VERSION = 1
 _VERSION = bytes([LAYOUT_VERSION])
+# Families (one a table).
 STATS_FAMILY = b"s"
+DIST_FAMILY = b"d"
 FEATURES_FAMILY = b"f"
 CELLS_FAMILY = b"c"
 CATALOG_FAMILY = b"m"
-FEATURES_QUALIFIER = b"v"
-PART_SEPARATOR = b"\x00"
-DIST_FAMILY = b"d"
 MARKERS_FAMILY = b"k"
 SAMPLE_FAMILY = b"e"
-HIST_QUALIFIER = b"hist"
-DIST_VECTORS = ("zeros", "whisker_low", "whisker_high", "outliers_low", "outliers_high")
-MARKERS_QUALIFIER = b"top"
-SAMPLE_QUALIFIER = b"p"
-SAMPLE_PART_POINTS = 10_000
 _VIEW_FAMILIES = {
     "features": FEATURES_FAMILY,
     "cells": CELLS_FAMILY,
@@ -109,16 +103,8 @@ def view_family(view: str) -> bytes:
     return _VIEW_FAMILIES.get(view, STATS_FAMILY)
 
 
+# The qualifiers, separators and fixed rows of each view stand beside the functions that use them.
 COLUMN_SEPARATOR = b":"
-CELL_POSITION_QUALIFIER = b"pos"
-# The cells view's qualifier prefixes, by the kind of column they hold.
-_CELL_KINDS: dict[str, bytes] = {"grouping": b"g:", "embedding": b"e:", "numeric": b"n:"}
-CATALOG_META_ROW = b"meta"
-CATALOG_DOC_QUALIFIER = b"doc"
-CATALOG_LIST_QUALIFIER = b"list"
-FEATURE_LIST_PREFIX = b"features:"
-SYMBOL_LIST_PREFIX = b"symbols:"
-SAMPLE_ROW_PREFIX = b"part"
 
 
 def column(family: bytes, qualifier: bytes) -> bytes:
@@ -137,9 +123,19 @@ def feature_row(feature: str) -> bytes:
     return feature.encode()
 
 
-def feature_of_row(row: bytes) -> str:
-    """Inverse of `feature_row`."""
+def cell_row(cell_id: str) -> bytes:
+    """Row key of a cell in the cells view."""
+    return cell_id.encode()
+
+
+def name_of_row(row: bytes) -> str:
+    """The feature or cell id a `feature_row` or `cell_row` key was made of (the inverse of both)."""
     return row.decode()
+
+
+def row_after(row: bytes) -> bytes:
+    """The smallest row key greater than `row`: where a scan resumes after it (page cursors)."""
+    return row + b"\x00"
 
 
 def stats_qualifier(stat: str) -> bytes:
@@ -152,6 +148,10 @@ def stats_column(stat: str) -> bytes:
     return column(STATS_FAMILY, stats_qualifier(stat))
 
 
+HIST_QUALIFIER = b"hist"
+DIST_VECTORS = ("zeros", "whisker_low", "whisker_high", "outliers_low", "outliers_high")
+
+
 def dist_qualifier(name: str) -> bytes:
     """Qualifier of one per-group vector (DIST_VECTORS) in a `dist_*` view."""
     if name not in DIST_VECTORS:
@@ -159,19 +159,9 @@ def dist_qualifier(name: str) -> bytes:
     return name.encode()
 
 
-def cell_row(cell_id: str) -> bytes:
-    """Row key of a cell in the cells view."""
-    return cell_id.encode()
-
-
-def cell_id_of(row: bytes) -> str:
-    """Inverse of `cell_row`."""
-    return row.decode()
-
-
-def row_after(row: bytes) -> bytes:
-    """The smallest row key greater than `row`: where a scan resumes after it (page cursors)."""
-    return row + b"\x00"
+CELL_POSITION_QUALIFIER = b"pos"
+# The cells view's qualifier prefixes, by the kind of column they hold.
+_CELL_KINDS: dict[str, bytes] = {"grouping": b"g:", "embedding": b"e:", "numeric": b"n:"}
 
 
 def cell_qualifier(kind: str, name: str) -> bytes:
@@ -192,14 +182,25 @@ def parse_cell_qualifier(qualifier: bytes) -> tuple[str, str]:
     return "unknown", qualifier.decode(errors="replace")
 
 
+CATALOG_META_ROW = b"meta"
+CATALOG_DOC_QUALIFIER = b"doc"
+CATALOG_LIST_QUALIFIER = b"list"
+FEATURE_LIST_PREFIX = b"features:"
+SYMBOL_LIST_PREFIX = b"symbols:"
+
+
 def feature_list_row(chunk: int) -> bytes:
     """Catalog row of chunk `chunk`'s feature names (`FEATURE_LIST_PREFIX` + 6 digits: chunk order)."""
-    return FEATURE_LIST_PREFIX + f"{chunk:06d}".encode()
+    return _chunk_row(FEATURE_LIST_PREFIX, chunk)
 
 
 def symbol_list_row(chunk: int) -> bytes:
-    """Catalog row of chunk `chunk`'s feature display symbols."""
-    return SYMBOL_LIST_PREFIX + f"{chunk:06d}".encode()
+    """Catalog row of chunk `chunk`'s feature display symbols (`SYMBOL_LIST_PREFIX` + 6 digits)."""
+    return _chunk_row(SYMBOL_LIST_PREFIX, chunk)
+
+
+def _chunk_row(prefix: bytes, chunk: int) -> bytes:
+    return prefix + f"{chunk:06d}".encode()
 
 
 def chunk_of_list_row(row: bytes) -> tuple[str, int]:
@@ -219,17 +220,25 @@ def _check_header(value: bytes, kind: bytes) -> None:
         raise Permanent(f"value is not a layout-{LAYOUT_VERSION} {kind.decode()} value (starts {value[:2]!r})")
 
 
+def _encode_floats(kind: bytes, values: np.ndarray | list[float]) -> bytes:
+    vec = np.ascontiguousarray(values, dtype="<f8")
+    return _VERSION + kind + struct.pack("<I", vec.size) + vec.tobytes()
+
+
+def _decode_floats(kind: bytes, value: bytes) -> np.ndarray:
+    _check_header(value, kind)
+    (n,) = struct.unpack_from("<I", value, 2)
+    return np.frombuffer(value, dtype="<f8", count=n, offset=6)
+
+
 def encode_stats_vector(values: np.ndarray) -> bytes:
     """One stat over all groups of a grouping, as a stats value."""
-    vec = np.ascontiguousarray(values, dtype="<f8")
-    return _VERSION + b"S" + struct.pack("<I", vec.size) + vec.tobytes()
+    return _encode_floats(b"S", values)
 
 
 def decode_stats_vector(value: bytes) -> np.ndarray:
     """Inverse of `encode_stats_vector` (a read-only float64 array over the value's bytes)."""
-    _check_header(value, b"S")
-    (n,) = struct.unpack_from("<I", value, 2)
-    return np.frombuffer(value, dtype="<f8", count=n, offset=6)
+    return _decode_floats(b"S", value)
 
 
 def encode_feature_part(indices: np.ndarray, values: np.ndarray) -> bytes:
@@ -248,6 +257,10 @@ def decode_feature_part(value: bytes) -> tuple[np.ndarray, np.ndarray]:
     idx = np.frombuffer(value, dtype="<i4", count=n, offset=7)
     vals = np.frombuffer(value, dtype=dtype, count=n, offset=7 + 4 * n)
     return idx, vals
+
+
+FEATURES_QUALIFIER = b"v"
+PART_SEPARATOR = b"\x00"
 
 
 def feature_part_row(feature: str, part: int) -> bytes:
@@ -276,15 +289,12 @@ def decode_text(value: bytes) -> str:
 
 def encode_vector(values: np.ndarray | list[float]) -> bytes:
     """A float64 vector (embedding coordinates, numeric metadata)."""
-    vec = np.ascontiguousarray(values, dtype="<f8")
-    return _VERSION + b"V" + struct.pack("<I", vec.size) + vec.tobytes()
+    return _encode_floats(b"V", values)
 
 
 def decode_vector(value: bytes) -> np.ndarray:
     """Inverse of `encode_vector` (a read-only float64 array)."""
-    _check_header(value, b"V")
-    (n,) = struct.unpack_from("<I", value, 2)
-    return np.frombuffer(value, dtype="<f8", count=n, offset=6)
+    return _decode_floats(b"V", value)
 
 
 def encode_int(number: int) -> bytes:
@@ -309,32 +319,33 @@ def decode_json(value: bytes) -> Any:
     return json.loads(value[2:])
 
 
+def _decode_many(values: list[bytes], kind: bytes, fields: list[tuple[Any, ...]], what: str) -> np.ndarray:
+    """Values of one fixed size read as a numpy record array in one pass; each checked for its header."""
+    dtype = np.dtype([("head", "S2"), *fields])
+    joined = b"".join(values)
+    if len(joined) != len(values) * dtype.itemsize:
+        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} {what}")
+    decoded = np.frombuffer(joined, dtype=dtype)
+    if (decoded["head"] != _VERSION + kind).any():
+        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} {what}")
+    return decoded
+
 
 def decode_ints(values: list[bytes]) -> np.ndarray:
     """Many int values at once (int64 array): one pass in numpy instead of one `decode_int` each."""
     if not values:
         return np.empty(0, dtype=np.int64)
-    dtype = np.dtype([("head", "S2"), ("value", "<i8")])
-    joined = b"".join(values)
-    if len(joined) != len(values) * dtype.itemsize:
-        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} int values")
-    decoded = np.frombuffer(joined, dtype=dtype)
-    if (decoded["head"] != _VERSION + b"I").any():
-        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} int values")
-    return decoded["value"].copy()
+    return _decode_many(values, b"I", [("value", "<i8")], "int values")["value"].copy()
 
 
 def decode_vectors(values: list[bytes], n: int) -> np.ndarray:
     """Many vector values of `n` numbers at once, as a (len(values), n) float64 array."""
     if not values:
         return np.empty((0, n), dtype=np.float64)
-    dtype = np.dtype([("head", "S2"), ("n", "<u4"), ("value", "<f8", (n,))])
-    joined = b"".join(values)
-    if len(joined) != len(values) * dtype.itemsize:
-        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} vector values of {n} numbers")
-    decoded = np.frombuffer(joined, dtype=dtype)
-    if (decoded["head"] != _VERSION + b"V").any() or (decoded["n"] != n).any():
-        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} vector values of {n} numbers")
+    what = f"vector values of {n} numbers"
+    decoded = _decode_many(values, b"V", [("n", "<u4"), ("value", "<f8", (n,))], what)
+    if (decoded["n"] != n).any():
+        raise Permanent(f"values are not all layout-{LAYOUT_VERSION} {what}")
     return decoded["value"].copy()
 
 
@@ -357,6 +368,9 @@ def decode_histograms(value: bytes) -> tuple[np.ndarray, np.ndarray]:
     return edges, counts.reshape(n_groups, n_bins)
 
 
+MARKERS_QUALIFIER = b"top"
+
+
 def markers_row(grouping: str, group: str) -> bytes:
     """Row key of one group's markers."""
     return grouping.encode() + PART_SEPARATOR + group.encode()
@@ -368,15 +382,44 @@ def grouping_of_markers_row(row: bytes) -> tuple[str, str]:
     return grouping.decode(), group.decode()
 
 
+def _pack_names(names: list[str]) -> bytes:
+    """uint32 UTF-8 lengths, then the UTF-8 names concatenated (a value's last fields)."""
+    encoded = [name.encode() for name in names]
+    return np.array([len(b) for b in encoded], dtype="<u4").tobytes() + b"".join(encoded)
+
+
+def _unpack_names(value: bytes, offset: int, n: int, what: str) -> list[bytes]:
+    """Inverse of `_pack_names` for `n` names at `offset`, as UTF-8 bytes; they must end the value
+    (`Permanent` naming `what` otherwise)."""
+    lengths = np.frombuffer(value, dtype="<u4", count=n, offset=offset)
+    ends = (offset + 4 * n + np.cumsum(lengths, dtype=np.int64)).tolist()
+    if n and ends[-1] != len(value):
+        raise Permanent(f"{what} has {len(value)} bytes, its fields say {ends[-1]}")
+    starts = [offset + 4 * n] + ends[:-1]
+    return [value[a:b] for a, b in zip(starts, ends)]
+
+
+def _pack_points(positions: np.ndarray, coordinates: np.ndarray) -> bytes:
+    """int32 positions, then float64 coordinates point-major."""
+    return np.ascontiguousarray(positions, dtype="<i4").tobytes() + coordinates.tobytes()
+
+
+def _unpack_points(value: bytes, offset: int, n: int, dims: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Inverse of `_pack_points` at `offset`: (positions, (n, dims) coordinates, the offset after them)."""
+    positions = np.frombuffer(value, dtype="<i4", count=n, offset=offset)
+    offset += 4 * n
+    coords = np.frombuffer(value, dtype="<f8", count=n * dims, offset=offset).reshape(n, dims)
+    return positions, coords, offset + 8 * n * dims
+
+
 def encode_markers(features: list[str], fields: dict[str, np.ndarray]) -> bytes:
     """One group's ranked markers: feature names and the MARKER_FIELDS vectors, best first."""
-    names = [f.encode() for f in features]
-    n = len(names)
+    n = len(features)
     head = _VERSION + b"K" + struct.pack("<I", n)
     vectors = b"".join(np.ascontiguousarray(fields[k], dtype="<f8").tobytes() for k in MARKER_FIELDS)
     if len(vectors) != 8 * n * len(MARKER_FIELDS):
         raise ValueError("every marker field needs one value per feature")
-    return head + vectors + np.array([len(b) for b in names], dtype="<u4").tobytes() + b"".join(names)
+    return head + vectors + _pack_names(features)
 
 
 def decode_markers(value: bytes) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -388,13 +431,12 @@ def decode_markers(value: bytes) -> tuple[list[str], dict[str, np.ndarray]]:
     for key in MARKER_FIELDS:
         fields[key] = np.frombuffer(value, dtype="<f8", count=n, offset=offset)
         offset += 8 * n
-    lengths = np.frombuffer(value, dtype="<u4", count=n, offset=offset)
-    offset += 4 * n
-    names = []
-    for length in lengths.tolist():
-        names.append(value[offset : offset + length].decode())
-        offset += length
-    return names, fields
+    return [name.decode() for name in _unpack_names(value, offset, n, f"markers value of {n} features")], fields
+
+
+SAMPLE_ROW_PREFIX = b"part"
+SAMPLE_QUALIFIER = b"p"
+SAMPLE_PART_POINTS = 10_000
 
 
 def sample_part_row(part: int) -> bytes:
@@ -415,42 +457,22 @@ def encode_sample_part(positions: np.ndarray, coordinates: np.ndarray, weights: 
     coords = np.ascontiguousarray(coordinates, dtype="<f8")
     codes = np.ascontiguousarray(groups, dtype="<i4")
     n, dims = coords.shape
-    ids = [c.encode() for c in cell_ids]
-    if len(ids) != n or codes.shape[0] != n or np.asarray(positions).size != n or np.asarray(weights).size != n:
+    if len(cell_ids) != n or codes.shape[0] != n or np.asarray(positions).size != n or np.asarray(weights).size != n:
         raise ValueError("every sample field needs one entry per point")
-    return (
-        _VERSION
-        + b"P"
-        + struct.pack("<III", n, dims, codes.shape[1])
-        + np.ascontiguousarray(positions, dtype="<i4").tobytes()
-        + coords.tobytes()
-        + np.ascontiguousarray(weights, dtype="<f8").tobytes()
-        + codes.tobytes()
-        + np.array([len(b) for b in ids], dtype="<u4").tobytes()
-        + b"".join(ids)
-    )
+    head = _VERSION + b"P" + struct.pack("<III", n, dims, codes.shape[1])
+    return head + _pack_points(positions, coords) + np.ascontiguousarray(weights, dtype="<f8").tobytes() + codes.tobytes() + _pack_names(cell_ids)
 
 
 def decode_sample_part(value: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Inverse of `encode_sample_part`: (positions, coordinates, weights, group indices, cell ids)."""
     _check_header(value, b"P")
     n, dims, n_groupings = struct.unpack_from("<III", value, 2)
-    offset = 14
-    positions = np.frombuffer(value, dtype="<i4", count=n, offset=offset)
-    offset += 4 * n
-    coords = np.frombuffer(value, dtype="<f8", count=n * dims, offset=offset).reshape(n, dims)
-    offset += 8 * n * dims
+    positions, coords, offset = _unpack_points(value, 14, n, dims)
     weights = np.frombuffer(value, dtype="<f8", count=n, offset=offset)
     offset += 8 * n
     codes = np.frombuffer(value, dtype="<i4", count=n * n_groupings, offset=offset).reshape(n, n_groupings)
     offset += 4 * n * n_groupings
-    lengths = np.frombuffer(value, dtype="<u4", count=n, offset=offset)
-    offset += 4 * n
-    ids = []
-    for length in lengths.tolist():
-        ids.append(value[offset : offset + length].decode())
-        offset += length
-    return positions, coords, weights, codes, ids
+    return positions, coords, weights, codes, [cell_id.decode() for cell_id in _unpack_names(value, offset, n, f"sample value of {n} points")]
 
 
 # The cells view's embedding blocks (see the docstring): a row prefix no cell id can start with.
@@ -473,32 +495,14 @@ def encode_embedding_block(positions: np.ndarray, coordinates: np.ndarray, cell_
     """A share's cells in one value: positions (n), coordinates (n, dims; NaN where blank), cell ids."""
     coords = np.ascontiguousarray(coordinates, dtype="<f8")
     n, dims = coords.shape
-    ids = [c.encode() for c in cell_ids]
-    if len(ids) != n or np.asarray(positions).size != n:
+    if len(cell_ids) != n or np.asarray(positions).size != n:
         raise ValueError("every embedding block field needs one entry per cell")
-    return (
-        _VERSION
-        + b"B"
-        + struct.pack("<II", n, dims)
-        + np.ascontiguousarray(positions, dtype="<i4").tobytes()
-        + coords.tobytes()
-        + np.array([len(b) for b in ids], dtype="<u4").tobytes()
-        + b"".join(ids)
-    )
+    return _VERSION + b"B" + struct.pack("<II", n, dims) + _pack_points(positions, coords) + _pack_names(cell_ids)
 
 
 def decode_embedding_block(value: bytes) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
     """Inverse of `encode_embedding_block`: (int32 positions, float64 (n, dims) coordinates, UTF-8 cell ids as bytes)."""
     _check_header(value, b"B")
     n, dims = struct.unpack_from("<II", value, 2)
-    offset = 10
-    positions = np.frombuffer(value, dtype="<i4", count=n, offset=offset)
-    offset += 4 * n
-    coords = np.frombuffer(value, dtype="<f8", count=n * dims, offset=offset).reshape(n, dims)
-    offset += 8 * n * dims
-    lengths = np.frombuffer(value, dtype="<u4", count=n, offset=offset)
-    ends = (offset + 4 * n + np.cumsum(lengths, dtype=np.int64)).tolist()
-    if n and ends[-1] != len(value):
-        raise Permanent(f"embedding block of {n} cells has {len(value)} bytes, its fields say {ends[-1]}")
-    starts = [offset + 4 * n] + ends[:-1]
-    return positions, coords, [value[a:b] for a, b in zip(starts, ends)]
+    positions, coords, offset = _unpack_points(value, 10, n, dims)
+    return positions, coords, _unpack_names(value, offset, n, f"embedding block of {n} cells")

@@ -417,7 +417,7 @@ class VersionReader:
         rows = self.hbase.scan(
             self._table(catalog, "cells"), row_start=start or None, columns=columns, limit=limit, batch_size=min(limit, 5000)
         )
-        ids = [layout.cell_id_of(key) for key, _ in rows]
+        ids = [layout.name_of_row(key) for key, _ in rows]
         positions = layout.decode_ints([data[position] for _, data in rows])
         metadata: dict[str, list[str]] = {}
         if "metadata" in include:

@@ -78,7 +78,7 @@ def test_every_view_of_a_version_reads_back_through_the_layout() -> None:
 
     # stats_<grouping>: one row per feature, one qualifier per statistic, a value per group.
     for grouping in plan.groupings:
-        got = {(layout.feature_of_row(r), q.decode()): layout.decode_stats_vector(v) for r, q, v in rows[grouping.view]}
+        got = {(layout.name_of_row(r), q.decode()): layout.decode_stats_vector(v) for r, q, v in rows[grouping.view]}
         assert {f for f, _ in got} == set(FEATURES) and {s for _, s in got} == set(STATS)
         by_group = pd.DataFrame(matrix, columns=FEATURES).groupby(pd.Categorical(frame[grouping.name], categories=grouping.groups), observed=False)
         for f in FEATURES:
@@ -88,7 +88,7 @@ def test_every_view_of_a_version_reads_back_through_the_layout() -> None:
         # dist_<grouping>: histograms plus zeros hold every cell of every group.
         dist = {}
         for r, q, v in rows[grouping.dist_view]:
-            dist.setdefault(layout.feature_of_row(r), {})[q] = v
+            dist.setdefault(layout.name_of_row(r), {})[q] = v
         assert set(dist) == set(FEATURES)
         for f, columns in dist.items():
             assert set(columns) == {layout.HIST_QUALIFIER, *(layout.dist_qualifier(k) for k in layout.DIST_VECTORS)}
@@ -119,7 +119,7 @@ def test_every_view_of_a_version_reads_back_through_the_layout() -> None:
             block_ids += [i.decode() if isinstance(i, bytes) else i for i in ids]
             continue
         decoded = {"position": layout.decode_int, "grouping": layout.decode_text}.get(kind, lambda b: layout.decode_vector(b).tolist())(v)
-        seen.setdefault(layout.cell_id_of(r), {})[(kind, name)] = decoded
+        seen.setdefault(layout.name_of_row(r), {})[(kind, name)] = decoded
     assert set(seen) == set(CELL_IDS) and block_ids == CELL_IDS
     for i, cell_id in enumerate(CELL_IDS):
         want: dict[tuple[str, str], object] = {("position", ""): i, ("grouping", "cell_type"): TYPES[i], ("grouping", "donor"): DONORS[i]}
@@ -159,14 +159,14 @@ def test_every_view_of_a_version_reads_back_through_the_layout() -> None:
 
 def test_row_keys_and_columns_round_trip_and_sort_as_the_views_need() -> None:
     for feature in FEATURES:
-        assert layout.feature_of_row(layout.feature_row(feature)) == feature
+        assert layout.name_of_row(layout.feature_row(feature)) == feature
         # A feature's transpose parts sort together, right after its stats row key, in part order.
         parts = [layout.feature_part_row(feature, p) for p in (0, 1, 255, 256)]
         assert parts == sorted(parts) and all(p.startswith(layout.feature_row(feature)) for p in parts)
         assert [layout.feature_of_part_row(p) for p in parts] == [(feature, p) for p in (0, 1, 255, 256)]
     for cell_id in CELL_IDS:
         row = layout.cell_row(cell_id)
-        assert layout.cell_id_of(row) == cell_id and row < layout.row_after(row) < layout.cell_row(cell_id + "\x01")
+        assert layout.name_of_row(row) == cell_id and row < layout.row_after(row) < layout.cell_row(cell_id + "\x01")
     assert layout.parse_cell_qualifier(layout.cell_qualifier("numeric", "n:x")) == ("numeric", "n:x")
     assert layout.qualifier_of(layout.column(layout.CELLS_FAMILY, b"g:a:b")) == b"g:a:b"
     assert layout.stats_column("mean") == b"s:mean" and layout.chunk_of_list_row(layout.feature_list_row(12)) == ("features", 12)
