@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -21,6 +22,7 @@ from Hbase_thrift import IOError as ThriftIOError
 from thriftpy2.rpc import make_server
 
 import shared.errors
+from cli.stack.probes import port_open
 from shared.adapters.aws import aws_errors, open_aws
 from shared.adapters.aws_errors import translated_aws_errors
 from shared.adapters.hbase import HBase
@@ -122,11 +124,17 @@ def thrift_answering() -> Iterator[Callable[[str, bool], Settings]]:
 
     def start(message: str, can_retry: bool) -> Settings:
         port = _closed_port()
-        # No client timeout: the idle pooled connections the test leaves are not errors to log.
+        # No client timeout (the idle pooled connections the test leaves are not errors to log), and
+        # daemon connection threads, which end with the process.
         server = make_server(HbaseService, _AnsweringHBaseErrors(message, can_retry), "127.0.0.1", port, client_timeout=None)
+        server.daemon = True
         thread = threading.Thread(target=server.serve, daemon=True)
         thread.start()
         servers.append((server, thread, port))
+        deadline = time.monotonic() + 10
+        while not port_open("127.0.0.1", port):  # serve() binds the port in its thread
+            assert time.monotonic() < deadline, "the Thrift server did not listen"
+            time.sleep(0.01)
         return Settings(hbase_thrift_host="127.0.0.1", hbase_thrift_port=port)
 
     yield start
