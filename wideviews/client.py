@@ -76,6 +76,18 @@ def _features_list(features: str | Sequence[str]) -> list[str]:
     return names
 
 
+def _grouped_params(grouping: str | None, by: str | None, groups: Sequence[str] | None, version: str | None) -> list[tuple[str, str]]:
+    """The query parameters choosing a grouping (crossed with `by`), some of its groups and a version."""
+    params = [(k, v) for k, v in (("grouping", grouping), ("by", by), ("version", version)) if v is not None]
+    return params + [("group", g) for g in groups or []]
+
+
+def _feature_batches(names: list[str], size: int) -> Iterator[list[tuple[str, str]]]:
+    """`feature=` parameters of at most `size` names a request."""
+    for start in range(0, len(names), size):
+        yield [("feature", n) for n in names[start : start + size]]
+
+
 class Client:
     """A wideviews query server at `url` (e.g. `http://127.0.0.1:8080`)."""
 
@@ -220,14 +232,8 @@ class Client:
             n_groups *= max(1, len(described["groupings"].get(by, [])))
         batch = max(1, min(MAX_FEATURES_PER_REQUEST, MAX_ANSWER_VALUES // max(1, len(wanted) * n_groups)))
         frames = []
-        for start in range(0, len(names), batch):
-            params: list[tuple[str, str]] = [("feature", n) for n in names[start : start + batch]]
-            params += [("stats", ",".join(wanted)), ("version", version)]
-            if grouping is not None:
-                params.append(("grouping", grouping))
-            if by is not None:
-                params.append(("by", by))
-            params += [("group", g) for g in groups or []]
+        for features_params in _feature_batches(names, batch):
+            params = features_params + [("stats", ",".join(wanted))] + _grouped_params(grouping, by, groups, version)
             frames.append(self._tidy_aggregates(self.get_json(self._path("datasets", dataset, "aggregates"), params)))
         tidy = pd.concat(frames, ignore_index=True)
         if not wide:
@@ -258,25 +264,15 @@ class Client:
         return frame
 
     def distributions(
-        self,
-        dataset: str,
-        features: str | Sequence[str],
-        grouping: str | None = None,
-        *,
-        groups: Sequence[str] | None = None,
-        by: str | None = None,
-        version: str | None = None,
+        self, dataset: str, features: str | Sequence[str], grouping: str | None = None, *, groups: Sequence[str] | None = None, by: str | None = None, version: str | None = None
     ) -> pd.DataFrame:
         """Violin and box data per (feature, group), one row each: cells, zeros, the box (min, q1, median,
         q3, max, mean, whisker_low, whisker_high, outliers_low, outliers_high), `hist` (counts of the
         non-zero values in 32 bins) and `edges` (the feature's 33 bin edges, shared by its groups)."""
         names = _features_list(features)
         frames = []
-        for start in range(0, len(names), 200):  # the server's limit per request
-            params: list[tuple[str, str]] = [("feature", n) for n in names[start : start + 200]]
-            params += [(k, v) for k, v in (("grouping", grouping), ("by", by), ("version", version)) if v is not None]
-            params += [("group", g) for g in groups or []]
-            body = self.get_json(self._path("datasets", dataset, "distributions"), params)
+        for features_params in _feature_batches(names, 200):  # the server's limit per request
+            body = self.get_json(self._path("datasets", dataset, "distributions"), features_params + _grouped_params(grouping, by, groups, version))
             version = body["version"]
             per_group = ("zeros", "whisker_low", "whisker_high", "outliers_low", "outliers_high", "min", "q1", "median", "q3", "max", "mean")
             rows = []
@@ -300,8 +296,7 @@ class Client:
         """Each group's marker features, best first: group, rank, feature, score (one-vs-rest Welch t),
         log2fc, mean_in, mean_out, frac_in, frac_out. Every group without `group`; `n` per group (the
         server's default without it, at most the version's stored number)."""
-        params: list[tuple[str, str]] = [(k, v) for k, v in (("grouping", grouping), ("by", by), ("version", version)) if v is not None]
-        params += [("group", g) for g in ([group] if isinstance(group, str) else list(group or []))]
+        params = _grouped_params(grouping, by, [group] if isinstance(group, str) else group, version)
         if n is not None:
             params.append(("n", str(n)))
         body = self.get_json(self._path("datasets", dataset, "markers"), params)
