@@ -78,6 +78,8 @@ _session: Any = None
 # `features` row holds up to `features_row_max_nnz` non-zeros (~2 MB), and a cached batch's column
 # buffer is allocated whole, so 10,000 of them would not fit any executor's heap.
 CACHED_BATCH_ROWS = 32
+# What a task hands Spark in one Arrow batch, at most about (bytes of row keys, qualifiers and values).
+ARROW_BATCH_BYTES = 16 << 20
 
 
 def spark_session(settings: Settings) -> Any:
@@ -205,8 +207,19 @@ def _batch(rows: list[tuple[str, bytes, bytes, bytes]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array(list(c), t) for c, t in zip(columns, [pa.string(), pa.binary(), pa.binary(), pa.binary()])], schema=_CELLS_SCHEMA)
 
 
-def _view_rows(cells: ViewEntries, task: int) -> list[tuple[str, bytes, bytes, bytes]]:
-    return [(cells.view, r, q, v) for r, q, v in zip(cells.rows, cells.qualifiers, cells.values)] + [check_row(task, cells)]
+def _view_batches(cells: ViewEntries, task: int) -> Iterator[pa.RecordBatch]:
+    """One view's entries and then its check, in Arrow batches of about `ARROW_BATCH_BYTES` each: a
+    partition's transpose is hundreds of MB, which one batch would hold at once on both sides."""
+    rows: list[tuple[str, bytes, bytes, bytes]] = []
+    size = 0
+    for r, q, v in zip(cells.rows, cells.qualifiers, cells.values):
+        rows.append((cells.view, r, q, v))
+        size += len(r) + len(q) + len(v)
+        if size >= ARROW_BATCH_BYTES:
+            yield _batch(rows)
+            rows, size = [], 0
+    rows.append(check_row(task, cells))
+    yield _batch(rows)
 
 
 def kernel_task(plan: VersionPlan, parts: list[np.ndarray], codes: Any, max_nnz: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -237,7 +250,7 @@ def kernel_task(plan: VersionPlan, parts: list[np.ndarray], codes: Any, max_nnz:
             candidates.append(outputs.candidates)
         views.append(features_view_entries(names, matrix, max_nnz))
         for cells in views:
-            yield _batch(_view_rows(cells, part))
+            yield from _view_batches(cells, part)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, CANDIDATE_SCHEMA) as writer:
             writer.write_table(pa.concat_tables(candidates) if candidates else CANDIDATE_SCHEMA.empty_table())
@@ -264,7 +277,7 @@ def cells_task(plan: VersionPlan, settings: Settings, ranges: list[tuple[int, in
                 base = int(offsets[groups[0]])
                 table = reader.read_row_groups(groups)
                 cells = cells_view_entries(plan, table, start - base, stop - base, offset=base)
-                yield _batch(_view_rows(cells, task))
+                yield from _view_batches(cells, task)
 
     return run
 
@@ -305,11 +318,14 @@ def compute_batch(spark: Any, s3: S3Client, settings: Settings, plan: VersionPla
     value_type = staged.schema["value"].dataType
     sentinels = spark.createDataFrame([(-1, -1, p, keys[p]) for p in range(len(parts))], "cell int, gfeature int, part int, pkey bigint")
     sentinels = sentinels.withColumn("value", F.lit(0).cast(value_type)).select("cell", "gfeature", "value", "part", "pkey")
+    # The kernel's output is read by several actions (the checks, then one HFile write per view): kept
+    # on the executors' disks, not their heaps. At 100,000 cells a partition's transpose is ~0.5 GB;
+    # kept in memory (MEMORY_AND_DISK), two of them ended a 3 GB local-mode JVM in OutOfMemoryError.
     cells_df = (
         nonzeros.unionByName(sentinels)
         .repartition(len(parts), "pkey")
         .mapInArrow(kernel_task(plan, parts, codes, settings.features_row_max_nnz), CELLS_DDL)
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        .persist(StorageLevel.DISK_ONLY)
     )
     checks: dict[str, list[dict[str, Any]]] = {}
     candidates = []
@@ -333,7 +349,7 @@ def compute_batch(spark: Any, s3: S3Client, settings: Settings, plan: VersionPla
         cuts = sorted({start, stop, *range((start // step + 1) * step, stop, step)})
         ranges = list(zip(cuts, cuts[1:])) or [(start, stop)]
         n_tasks = len(ranges)
-        produced = spark.range(n_tasks, numPartitions=n_tasks).mapInArrow(cells_task(plan, settings, ranges), CELLS_DDL).persist(StorageLevel.MEMORY_AND_DISK)
+        produced = spark.range(n_tasks, numPartitions=n_tasks).mapInArrow(cells_task(plan, settings, ranges), CELLS_DDL).persist(StorageLevel.DISK_ONLY)
         try:
             for row in produced.filter(F.col("view").startswith(CHECK_PREFIX)).select("view", "value").collect():
                 checks.setdefault("cells", []).append(json.loads(bytes(row["value"])))
