@@ -31,6 +31,8 @@ VersionQuery = Annotated[
 ]
 GroupingQuery = Annotated[str | None, Query(description="a grouping of the dataset (optional when it has only one)")]
 ByQuery = Annotated[str | None, Query(description="a second grouping: read the crossed grouping (grouping × by) the manifest asked for")]
+GroupsQuery = Annotated[list[str], Query(description="only these groups, comma-separated (default every group)")]
+GroupQuery = Annotated[list[str], Query(description="only this group, verbatim (repeatable; default every group)")]
 # The stats a box plot draws beside the distributions view's own fields.
 BOX_STATS = ("min", "q1", "median", "q3", "max", "mean")
 MAX_DISTRIBUTION_FEATURES = 200
@@ -164,6 +166,15 @@ def _repeated(request: Request, comma_form: str, verbatim: str) -> list[str]:
     return out
 
 
+def _read_groups(request: Request, dataset_id: str, version: str | None, grouping: str | None, by: str | None) -> tuple[Any, Any, Catalog, Grouping, np.ndarray]:
+    """(service, target, catalog, grouping, columns of the groups asked for) of a request for groups of a grouping."""
+    service = request.app.state.service
+    target = service.target(request, dataset_id, version, "json")
+    catalog = service.catalog(target)
+    chosen = resolve_grouping(catalog, grouping, by)
+    return service, target, catalog, chosen, _selected_groups(chosen, _repeated(request, "groups", "group"))
+
+
 def _nullable(values: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else float(v) for v in values]
 
@@ -171,34 +182,25 @@ def _nullable(values: np.ndarray) -> list[float | None]:
 # --- routes ---------------------------------------------------------------------------------------------
 
 
-@router.get(
-    "/v1/datasets/{dataset_id}/distributions",
-    response_model=Distributions,
-    tags=["features"],
-    summary="Per-group histograms and box plots of several features (violin and box plots)",
-)
+@router.get("/v1/datasets/{dataset_id}/distributions", response_model=Distributions, tags=["features"], summary="Per-group histograms and box plots of several features (violin and box plots)")
 def distributions(
     request: Request,
     dataset_id: DatasetIdPath,
-    grouping: GroupingQuery = None,
-    by: ByQuery = None,
     features: Annotated[list[str], Query(description="comma-separated feature names (repeatable)")] = [],  # noqa: B006
     feature: Annotated[list[str], Query(description="one feature name, verbatim (repeatable)")] = [],  # noqa: B006
-    groups: Annotated[list[str], Query(description="only these groups, comma-separated")] = [],  # noqa: B006
-    group: Annotated[list[str], Query(description="only this group, verbatim (repeatable)")] = [],  # noqa: B006
+    grouping: GroupingQuery = None,
+    by: ByQuery = None,
+    groups: GroupsQuery = [],  # noqa: B006
+    group: GroupQuery = [],  # noqa: B006
     version: VersionQuery = None,
 ) -> Response:
     """Per-group histograms and box-plot vectors of the features, from the `dist_*` view."""
-    service = request.app.state.service
     names = _repeated(request, "features", "feature")
     if not names:
         raise BadRequest("features is required: feature=NAME (repeatable, verbatim) or features=A,B,C")
     if len(names) > MAX_DISTRIBUTION_FEATURES:
         raise BadRequest(f"at most {MAX_DISTRIBUTION_FEATURES} features per request, got {len(names)}")
-    target = service.target(request, dataset_id, version, "json")
-    catalog = service.catalog(target)
-    chosen = resolve_grouping(catalog, grouping, by)
-    columns = _selected_groups(chosen, _repeated(request, "groups", "group"))
+    service, target, catalog, chosen, columns = _read_groups(request, dataset_id, version, grouping, by)
     estimate = len(names) * len(columns) * (32 * 6 + 14 * 12)
     if estimate > service.max_response_bytes:
         raise BadRequest(f"the answer would be about {estimate:,} bytes, over the {service.max_response_bytes:,}-byte limit: ask for fewer features or groups")
@@ -239,28 +241,19 @@ def distributions(
     return Response(encode_json(body), media_type="application/json", headers=target.headers())
 
 
-@router.get(
-    "/v1/datasets/{dataset_id}/markers",
-    response_model=Markers,
-    tags=["features"],
-    summary="Marker features of groups: the top features by one-vs-rest Welch t",
-)
+@router.get("/v1/datasets/{dataset_id}/markers", response_model=Markers, tags=["features"], summary="Marker features of groups: the top features by one-vs-rest Welch t")
 def markers(
     request: Request,
     dataset_id: DatasetIdPath,
     grouping: GroupingQuery = None,
     by: ByQuery = None,
-    group: Annotated[list[str], Query(description="a group, verbatim (repeatable; default every group)")] = [],  # noqa: B006
-    groups: Annotated[list[str], Query(description="groups, comma-separated")] = [],  # noqa: B006
+    group: GroupQuery = [],  # noqa: B006
+    groups: GroupsQuery = [],  # noqa: B006
     n: Annotated[int | None, Query(ge=1, le=10_000, description="markers per group (at most the version's markers_top_n, 100 by default); default 20, or all stored when fewer")] = None,
     version: VersionQuery = None,
 ) -> Response:
     """The top marker features of the groups, from the `markers` view."""
-    service = request.app.state.service
-    target = service.target(request, dataset_id, version, "json")
-    catalog = service.catalog(target)
-    chosen = resolve_grouping(catalog, grouping, by)
-    columns = _selected_groups(chosen, _repeated(request, "groups", "group"))
+    service, target, catalog, chosen, columns = _read_groups(request, dataset_id, version, grouping, by)
     if n is None:
         n = min(20, catalog.markers_top_n)
     if n > catalog.markers_top_n:
