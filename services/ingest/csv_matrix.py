@@ -82,6 +82,16 @@ def _field_end(buf: np.ndarray, p: int, end: int) -> int:
     return p
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _record_slow(slow: np.ndarray, n_slow: int, row: int, field: int, start: int, stop: int) -> int:
+    """Note a value for Python's `float()` (row, field, byte range); the new count."""
+    slow[n_slow, 0] = row
+    slow[n_slow, 1] = field
+    slow[n_slow, 2] = start
+    slow[n_slow, 3] = stop
+    return n_slow + 1
+
+
 @numba.njit(cache=True, nogil=True)
 def _parse_rows(
     buf: np.ndarray,
@@ -141,36 +151,35 @@ def _parse_rows(
             if q < end and (buf[q] == 45 or buf[q] == 43):
                 negative = buf[q] == 45
                 q += 1
+            # The digits of the integer part and, past one '.', of the fraction, in one loop: in the
+            # integer part a digit past the 19th only scales by ten; in the fraction every digit kept,
+            # and every leading zero, divides by ten.
             mantissa = np.uint64(0)
             digits = 0
             any_digit = False
             exp10 = 0
-            while q < end and 48 <= buf[q] <= 57:
+            fraction = False
+            while q < end:
+                c = buf[q]
+                if c == 46 and not fraction:
+                    fraction = True
+                    q += 1
+                    continue
+                if c < 48 or c > 57:
+                    break
                 any_digit = True
-                d = buf[q] - 48
+                d = c - 48
                 if digits > 0 or d != 0:
                     if digits < 19:
                         mantissa = mantissa * np.uint64(10) + np.uint64(d)
-                        digits += 1
-                    else:
-                        exp10 += 1
-                        digits += 1
-                q += 1
-            if q < end and buf[q] == 46:
-                q += 1
-                while q < end and 48 <= buf[q] <= 57:
-                    any_digit = True
-                    d = buf[q] - 48
-                    if digits > 0 or d != 0:
-                        if digits < 19:
-                            mantissa = mantissa * np.uint64(10) + np.uint64(d)
-                            digits += 1
+                        if fraction:
                             exp10 -= 1
-                        else:
-                            digits += 1
-                    else:
-                        exp10 -= 1
-                    q += 1
+                    elif not fraction:
+                        exp10 += 1
+                    digits += 1
+                elif fraction:
+                    exp10 -= 1
+                q += 1
             fast = any_digit
             if fast and q < end and (buf[q] == 101 or buf[q] == 69):
                 q += 1
@@ -192,11 +201,7 @@ def _parse_rows(
             if fast and closes:
                 if mantissa != 0:
                     if digits > 19 or mantissa > np.uint64(9007199254740992) or exp10 < -22 or exp10 > 22:
-                        slow[n_slow, 0] = n_rows
-                        slow[n_slow, 1] = field
-                        slow[n_slow, 2] = p
-                        slow[n_slow, 3] = q
-                        n_slow += 1
+                        n_slow = _record_slow(slow, n_slow, n_rows, field, p, q)
                         if n_slow == slow_cap:
                             return FULL, line_start, n_rows, line_nnz, line_slow, -1, -1
                     else:
@@ -212,11 +217,7 @@ def _parse_rows(
                 value_end = q - 1 if q > p and buf[q - 1] == _CR and q < end and buf[q] == _NEWLINE else q
                 if value_end == p:
                     return EMPTY_VALUE, line_start, n_rows, line_nnz, line_slow, n_rows, field
-                slow[n_slow, 0] = n_rows
-                slow[n_slow, 1] = field
-                slow[n_slow, 2] = p
-                slow[n_slow, 3] = value_end
-                n_slow += 1
+                n_slow = _record_slow(slow, n_slow, n_rows, field, p, value_end)
                 if n_slow == slow_cap:
                     return FULL, line_start, n_rows, line_nnz, line_slow, -1, -1
                 p = q

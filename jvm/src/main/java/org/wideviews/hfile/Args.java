@@ -7,6 +7,7 @@ import java.util.Map;
 import java.util.Set;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.hbase.HBaseConfiguration;
+import org.apache.hadoop.hbase.HConstants;
 
 /**
  * The {@code --name value} command line of the wideviews tools. Every option takes one value; an
@@ -82,6 +83,14 @@ final class Args {
       }
       conf.set(pair.substring(0, eq), pair.substring(eq + 1));
     }
+    return conf;
+  }
+
+  /** {@link #configuration} with HBase's ZooKeeper from {@code --zk-quorum} and {@code --zk-port}. */
+  Configuration clusterConfiguration() {
+    Configuration conf = configuration();
+    conf.set(HConstants.ZOOKEEPER_QUORUM, required("zk-quorum"));
+    conf.set(HConstants.ZOOKEEPER_CLIENT_PORT, required("zk-port"));
     return conf;
   }
 }

@@ -16,7 +16,6 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
-import org.apache.hadoop.hbase.HConstants;
 import org.apache.hadoop.hbase.TableName;
 import org.apache.hadoop.hbase.TableNotFoundException;
 import org.apache.hadoop.hbase.client.Admin;
@@ -121,18 +120,12 @@ public final class BulkLoad {
     }
   }
 
-  public static void main(String[] args) {
-    System.exit(run(args, System.out, System.err));
-  }
-
   /** The command line: returns the exit code instead of exiting, for tests. */
   public static int run(String[] argv, PrintStream out, PrintStream err) {
     try {
       Args args = Args.parse(argv, Set.of("zk-quorum", "zk-port", "table", "busy-wait-ms"),
           Set.of("conf", "dir"), USAGE);
-      Configuration conf = args.configuration();
-      conf.set(HConstants.ZOOKEEPER_QUORUM, args.required("zk-quorum"));
-      conf.set(HConstants.ZOOKEEPER_CLIENT_PORT, args.required("zk-port"));
+      Configuration conf = args.clusterConfiguration();
       TableName table = TableName.valueOf(args.required("table"));
       args.required("dir");
       List<Path> dirs = new ArrayList<>();
@@ -159,6 +152,11 @@ public final class BulkLoad {
       err.println("BulkLoad failed: " + describe(e));
       return 1;
     }
+  }
+
+  /** The JVM entry: {@link #run} on this command line, its code the exit code. */
+  public static void main(String[] args) {
+    System.exit(run(args, System.out, System.err));
   }
 
   /** {@link #load(Configuration, TableName, List, long, PrintStream)} of one directory, no log. */

@@ -8,7 +8,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 import org.apache.hadoop.conf.Configuration;
-import org.apache.hadoop.hbase.HConstants;
 import org.apache.hadoop.hbase.TableExistsException;
 import org.apache.hadoop.hbase.TableName;
 import org.apache.hadoop.hbase.client.Admin;
@@ -37,17 +36,11 @@ public final class CreateTable {
 
   private CreateTable() {}
 
-  public static void main(String[] args) {
-    System.exit(run(args, System.out, System.err));
-  }
-
   public static int run(String[] argv, PrintStream out, PrintStream err) {
     try {
       Args args = Args.parse(argv, Set.of("zk-quorum", "zk-port", "table", "family", "splits", "splits-hex"),
           Set.of("conf"), USAGE);
-      Configuration conf = args.configuration();
-      conf.set(HConstants.ZOOKEEPER_QUORUM, args.required("zk-quorum"));
-      conf.set(HConstants.ZOOKEEPER_CLIENT_PORT, args.required("zk-port"));
+      Configuration conf = args.clusterConfiguration();
       TableName table = TableName.valueOf(args.required("table"));
       byte[] family = Bytes.toBytes(args.required("family"));
       String splitsFile = args.optional("splits", null);
@@ -90,6 +83,11 @@ public final class CreateTable {
       err.println("CreateTable failed: " + e);
       return 1;
     }
+  }
+
+  /** The JVM entry: {@link #run} on this command line, its code the exit code. */
+  public static void main(String[] args) {
+    System.exit(run(args, System.out, System.err));
   }
 
   static byte[][] parseHexSplits(String text) throws BadInputException {

@@ -31,7 +31,7 @@ import org.apache.hadoop.hbase.util.Bytes;
  * Spark task overwrites its own files instead of adding copies. HBase's bulk load takes only hex
  * names. The writer's own key check refuses cells out of order.
  */
-final class HFileSink {
+final class HFileSink implements AutoCloseable {
   private final Configuration conf;
   private final FileSystem fs;
   private final Path familyDir;
@@ -45,6 +45,7 @@ final class HFileSink {
   private long fileBytes;
   private long cells;
   private long rows;
+  private boolean finished;
 
   HFileSink(Configuration conf, FileSystem fs, Path familyDir, byte[] family, long timestamp,
       long maxFileBytes, String baseName) {
@@ -100,10 +101,19 @@ final class HFileSink {
       close(writer);
       writer = null;
     }
+    finished = true;
+  }
+
+  /** Nothing after {@link #finish}; before it (a failure on the way), {@link #discard}. */
+  @Override
+  public void close() {
+    if (!finished) {
+      discard();
+    }
   }
 
   /** Best effort after a failure: half a view must never reach a bulk load. */
-  void discard() {
+  private void discard() {
     if (writer != null) {
       try {
         writer.close();

@@ -49,10 +49,8 @@ public final class SparkHFiles {
       Path familyDir = new Path(new Path(dir), family);
       FileSystem fs = familyDir.getFileSystem(hadoop);
       String name = String.format("%016x", TaskContext.getPartitionId());
-      HFileSink sink = new HFileSink(hadoop, fs, familyDir, fam, timestamp,
-          WriteHFiles.DEFAULT_MAX_FILE_BYTES, name);
-      boolean done = false;
-      try {
+      try (HFileSink sink = new HFileSink(hadoop, fs, familyDir, fam, timestamp,
+          WriteHFiles.DEFAULT_MAX_FILE_BYTES, name)) {
         byte[] previousRow = null;
         while (cells.hasNext()) {
           Row r = cells.next();
@@ -62,11 +60,6 @@ public final class SparkHFiles {
           previousRow = row;
         }
         sink.finish();
-        done = true;
-      } finally {
-        if (!done) {
-          sink.discard();
-        }
       }
     });
   }

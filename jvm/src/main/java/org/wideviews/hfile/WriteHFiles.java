@@ -54,10 +54,6 @@ public final class WriteHFiles {
     }
   }
 
-  public static void main(String[] args) {
-    System.exit(run(args, System.out, System.err));
-  }
-
   /** The command line: returns the exit code instead of exiting, for tests. */
   public static int run(String[] argv, PrintStream out, PrintStream err) {
     try {
@@ -89,6 +85,11 @@ public final class WriteHFiles {
     }
   }
 
+  /** The JVM entry: {@link #run} on this command line, its code the exit code. */
+  public static void main(String[] args) {
+    System.exit(run(args, System.out, System.err));
+  }
+
   /**
    * Writes the cells of {@code inputs} into HFiles under {@code outputDir/family}.
    *
@@ -110,8 +111,7 @@ public final class WriteHFiles {
     HFileSink sink = new HFileSink(conf, fs, familyDir, family, timestamp, maxFileBytes, null);
     byte[] previousRow = null;
     byte[] previousQualifier = null;
-    boolean done = false;
-    try {
+    try (sink) {
       for (java.nio.file.Path input : inputs) {
         try (CellFile cellFile = CellFile.open(input)) {
           while (cellFile.next()) {
@@ -132,11 +132,6 @@ public final class WriteHFiles {
         }
       }
       sink.finish();
-      done = true;
-    } finally {
-      if (!done) {
-        sink.discard();
-      }
     }
 
     long bytes = 0;

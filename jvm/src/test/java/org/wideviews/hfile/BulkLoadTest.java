@@ -23,20 +23,26 @@ import org.junit.jupiter.api.Test;
 
 /** How BulkLoad tells a state HBase leaves by itself from bad input; no cluster needed. */
 class BulkLoadTest {
+  private static void assertTransientOnly(IOException e) {
+    assertTrue(BulkLoad.isTransient(e));
+    assertFalse(BulkLoad.isPermanent(e));
+  }
+
+  private static void assertPermanentOnly(IOException e) {
+    assertTrue(BulkLoad.isPermanent(e));
+    assertFalse(BulkLoad.isTransient(e));
+  }
+
   @Test
   void aTableNotYetAvailableIsTransientThoughHBaseCallsItNotFound() {
     // What BulkLoadHFilesTool throws for a table whose regions are not all online, or disabled.
-    IOException unavailable = new TableNotFoundException(
-        "Table 'wideviews:d_v_features' is not currently available.");
-    assertTrue(BulkLoad.isTransient(unavailable));
-    assertFalse(BulkLoad.isPermanent(unavailable));
+    assertTransientOnly(new TableNotFoundException(
+        "Table 'wideviews:d_v_features' is not currently available."));
   }
 
   @Test
   void aMissingTableIsPermanent() {
-    IOException missing = new TableNotFoundException("table wideviews:t does not exist");
-    assertTrue(BulkLoad.isPermanent(missing));
-    assertFalse(BulkLoad.isTransient(missing));
+    assertPermanentOnly(new TableNotFoundException("table wideviews:t does not exist"));
   }
 
   @Test
@@ -57,10 +63,8 @@ class BulkLoadTest {
 
   @Test
   void aCorruptHFileIsPermanentEvenInsideATransientWrapper() {
-    IOException corrupt = new RetriesExhaustedException("gave up", new RemoteWithExtrasException(
-        "org.apache.hadoop.hbase.io.hfile.CorruptHFileException", "Problem reading HFile", true));
-    assertTrue(BulkLoad.isPermanent(corrupt));
-    assertFalse(BulkLoad.isTransient(corrupt));
+    assertPermanentOnly(new RetriesExhaustedException("gave up", new RemoteWithExtrasException(
+        "org.apache.hadoop.hbase.io.hfile.CorruptHFileException", "Problem reading HFile", true)));
     assertTrue(BulkLoad.isPermanent(new CorruptHFileException("bad trailer")));
   }
 

@@ -73,6 +73,14 @@ class WriteHFilesTest {
     return new Run(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
   }
 
+  /** Writing {@code input} into family f exits 2 (bad input) with {@code message} in stderr. */
+  void assertRefused(Path input, String message) {
+    Run result = run("--input", input.toString(), "--output", tmp.resolve("out").toString(),
+        "--family", "f");
+    assertEquals(2, result.code(), result.err());
+    assertTrue(result.err().contains(message), result.err());
+  }
+
   static List<Cell> readHFile(Path path) throws IOException {
     Configuration conf = HBaseConfiguration.create();
     FileSystem fs = FileSystem.getLocal(conf);
@@ -242,11 +250,7 @@ class WriteHFilesTest {
     Path input = tmp.resolve("dup.bin");
     writeCellFile(input, List.of(Cellish.of("r", "q", "1"), Cellish.of("r", "q", "2")));
 
-    Run result = run("--input", input.toString(), "--output", tmp.resolve("out").toString(),
-        "--family", "f");
-
-    assertEquals(2, result.code(), result.err());
-    assertTrue(result.err().contains("cell repeated: row 'r' qualifier 'q'"), result.err());
+    assertRefused(input, "cell repeated: row 'r' qualifier 'q'");
   }
 
   @Test
@@ -256,12 +260,7 @@ class WriteHFilesTest {
     byte[] bytes = Files.readAllBytes(input);
     Files.write(input, Arrays.copyOf(bytes, bytes.length - 2));
 
-    Run result = run("--input", input.toString(), "--output", tmp.resolve("out").toString(),
-        "--family", "f");
-
-    assertEquals(2, result.code(), result.err());
-    assertTrue(result.err().contains("malformed record 1 of " + input + " (after row 'r1')"),
-        result.err());
+    assertRefused(input, "malformed record 1 of " + input + " (after row 'r1')");
   }
 
   @Test
@@ -269,11 +268,7 @@ class WriteHFilesTest {
     Path input = tmp.resolve("empty-row.bin");
     writeCellFile(input, List.of(Cellish.of("", "q", "v")));
 
-    Run result = run("--input", input.toString(), "--output", tmp.resolve("out").toString(),
-        "--family", "f");
-
-    assertEquals(2, result.code(), result.err());
-    assertTrue(result.err().contains("row length 0"), result.err());
+    assertRefused(input, "row length 0");
   }
 
   @Test
