@@ -28,25 +28,10 @@ from shared.adapters.hbase import HBase, view_table
 from shared.adapters.s3 import put_json, upload_dir
 from shared.config import Settings
 from shared.errors import Permanent, Transient
-from shared.staging import GroupingPlan, VersionPlan, plan_key
+from shared.staging import VersionPlan, plan_key
+from tests.plans import TIMESTAMP_MS, small_plan
 
 pytestmark = pytest.mark.stack
-
-TIMESTAMP_MS = 1_700_000_000_000
-
-
-def _plan(features: list[str]) -> VersionPlan:
-    return VersionPlan(
-        dataset_id=f"s3load-{uuid.uuid4().hex[:8]}",
-        version_id=uuid.uuid4().hex,
-        upload_key="uploads/x/y.zip",
-        id_column="cell",
-        n_cells=2,
-        features=features,
-        chunks=[(0, len(features))],
-        groupings=[GroupingPlan(name="t", view="stats_t", groups=["a"], counts=[2])],
-        timestamp_ms=TIMESTAMP_MS,
-    )
 
 
 def _cells(first: int, count: int) -> list[tuple[bytes, bytes, bytes]]:
@@ -83,7 +68,7 @@ def s3(stack: Settings) -> Any:
 
 @pytest.fixture
 def staged_plan(stack: Settings, s3: Any) -> VersionPlan:
-    plan = _plan([f"G{i:05d}" for i in range(300)])
+    plan = small_plan("s3load", [f"G{i:05d}" for i in range(300)])
     put_json(s3, stack.staging_bucket, plan_key(plan.dataset_id, plan.version_id), plan.model_dump(mode="json"))
     return plan
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-import uuid
 from pathlib import Path
 
 import boto3
@@ -16,23 +15,14 @@ from shared import jvm, layout
 from shared.adapters.hbase import HBase, view_table
 from shared.adapters.s3 import put_json, upload_dir
 from shared.config import Settings
-from shared.staging import GroupingPlan, VersionPlan, plan_key
+from shared.staging import VersionPlan, plan_key
+from tests.plans import small_plan
 
 pytestmark = pytest.mark.stack
 
 
 def _plan(n_features: int) -> VersionPlan:
-    return VersionPlan(
-        dataset_id=f"split-{uuid.uuid4().hex[:8]}",
-        version_id=uuid.uuid4().hex,
-        upload_key="uploads/x/y.zip",
-        id_column="cell",
-        n_cells=2,
-        features=[f"G{i:04d}" for i in range(n_features)],
-        chunks=[(0, n_features)],
-        groupings=[GroupingPlan(name="t", view="stats_t", groups=["a"], counts=[2])],
-        timestamp_ms=1_700_000_000_000,
-    )
+    return small_plan("split", [f"G{i:04d}" for i in range(n_features)])
 
 
 def test_region_boundaries_bound_rows_per_region() -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import socketserver
 import threading
@@ -27,6 +26,7 @@ from cli import stack as local_stack
 from shared.adapters.hbase import HBase
 from shared.config import QUEUE_ROLES, Settings
 from shared.errors import Transient
+from tests.deploy.test_compose import compose_client
 from tests.tcp import pipe
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -281,18 +281,8 @@ def test_down_stops_its_own_processes_and_never_a_reused_pid(tmp_path: Path) -> 
         stranger.wait()
 
 
-def _compose_client() -> list[str] | None:
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return None
-
-
 def test_docker_compose_file_is_valid() -> None:
-    client = _compose_client()
+    client = compose_client()
     if client is None:
         pytest.skip("no docker compose client (`make setup` installs Debian's docker-compose when it can)")
     result = subprocess.run([*client, "config", "-q"], capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)

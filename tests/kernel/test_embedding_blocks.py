@@ -3,7 +3,6 @@ its per-cell rows hold (ids, positions, coordinates; a blank coordinate blanks t
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import numpy as np
@@ -13,23 +12,14 @@ import pytest
 from services.compute.views import cells_view_entries, embedding_block_ranges
 from shared import layout
 from shared.errors import Permanent
-from shared.staging import EmbeddingPlan, GroupingPlan, VersionPlan
+from shared.staging import EmbeddingPlan, VersionPlan
+from tests.plans import small_plan
 
 
 def _plan(n_cells: int) -> VersionPlan:
-    return VersionPlan(
-        dataset_id=f"blocks-{uuid.uuid4().hex[:8]}",
-        version_id=uuid.uuid4().hex,
-        upload_key="uploads/x/y.zip",
-        id_column="cell",
-        n_cells=n_cells,
-        features=["G0"],
-        chunks=[(0, 1)],
-        groupings=[GroupingPlan(name="t", view="stats_t", groups=["a", "b"], counts=[n_cells - n_cells // 2, n_cells // 2])],
-        embedding=EmbeddingPlan(name="umap", columns=["umap_1", "umap_2"]),
-        numeric_columns=["umap_1", "umap_2"],
-        timestamp_ms=1_700_000_000_000,
-    )
+    embedding = EmbeddingPlan(name="umap", columns=["umap_1", "umap_2"])
+    groups = {"a": n_cells - n_cells // 2, "b": n_cells // 2}
+    return small_plan("blocks", ["G0"], n_cells=n_cells, groups=groups, embedding=embedding, numeric_columns=["umap_1", "umap_2"])
 
 
 def test_embedding_block_round_trips() -> None:

@@ -38,20 +38,19 @@ class ChunkCase:
         return as_format(self.values, self.fmt)
 
 
+_FORMATS = {
+    "dense_c": np.ascontiguousarray,
+    "dense_f": np.asfortranarray,
+    "csr": sp.csr_array,
+    "csc": sp.csc_array,
+    "coo": sp.coo_array,
+    "csc_matrix": sp.csc_matrix,
+}
+
+
 def as_format(dense: np.ndarray, fmt: str) -> np.ndarray | sp.spmatrix | sp.sparray:
-    if fmt == "dense_c":
-        return np.ascontiguousarray(dense)
-    if fmt == "dense_f":
-        return np.asfortranarray(dense)
-    if fmt == "csr":
-        return sp.csr_array(dense)
-    if fmt == "csc":
-        return sp.csc_array(dense)
-    if fmt == "coo":
-        return sp.coo_array(dense)
-    if fmt == "csc_matrix":
-        return sp.csc_matrix(dense)
-    return sp.csr_matrix(dense)
+    """`dense` in the chunk format `fmt` (csr_matrix for any other name)."""
+    return _FORMATS.get(fmt, sp.csr_matrix)(dense)
 
 
 @st.composite
