@@ -369,39 +369,40 @@ def bench_density(scale: Scale, density: float, spark: SeedSpark | None) -> dict
     return row
 
 
+# The printed table: (label, format of one row's figure); rows with the seed's figures only when measured.
+_TABLE: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("non-zeros", lambda r: f"{r['nnz']:,}"),
+    ("chunk in memory", lambda r: f"{r['chunk_bytes'] / 2**20:.0f} MiB"),
+    ("kernel, all 12 stats, 1 core", lambda r: f"{r['kernel']['wall_s']:.3f} s"),
+    ("  per million non-zeros", lambda r: f"{r['kernel']['ms_per_million_nnz']:.2f} ms"),
+    ("  peak memory / chunk", lambda r: f"{r['kernel']['peak_over_chunk']:.2f}x"),
+    ("  on all cores", lambda r: f"{r['kernel_all_cores']['wall_s']:.3f} s ({r['kernel_all_cores']['cores']})"),
+    ("floor: one pass over non-zeros", lambda r: f"{r['floor_one_pass']['wall_s']:.3f} s"),
+    ("floor: np.sort of non-zeros", lambda r: f"{r['floor_sort']['wall_s']:.3f} s"),
+    ("scanpy aggregate (4 stats)", lambda r: f"{r['scanpy']['wall_s']:.3f} s"),
+    ("pandas groupby (12, scaled)", lambda r: f"{r['pandas']['wall_s']:.2f} s"),
+    ("seed Spark UDF median (scaled)", lambda r: f"{r['seed_spark_median']['wall_s']:.1f} s"),
+    ("kernel / np.sort floor", lambda r: f"{r['ratios']['kernel_over_sort_floor']:.2f}x"),
+    ("kernel / one-pass floor", lambda r: f"{r['ratios']['kernel_over_one_pass_floor']:.2f}x"),
+    ("  CPU time: kernel / np.sort", lambda r: f"{r['ratios']['kernel_over_sort_floor_cpu']:.2f}x"),
+    ("speed-up vs scanpy", lambda r: f"{r['ratios']['scanpy_over_kernel']:.1f}x"),
+    ("  CPU time: scanpy / kernel", lambda r: f"{r['ratios']['scanpy_over_kernel_cpu']:.1f}x"),
+    ("  kernel on all cores", lambda r: f"{r['ratios']['scanpy_over_kernel_all_cores']:.1f}x"),
+    ("speed-up vs pandas", lambda r: f"{r['ratios']['pandas_over_kernel']:.0f}x"),
+    ("speed-up vs seed Spark", lambda r: f"{r['ratios']['seed_spark_over_kernel']:.0f}x"),
+    ("  one-pass floor vs seed", lambda r: f"{r['ratios']['seed_spark_over_one_pass_floor']:.0f}x"),
+    ("  np.sort floor vs seed", lambda r: f"{r['ratios']['seed_spark_over_sort_floor']:.0f}x"),
+]
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = f"{'':34}" + "".join(f"{'density ' + format(r['density'], '.1%'):>18}" for r in rows)
     print("\n" + header)
-
-    def line(label: str, values: list[str]) -> None:
-        print(f"{label:34}" + "".join(f"{v:>18}" for v in values))
-
-    line("non-zeros", [f"{r['nnz']:,}" for r in rows])
-    line("chunk in memory", [f"{r['chunk_bytes'] / 2**20:.0f} MiB" for r in rows])
-    line("kernel, all 12 stats, 1 core", [f"{r['kernel']['wall_s']:.3f} s" for r in rows])
-    line("  per million non-zeros", [f"{r['kernel']['ms_per_million_nnz']:.2f} ms" for r in rows])
-    line("  peak memory / chunk", [f"{r['kernel']['peak_over_chunk']:.2f}x" for r in rows])
-    line(
-        "  on all cores",
-        [f"{r['kernel_all_cores']['wall_s']:.3f} s ({r['kernel_all_cores']['cores']})" for r in rows],
-    )
-    line("floor: one pass over non-zeros", [f"{r['floor_one_pass']['wall_s']:.3f} s" for r in rows])
-    line("floor: np.sort of non-zeros", [f"{r['floor_sort']['wall_s']:.3f} s" for r in rows])
-    line("scanpy aggregate (4 stats)", [f"{r['scanpy']['wall_s']:.3f} s" for r in rows])
-    line("pandas groupby (12, scaled)", [f"{r['pandas']['wall_s']:.2f} s" for r in rows])
-    if all("seed_spark_median" in r for r in rows):
-        line("seed Spark UDF median (scaled)", [f"{r['seed_spark_median']['wall_s']:.1f} s" for r in rows])
-    line("kernel / np.sort floor", [f"{r['ratios']['kernel_over_sort_floor']:.2f}x" for r in rows])
-    line("kernel / one-pass floor", [f"{r['ratios']['kernel_over_one_pass_floor']:.2f}x" for r in rows])
-    line("  CPU time: kernel / np.sort", [f"{r['ratios']['kernel_over_sort_floor_cpu']:.2f}x" for r in rows])
-    line("speed-up vs scanpy", [f"{r['ratios']['scanpy_over_kernel']:.1f}x" for r in rows])
-    line("  CPU time: scanpy / kernel", [f"{r['ratios']['scanpy_over_kernel_cpu']:.1f}x" for r in rows])
-    line("  kernel on all cores", [f"{r['ratios']['scanpy_over_kernel_all_cores']:.1f}x" for r in rows])
-    line("speed-up vs pandas", [f"{r['ratios']['pandas_over_kernel']:.0f}x" for r in rows])
-    if all("seed_spark_median" in r for r in rows):
-        line("speed-up vs seed Spark", [f"{r['ratios']['seed_spark_over_kernel']:.0f}x" for r in rows])
-        line("  one-pass floor vs seed", [f"{r['ratios']['seed_spark_over_one_pass_floor']:.0f}x" for r in rows])
-        line("  np.sort floor vs seed", [f"{r['ratios']['seed_spark_over_sort_floor']:.0f}x" for r in rows])
+    with_seed = all("seed_spark_median" in r for r in rows)
+    for label, figure in _TABLE:
+        if "seed" in label and not with_seed:
+            continue
+        print(f"{label:34}" + "".join(f"{figure(r):>18}" for r in rows))
 
 
 def main(argv: list[str] | None = None) -> None:

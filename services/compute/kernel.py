@@ -18,8 +18,12 @@ materialises a zero:
    the buckets itself and leaves min and max to the selection (ranks 0 and nnz - 1).
 
 4. Distributions (`with_distributions`): the column's value range from the scatter spans 32
-   histogram bins (numpy.histogram_bin_edges), and the group's pass of step 2 counts each value
-   into its bin too (numpy's rule: a guess from the value, fixed against the edges). Once the
+   histogram bins (numpy.histogram_bin_edges). A group whose pass of step 2 counts selection
+   buckets counts 32 x 2^k of them over the same range, so each bin is the sum of 2^k buckets and
+   costs nothing per value; the other groups' pass counts each value into its bin by the guess
+   from the value alone. Either way only where `_guess_is_exact` has shown, from the edges, that
+   no value of the column's dtype can land on the wrong side of an edge; elsewhere (a value one
+   ulp from an edge) numpy's rule is followed in full: the guess fixed against the edges. Once the
    quartiles are known the whiskers (1.5 IQR, clipped to the data) and outlier counts follow from
    the group's min, max and negatives when no non-zero lies beyond a fence, else from one more
    compare-only pass over the group's values while they are in cache.
@@ -50,18 +54,11 @@ import scipy.sparse as sp
 from shared.errors import Permanent
 from shared.stats import STATS, Stat
 
-_COUNT = STATS.index("count")
-_NNZ = STATS.index("nnz")
-_SUM = STATS.index("sum")
-_MEAN = STATS.index("mean")
-_VAR = STATS.index("var")
-_MIN = STATS.index("min")
-_MAX = STATS.index("max")
-_MEDIAN = STATS.index("median")
-_Q1 = STATS.index("q1")
-_Q3 = STATS.index("q3")
-_FRAC = STATS.index("frac_expressing")
-_MEAN_EXPR = STATS.index("mean_expressing")
+# Each statistic's row of the kernel's output.
+_COUNT, _NNZ, _SUM, _MEAN, _VAR, _MIN, _MAX, _MEDIAN, _Q1, _Q3, _FRAC, _MEAN_EXPR = (
+    STATS.index(stat)
+    for stat in ("count", "nnz", "sum", "mean", "var", "min", "max", "median", "q1", "q3", "frac_expressing", "mean_expressing")
+)
 
 # Index hot-loop arrays through this: numba checks every signed index for negative wrap-around,
 # which costs about a quarter of the kernel's time; an unsigned index skips the check.
@@ -432,18 +429,6 @@ def _partition_below(a, lo, hi, p):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _partition_at_most(a, lo, hi, p):  # type: ignore[no-untyped-def]
-    """Move the values <= p of a[lo:hi] to its front without branching; returns where they end."""
-    first = lo
-    for i in range(lo, hi):
-        x = a[_u(i)]
-        a[_u(i)] = a[_u(first)]
-        a[_u(first)] = x
-        first += x <= p
-    return first
-
-
-@numba.njit(cache=True, nogil=True)
 def _select_ranks(a, lo, hi, ranks, n_ranks, stack):  # type: ignore[no-untyped-def]
     """Reorder a[lo:hi] so a[r] holds the value of sorted rank r for every r in ranks[:n_ranks].
 
@@ -475,7 +460,8 @@ def _select_ranks(a, lo, hi, ranks, n_ranks, stack):  # type: ignore[no-untyped-
             while split_left < r1 and ranks[split_left] < below:
                 split_left += 1
             if split_left < r1:
-                equal_end = _partition_at_most(a, below, hi, p)  # a[below:equal_end] == p
+                # x <= p iff x < the next float64 after p (x and p are float32 or float64; no NaN here)
+                equal_end = _partition_below(a, below, hi, np.nextafter(np.float64(p), np.inf))  # a[below:equal_end] == p
                 split_right = split_left
                 while split_right < r1 and ranks[split_right] < equal_end:
                     split_right += 1
@@ -583,8 +569,67 @@ def _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, 
         offset += size
 
 
+# How `_segment_moments` counts each value into its distribution bin.
+_NO_BINS = 0
+_EXACT_BINS = 1  # numpy.histogram's rule: a guess from the value, fixed against the edges
+_GUESSED_BINS = 2  # the guess alone, where `_guess_is_exact` showed that no value of the dtype is misplaced
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lower(a, b):  # type: ignore[no-untyped-def]
+    """The lesser of a and b by a plain compare (numba's min() builtin compiles to far slower code)."""
+    return a if a < b else b
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _higher(a, b):  # type: ignore[no-untyped-def]
+    """The greater of a and b by a plain compare."""
+    return a if a > b else b
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _capped_bucket(x, low, scale, cap):  # type: ignore[no-untyped-def]
+    """int((x - low) * scale) capped at cap; unsigned, so one compare caps a negative bucket (a NaN's) too."""
+    b = _u(np.int64((x - low) * scale))
+    return b if b <= cap else cap
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _exact_bin(x, edges, norm, top):  # type: ignore[no-untyped-def]
+    """numpy.histogram's equal-width bin of x: a guess from the value, fixed by the edges (without
+    branches: numba keeps an inlined branch's array references counted)."""
+    c = np.int64((x - edges[0]) * norm)
+    c = c if c < top else top
+    c -= x < edges[_u(c)]
+    c += (x >= edges[_u(c + 1)]) & (c != top)
+    return _u(c)
+
+
 @numba.njit(cache=True, nogil=True)
-def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist, binned, edges, norm, row):  # type: ignore[no-untyped-def]
+def _guess_is_exact(edges, scale, m, like):  # type: ignore[no-untyped-def]
+    """Whether int((x - edges[0]) * scale) // m is x's histogram bin for every value x of like's dtype.
+
+    The guess and the bins are both monotone in x, so they agree everywhere iff they agree on each
+    side of each inner edge: on the first value of the dtype at or above it and the last below.
+    """
+    probe = np.empty(2, dtype=like.dtype)
+    low = edges[0]
+    for j in range(1, edges.shape[0] - 1):
+        probe[0] = edges[j]  # rounded to the dtype
+        probe[1] = np.inf
+        if probe[0] < edges[j]:
+            probe[0] = np.nextafter(probe[0], probe[1])
+        probe[1] = -np.inf
+        probe[1] = np.nextafter(probe[0], probe[1])  # the last value below the edge
+        if np.int64((np.float64(probe[0]) - low) * scale) < j * m:
+            return False
+        if np.int64((np.float64(probe[1]) - low) * scale) >= j * m:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist, bin_mode, edges, norm, row):  # type: ignore[no-untyped-def]
     """One pass over seg[s0:s1]: the sums of (x - shift) and (x - shift)^2 (four fixed lanes, so the
     order and the bits are fixed), and either (bucketed) each value counted into
     hist[int((x - bucket_low) * scale) capped at last], or its min, max and negatives. With `binned`
@@ -607,9 +652,10 @@ def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist
     low = np.inf
     high = -np.inf
     n_neg = 0
-    cap = np.uint64(last)
+    cap = _u(last)
     lo_edge = edges[0]
     top = row.shape[0] - 1
+    bin_cap = _u(top)
     i = s0
     while i + 4 <= s1:
         x0 = np.float64(seg[_u(i)])
@@ -629,15 +675,10 @@ def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist
         sq2 += d2 * d2
         sq3 += d3 * d3
         if bucketed:
-            # unsigned: one compare caps a too-large bucket and a negative one (a NaN's) alike
-            b0 = _u(np.int64((x0 - bucket_low) * scale))
-            b1 = _u(np.int64((x1 - bucket_low) * scale))
-            b2 = _u(np.int64((x2 - bucket_low) * scale))
-            b3 = _u(np.int64((x3 - bucket_low) * scale))
-            hist[b0 if b0 <= cap else cap] += 1
-            hist[b1 if b1 <= cap else cap] += 1
-            hist[b2 if b2 <= cap else cap] += 1
-            hist[b3 if b3 <= cap else cap] += 1
+            hist[_capped_bucket(x0, bucket_low, scale, cap)] += 1
+            hist[_capped_bucket(x1, bucket_low, scale, cap)] += 1
+            hist[_capped_bucket(x2, bucket_low, scale, cap)] += 1
+            hist[_capped_bucket(x3, bucket_low, scale, cap)] += 1
         else:
             # plain compares: numba's min()/max() builtins compile to far slower code
             if x0 < low:
@@ -657,39 +698,16 @@ def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist
             if x3 > high:
                 high = x3
             n_neg += (x0 < 0) + (x1 < 0) + (x2 < 0) + (x3 < 0)
-        if binned:
-            c0 = np.int64((x0 - lo_edge) * norm)
-            if c0 > top:
-                c0 = top
-            if x0 < edges[_u(c0)]:
-                c0 -= 1
-            elif c0 != top and x0 >= edges[_u(c0 + 1)]:
-                c0 += 1
-            row[_u(c0)] += 1
-            c1 = np.int64((x1 - lo_edge) * norm)
-            if c1 > top:
-                c1 = top
-            if x1 < edges[_u(c1)]:
-                c1 -= 1
-            elif c1 != top and x1 >= edges[_u(c1 + 1)]:
-                c1 += 1
-            row[_u(c1)] += 1
-            c2 = np.int64((x2 - lo_edge) * norm)
-            if c2 > top:
-                c2 = top
-            if x2 < edges[_u(c2)]:
-                c2 -= 1
-            elif c2 != top and x2 >= edges[_u(c2 + 1)]:
-                c2 += 1
-            row[_u(c2)] += 1
-            c3 = np.int64((x3 - lo_edge) * norm)
-            if c3 > top:
-                c3 = top
-            if x3 < edges[_u(c3)]:
-                c3 -= 1
-            elif c3 != top and x3 >= edges[_u(c3 + 1)]:
-                c3 += 1
-            row[_u(c3)] += 1
+        if bin_mode == _EXACT_BINS:
+            row[_exact_bin(x0, edges, norm, top)] += 1
+            row[_exact_bin(x1, edges, norm, top)] += 1
+            row[_exact_bin(x2, edges, norm, top)] += 1
+            row[_exact_bin(x3, edges, norm, top)] += 1
+        elif bin_mode == _GUESSED_BINS:
+            row[_capped_bucket(x0, lo_edge, norm, bin_cap)] += 1
+            row[_capped_bucket(x1, lo_edge, norm, bin_cap)] += 1
+            row[_capped_bucket(x2, lo_edge, norm, bin_cap)] += 1
+            row[_capped_bucket(x3, lo_edge, norm, bin_cap)] += 1
         i += 4
     while i < s1:
         x0 = np.float64(seg[_u(i)])
@@ -697,23 +715,17 @@ def _segment_moments(seg, s0, s1, shift, bucketed, bucket_low, scale, last, hist
         dev0 += d0
         sq0 += d0 * d0
         if bucketed:
-            b0 = _u(np.int64((x0 - bucket_low) * scale))
-            hist[b0 if b0 <= cap else cap] += 1
+            hist[_capped_bucket(x0, bucket_low, scale, cap)] += 1
         else:
             if x0 < low:
                 low = x0
             if x0 > high:
                 high = x0
             n_neg += x0 < 0
-        if binned:
-            c0 = np.int64((x0 - lo_edge) * norm)
-            if c0 > top:
-                c0 = top
-            if x0 < edges[_u(c0)]:
-                c0 -= 1
-            elif c0 != top and x0 >= edges[_u(c0 + 1)]:
-                c0 += 1
-            row[_u(c0)] += 1
+        if bin_mode == _EXACT_BINS:
+            row[_exact_bin(x0, edges, norm, top)] += 1
+        elif bin_mode == _GUESSED_BINS:
+            row[_capped_bucket(x0, lo_edge, norm, bin_cap)] += 1
         i += 1
     return (dev0 + dev1) + (dev2 + dev3), (sq0 + sq1) + (sq2 + sq3), low, high, n_neg
 
@@ -824,6 +836,7 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, dist):
     hist = np.empty(_MAX_BUCKETS, dtype=np.int64)
     with_dist, dist_edges, dist_hist, dist_whiskers, dist_outliers = dist
     seg_low = np.empty(n_groups, dtype=np.float64)
+    guess_exact = np.empty(7, dtype=np.int64)
     seg_high = np.empty(n_groups, dtype=np.float64)
     work = (
         hist,
@@ -879,6 +892,8 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, dist):
         binned = with_dist and value_low != 0.0 and value_high != 0.0 and end > start and np.isfinite(value_span) and not has_nan
         dcol = col if with_dist else 0
         dist_norm = 0.0
+        # per k: whether the guess of `_guess_is_exact` with 2^k buckets a bin is exact (-1: not known yet)
+        guess_exact[:] = -1
         if binned:
             _histogram_edges(value_low, value_high, dist_edges[dcol])
             dist_norm = (dist_edges.shape[1] - 1) / (dist_edges[dcol, -1] - dist_edges[dcol, 0])
@@ -906,15 +921,38 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, dist):
             # without negatives a quantile lands on a non-zero iff the highest rank asked (q3's upper)
             # lies past the zeros
             bucketed = bucket_ready and nz > _SMALL_RANGE and q_top[g] >= n - nz
+            bin_mode = _NO_BINS
+            bins_per_bucket = 0  # > 0: the distribution bins are sums of that many selection buckets
             if bucketed:
                 n_buckets = min(_MAX_BUCKETS, max(16, nz >> 2))
+                if binned:
+                    # DIST_BINS x a power of two buckets over the same range (value_low is the
+                    # first edge): where no value can fall on the wrong side of an edge, the
+                    # histogram is the bucket counts summed, at no cost per value
+                    k = 0
+                    while k < 6 and DIST_BINS << (k + 1) <= n_buckets:
+                        k += 1
+                    n_buckets = DIST_BINS << k
+                    if guess_exact[k] < 0:
+                        guess_exact[k] = _guess_is_exact(dist_edges[dcol], n_buckets / value_span, 1 << k, seg)
+                    if guess_exact[k]:
+                        bins_per_bucket = 1 << k
+                    else:
+                        bin_mode = _EXACT_BINS
                 last = n_buckets - 1
                 scale = n_buckets / value_span
                 hist[:n_buckets] = 0
+            elif binned:
+                if guess_exact[0] < 0:
+                    guess_exact[0] = _guess_is_exact(dist_edges[dcol], dist_norm, 1, seg)
+                bin_mode = _GUESSED_BINS if guess_exact[0] else _EXACT_BINS
+            dist_row = dist_hist[dcol, g if with_dist else 0]
             dev_nz, sq_nz, low, high, n_neg = _segment_moments(
-                seg, s0, s1, shift, bucketed, value_low, scale, last, hist,
-                binned, dist_edges[dcol], dist_norm, dist_hist[dcol, g if with_dist else 0],
+                seg, s0, s1, shift, bucketed, value_low, scale, last, hist, bin_mode, dist_edges[dcol], dist_norm, dist_row
             )
+            if bins_per_bucket:
+                for b in range(DIST_BINS):
+                    dist_row[b] = hist[b * bins_per_bucket : (b + 1) * bins_per_bucket].sum()
 
             n_ranks = _nonzero_ranks(n, nz, n_neg, q_lower[g], q_weight[g], bucketed, nz_ranks)
             # with shift 0 (the usual sparse case) this is the plain float64 sum of the values
@@ -1011,21 +1049,11 @@ def _histogram_edges(first, last, edges):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True, nogil=True)
 def _bin_values(seg, s0, s1, edges, row):  # type: ignore[no-untyped-def]
-    """Count seg[s0:s1] into row by numpy.histogram's equal-width bin (a guess from the value, fixed
-    by the edges)."""
+    """Count seg[s0:s1] into row by numpy.histogram's equal-width bin (`_exact_bin`)."""
     top = row.shape[0] - 1
-    lo_edge = edges[0]
-    norm = (top + 1) / (edges[top + 1] - lo_edge)
+    norm = (top + 1) / (edges[top + 1] - edges[0])
     for i in range(s0, s1):
-        x = np.float64(seg[_u(i)])
-        b = np.int64((x - lo_edge) * norm)
-        if b > top:
-            b = top
-        if x < edges[_u(b)]:
-            b -= 1
-        elif b != top and x >= edges[_u(b + 1)]:
-            b += 1
-        row[_u(b)] += 1
+        row[_exact_bin(np.float64(seg[_u(i)]), edges, norm, top)] += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1045,30 +1073,18 @@ def _fence_values(seg, s0, s1, fence_low, fence_high):  # type: ignore[no-untype
         x1 = np.float64(seg[_u(i + 1)])
         n_low += (x0 < fence_low) + (x1 < fence_low)
         n_high += (x0 > fence_high) + (x1 > fence_high)
-        a0 = x0 if x0 >= fence_low else np.inf
-        a1 = x1 if x1 >= fence_low else np.inf
-        b0 = x0 if x0 <= fence_high else -np.inf
-        b1 = x1 if x1 <= fence_high else -np.inf
-        if a0 < low0:
-            low0 = a0
-        if a1 < low1:
-            low1 = a1
-        if b0 > high0:
-            high0 = b0
-        if b1 > high1:
-            high1 = b1
+        low0 = _lower(x0 if x0 >= fence_low else np.inf, low0)
+        low1 = _lower(x1 if x1 >= fence_low else np.inf, low1)
+        high0 = _higher(x0 if x0 <= fence_high else -np.inf, high0)
+        high1 = _higher(x1 if x1 <= fence_high else -np.inf, high1)
         i += 2
     if i < s1:
         x0 = np.float64(seg[_u(i)])
         n_low += x0 < fence_low
         n_high += x0 > fence_high
-        a0 = x0 if x0 >= fence_low else np.inf
-        b0 = x0 if x0 <= fence_high else -np.inf
-        if a0 < low0:
-            low0 = a0
-        if b0 > high0:
-            high0 = b0
-    return n_low, n_high, (low0 if low0 < low1 else low1), (high0 if high0 > high1 else high1)
+        low0 = _lower(x0 if x0 >= fence_low else np.inf, low0)
+        high0 = _higher(x0 if x0 <= fence_high else -np.inf, high0)
+    return n_low, n_high, _lower(low0, low1), _higher(high0, high1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1185,38 +1201,28 @@ def _stats_of_dense(dense, f_order, first, stop, block, codes, counts, out, dist
 
 @numba.njit(cache=True, nogil=True)
 def _count_dense_nonzeros(dense, f_order):  # type: ignore[no-untyped-def]
+    """The non-zeros of each column, reading the array in its memory order."""
     n_cells, n_features = dense.shape
     counts = np.zeros(n_features, dtype=np.int64)
-    if f_order:
-        for j in range(n_features):
-            for i in range(n_cells):
-                if dense[i, j] != 0:
-                    counts[j] += 1
-    else:
-        for i in range(n_cells):
-            for j in range(n_features):
-                if dense[i, j] != 0:
-                    counts[j] += 1
+    outer, inner = (n_features, n_cells) if f_order else (n_cells, n_features)
+    for a in range(outer):
+        for b in range(inner):
+            i, j = (b, a) if f_order else (a, b)
+            counts[j] += dense[i, j] != 0
     return counts
 
 
 @numba.njit(cache=True, nogil=True)
 def _fill_dense_csc(dense, f_order, indptr, indices, data):  # type: ignore[no-untyped-def]
+    """Copy the non-zeros into CSC arrays sized by `_count_dense_nonzeros`, in the array's memory order."""
     n_cells, n_features = dense.shape
     cursor = indptr[:-1].astype(np.int64)
-    if f_order:
-        for j in range(n_features):
-            for i in range(n_cells):
-                v = dense[i, j]
-                if v != 0:
-                    indices[cursor[j]] = i
-                    data[cursor[j]] = v
-                    cursor[j] += 1
-    else:
-        for i in range(n_cells):
-            for j in range(n_features):
-                v = dense[i, j]
-                if v != 0:
-                    indices[cursor[j]] = i
-                    data[cursor[j]] = v
-                    cursor[j] += 1
+    outer, inner = (n_features, n_cells) if f_order else (n_cells, n_features)
+    for a in range(outer):
+        for b in range(inner):
+            i, j = (b, a) if f_order else (a, b)
+            v = dense[i, j]
+            if v != 0:
+                indices[cursor[j]] = i
+                data[cursor[j]] = v
+                cursor[j] += 1

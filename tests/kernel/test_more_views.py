@@ -93,6 +93,39 @@ def test_distributions_with_explicit_zero_at_the_range_edge() -> None:
     assert want["edges"][0] == 2.0 and want["edges"][-1] == 9.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histograms_exact_for_values_on_either_side_of_every_edge(dtype: type) -> None:
+    """Each column holds only the values of its dtype next to its bin edges, in groups of every size
+    (the large ones' bins come from the rank selection's buckets, the mostly-zero ones' from a guess
+    without the edge compares): numpy.histogram's counts, whether or not the guess alone would
+    misplace one of them."""
+    from services.compute.kernel import _guess_is_exact
+
+    rng = np.random.default_rng(11)
+    n_cells, n_columns = 6000, 60
+    codes = np.repeat(np.arange(6), [40, 200, 700, 1500, 2560, 1000])
+    values = np.zeros((n_cells, n_columns), dtype=dtype)
+    guess_misplaces = 0
+    for j in range(n_columns):
+        lo, hi = np.sort(rng.uniform(0.01, 40, 2).astype(dtype))
+        edges = np.histogram_bin_edges(np.array([lo, hi], dtype=np.float64), DIST_BINS)
+        at = edges.astype(dtype)
+        near = np.concatenate([at, np.nextafter(at, dtype(-np.inf)), np.nextafter(at, dtype(np.inf))])
+        near = near[(near >= lo) & (near <= hi)]
+        column = rng.choice(near, n_cells)
+        column[:2] = lo, hi
+        column[codes == 5] *= rng.random(1000) < 0.1  # a mostly-zero group: quartiles on zeros
+        values[:, j] = column
+        guess_misplaces += not all(_guess_is_exact(edges, DIST_BINS * m / (edges[-1] - edges[0]), m, values[:1, j]) for m in (1, 2, 8, 32, 64))
+    assert guess_misplaces > 0  # the columns exercise the exact fallback too
+    dist = compute_group_stats(sp.csc_array(values), codes, 6, with_distributions=True).distributions
+    assert dist is not None
+    for j in range(n_columns):
+        want = reference_distribution(values[:, j], codes, 6)
+        np.testing.assert_array_equal(dist.edges[j], want["edges"])
+        np.testing.assert_array_equal(dist.hist[j], want["hist"], err_msg=f"column {j}")
+
+
 def exact_welch(values: np.ndarray, codes: np.ndarray, g: int) -> np.ndarray:
     a, b = values[codes == g], values[codes != g]
     with np.errstate(divide="ignore", invalid="ignore"):
