@@ -70,17 +70,15 @@ def stage_unit_outputs(s3: S3Client, settings: Settings, plan: VersionPlan, chun
         upload_dir(s3, hfiles, settings.staging_bucket, prefix)
         check = summarize_checks([cells.check(chunk)])
         put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, cells.view, chunk), check)
-        messages.append(
-            LoadChunk(
-                dataset_id=plan.dataset_id,
-                version_id=plan.version_id,
-                chunk=chunk,
-                view=cells.view,
-                hfiles_uri=f"s3://{settings.staging_bucket}/{prefix}",
-            )
-        )
+        messages.append(load_message(settings, plan, chunk, cells.view))
         shutil.rmtree(hfiles.parent, ignore_errors=True)
     return messages
+
+
+def load_message(settings: Settings, plan: VersionPlan, first: int, view: str) -> LoadChunk:
+    """The load request of one view of the unit starting at chunk `first` (its HFiles' staging prefix)."""
+    prefix = hfiles_prefix(plan.dataset_id, plan.version_id, view, first)
+    return LoadChunk(dataset_id=plan.dataset_id, version_id=plan.version_id, chunk=first, view=view, hfiles_uri=f"s3://{settings.staging_bucket}/{prefix}")
 
 
 def put_marker_candidates(s3: S3Client, settings: Settings, plan: VersionPlan, first: int, candidates: pa.Table) -> None:

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from services.compute.job import put_marker_candidates
+from services.compute.job import load_message, put_marker_candidates
 from services.compute.markers import CANDIDATE_SCHEMA
 from services.compute.views import (
     ViewEntries,
@@ -400,15 +400,7 @@ def run_batch_spark(s3: S3Client, settings: Settings, dataset_id: str, version_i
     messages = []
     for view, check in checks.items():
         put_json(s3, settings.staging_bucket, check_key(dataset_id, version_id, view, first), check)
-        messages.append(
-            LoadChunk(
-                dataset_id=dataset_id,
-                version_id=version_id,
-                chunk=first,
-                view=view,
-                hfiles_uri=f"s3://{settings.staging_bucket}/{hfiles_prefix(dataset_id, version_id, view, first)}",
-            )
-        )
+        messages.append(load_message(settings, plan, first, view))
     return messages
 
 
