@@ -19,9 +19,8 @@ import pandas as pd
 import pytest
 
 import wideviews.client as client_module
-from cli.sample import sample_frames, write_upload_zip
 from shared.config import Settings
-from tests.e2e.reference import STAT_NAMES, Reference, cli
+from tests.e2e.reference import STAT_NAMES, Reference, cli, publish_sample
 from wideviews.client import ApiError, Client
 
 pytestmark = pytest.mark.stack
@@ -37,13 +36,9 @@ class Published:
 
 @pytest.fixture(scope="module")
 def published(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Published:
-    matrix, metadata = sample_frames(600, 90, seed=5)
     manifest = {"groupings": ["cell_type", "donor", "region"], "crossed": [["cell_type", "donor"]], "embedding": "umap", "title": "client test"}
-    path = write_upload_zip(tmp_path_factory.mktemp("client") / "client.zip", matrix, metadata, manifest)
-    dataset_id = f"client-{uuid.uuid4().hex[:8]}"
-    done = cli(stack, "upload", str(path), "--dataset", dataset_id, "--wait", "--timeout", "600")
-    assert done.returncode == 0, done.stderr
-    return Published(dataset_id, Reference.from_zip(path), Client(f"http://{stack.query_host}:{stack.query_port}"))
+    dataset_id, ref = publish_sample(stack, tmp_path_factory.mktemp("client"), "client", (600, 90, 5), manifest)
+    return Published(dataset_id, ref, Client(f"http://{stack.query_host}:{stack.query_port}"))
 
 
 def test_client_imports_without_the_server_packages() -> None:

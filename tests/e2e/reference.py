@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,20 @@ def cli(settings: Settings, *args: str, timeout_s: float = 900) -> subprocess.Co
         env=settings.child_env(),
         cwd=str(settings.project_root),
     )
+
+
+def publish_sample(settings: Settings, directory: Path, prefix: str, shape: tuple[int, int, int], manifest: dict[str, Any]) -> tuple[str, Reference]:
+    """Upload the sample dataset of `shape` (cells, genes, seed) with `manifest` as a new dataset
+    `<prefix>-<8 hex>` and wait until it is published; (its id, its reference)."""
+    from cli.sample import sample_frames, write_upload_zip
+
+    n_cells, n_genes, seed = shape
+    matrix, metadata = sample_frames(n_cells, n_genes, seed=seed)
+    path = write_upload_zip(directory / f"{prefix}.zip", matrix, metadata, manifest)
+    dataset_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    done = cli(settings, "upload", str(path), "--dataset", dataset_id, "--wait", "--timeout", "600")
+    assert done.returncode == 0, done.stderr
+    return dataset_id, Reference.from_zip(path)
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
