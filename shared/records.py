@@ -339,30 +339,34 @@ class Records:
 
         True for exactly one claimant (the `chunk:view` whose load completed the set), and again for
         that same claimant on a redelivery, so a crash between the claim and the send loses nothing.
+        The first claim adds the state change to the history; a redelivery's changes nothing.
         """
         sources = {f":from{i}": name for i, name in enumerate(from_states)}
+        now = now_iso()
         try:
             with aws_errors("claim publish"):
                 await self._db.update_item(
                     TableName=self._versions,
                     Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
-                    UpdateExpression="SET publish_claimed = :t, publish_claimed_by = :me, #s = :v, updated_at = :now",
-                    ConditionExpression=(
-                        "attribute_exists(version_id) AND ("
-                        f"((attribute_not_exists(publish_claimed) OR publish_claimed = :f) AND #s IN ({', '.join(sources)}))"
-                        " OR (publish_claimed_by = :me AND #s = :v))"
-                    ),
-                    ExpressionAttributeNames={"#s": "state"},
+                    UpdateExpression="SET publish_claimed = :t, publish_claimed_by = :me, #s = :v, updated_at = :now, #h = list_append(if_not_exists(#h, :empty), :h)",
+                    ConditionExpression=f"attribute_exists(version_id) AND (attribute_not_exists(publish_claimed) OR publish_claimed = :f) AND #s IN ({', '.join(sources)})",
+                    ExpressionAttributeNames={"#s": "state", "#h": "history"},
                     ExpressionAttributeValues=_values(
-                        {
-                            ":t": True,
-                            ":f": False,
-                            ":me": claimant,
-                            ":v": to.value,
-                            ":now": now_iso(),
-                            **sources,
-                        }
+                        {":t": True, ":f": False, ":me": claimant, ":v": to.value, ":now": now, ":h": [f"{now} {to.value}"], ":empty": [], **sources}
                     ),
+                )
+            return True
+        except ConditionFailed:
+            pass
+        try:
+            with aws_errors("claim publish again"):
+                await self._db.update_item(
+                    TableName=self._versions,
+                    Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
+                    UpdateExpression="SET updated_at = :now",
+                    ConditionExpression="attribute_exists(version_id) AND publish_claimed_by = :me AND #s = :v",
+                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeValues=_values({":me": claimant, ":v": to.value, ":now": now}),
                 )
             return True
         except ConditionFailed:

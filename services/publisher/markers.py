@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 
 from shared import layout
 from shared.adapters.hbase import HBase, entry_checksum, combine_checksums, view_table
-from shared.adapters.s3 import get_bytes, list_keys, put_json
+from shared.adapters.s3 import S3Client, get_bytes, list_keys, put_json
 from shared.config import Settings
 from shared.errors import Permanent
 from shared.staging import MARKERS_VIEW, MERGED_UNIT, VersionPlan, check_key, marker_candidates_key, markers_prefix
 
 
-def read_candidates(s3: Any, settings: Settings, plan: VersionPlan) -> pa.Table:
+def read_candidates(s3: S3Client, settings: Settings, plan: VersionPlan) -> pa.Table:
     """Every unit's candidates (`Permanent` if a unit recorded none)."""
     present = set(list_keys(s3, settings.staging_bucket, markers_prefix(plan.dataset_id, plan.version_id)))
     tables = []
@@ -78,7 +78,7 @@ def markers_check(entries: list[tuple[bytes, bytes, bytes]]) -> dict[str, Any]:
     return {"rows": task["rows"], "entries": task["entries"], "checksum": task["checksum"], "hfiles": [task]}
 
 
-def write_markers(s3: Any, hbase: HBase, settings: Settings, plan: VersionPlan) -> int:
+def write_markers(s3: S3Client, hbase: HBase, settings: Settings, plan: VersionPlan) -> int:
     """Merge the units' candidates into the version's `markers` table and record its check; the rows."""
     entries = markers_entries(plan, read_candidates(s3, settings, plan))
     table = view_table(settings, plan.dataset_id, plan.version_id, MARKERS_VIEW)

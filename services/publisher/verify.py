@@ -27,7 +27,7 @@ from typing import Any
 
 from shared import layout
 from shared.adapters.hbase import HBase, entry_checksum, combine_checksums, view_table
-from shared.adapters.s3 import get_json, list_keys
+from shared.adapters.s3 import S3Client, get_json, list_keys
 from shared.config import Settings
 from shared.errors import Permanent
 from shared.staging import MARKERS_VIEW, MERGED_UNIT, VersionPlan, check_key, version_prefix
@@ -37,7 +37,7 @@ from shared.staging import MARKERS_VIEW, MERGED_UNIT, VersionPlan, check_key, ve
 VIEWS_AT_ONCE = 4
 
 
-def expected_checks(s3: Any, settings: Settings, plan: VersionPlan) -> dict[str, list[dict[str, Any]]]:
+def expected_checks(s3: S3Client, settings: Settings, plan: VersionPlan) -> dict[str, list[dict[str, Any]]]:
     """Per view: the checks of its HFiles (`ViewEntries.check`) over all compute units."""
     present = set(list_keys(s3, settings.staging_bucket, version_prefix(plan.dataset_id, plan.version_id) + "checks/"))
     tasks: dict[str, list[dict[str, Any]]] = {view: [] for view in plan.views}
@@ -109,7 +109,7 @@ def verify_samples(hbase: HBase, table: str, view: str, tasks: list[dict[str, An
     return keys
 
 
-def verify_version(s3: Any, hbase: HBase, settings: Settings, plan: VersionPlan, *, samples: int = 16) -> dict[str, dict[str, int]]:
+def verify_version(s3: S3Client, hbase: HBase, settings: Settings, plan: VersionPlan, *, samples: int = 16) -> dict[str, dict[str, int]]:
     """Check every view's table (see the module docstring). Raises `Permanent` naming the first view
     that is missing, short or off. Returns per-view counts."""
     expected = expected_checks(s3, settings, plan)

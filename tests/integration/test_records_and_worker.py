@@ -60,7 +60,10 @@ async def test_duplicate_finished_key_adds_nothing_and_one_claimant_wins(stack: 
         # The winner's redelivered message claims again (so a crash before sending loses nothing); others never.
         assert await VersionLife(records).claim_publish(dataset_id, version_id, "0:catalog") is True
         assert await VersionLife(records).claim_publish(dataset_id, version_id, "0:features") is False
-        assert (await records.get_version(dataset_id, version_id)).state == State.VALIDATING
+        claimed = await records.get_version(dataset_id, version_id)
+        assert claimed.state == State.VALIDATING
+        # The claim is a state change like any other: once in the history (the stage times read it).
+        assert [entry.split(" ", 1)[1] for entry in claimed.history] == ["INGESTING", "COMPUTING", "VALIDATING"]
 
 
 async def test_pointer_flip_is_conditional_on_the_generation_read(stack: Settings) -> None:
