@@ -8,7 +8,8 @@ import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
 rmSync('dist', { recursive: true, force: true });
 mkdirSync('dist');
 await esbuild.build({
-  entryPoints: { explorer: 'src/main.js' },
+  // The page, and the web worker that builds the embedding's spatial index (spatial-index-worker.js).
+  entryPoints: { explorer: 'src/main.js', 'spatial-index-worker': 'src/spatial-index-worker.js' },
   bundle: true,
   minify: true,
   // ES modules split into chunks: Plotly (box and violin plots only) is a chunk the page imports

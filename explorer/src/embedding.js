@@ -35,6 +35,44 @@ export function geneGradientCss() {
 
 const yieldToPage = () => new Promise((resolve) => setTimeout(resolve, 0));
 
+// The spatial index of points (x, y) as an ArrayBuffer, built in spatial-index-worker.js.
+let indexWorker = null;
+let indexRequests = 0;
+const indexWaiting = new Map();
+function spatialIndexOf(x, y) {
+  if (!indexWorker) {
+    indexWorker = new Worker(new URL('spatial-index-worker.js', import.meta.url), { type: 'module', name: 'spatial index' });
+    indexWorker.onmessage = (event) => {
+      const { id, index, error } = event.data;
+      const waiting = indexWaiting.get(id);
+      indexWaiting.delete(id);
+      if (error) waiting.reject(new Error(`spatial index: ${error}`));
+      else waiting.resolve(index);
+    };
+  }
+  const id = ++indexRequests;
+  // Copies go to the worker (transferred, so nothing is cloned); the drawn points keep theirs.
+  const [cx, cy] = [x.slice(), y.slice()];
+  return new Promise((resolve, reject) => {
+    indexWaiting.set(id, { resolve, reject });
+    indexWorker.postMessage({ id, x: cx, y: cy }, [cx.buffer, cy.buffer]);
+  });
+}
+
+// The points as regl-scatterplot keeps them, [x, y, z, w] each, built here in slices of 100,000
+// with the page yielded between them: handed typed arrays, regl-scatterplot builds this array itself
+// in one go (a million small arrays in one main-thread task).
+async function arrayPoints(x, y, z, w) {
+  const n = x.length;
+  const out = new Array(n);
+  for (let start = 0; start < n; start += 100000) {
+    const end = Math.min(n, start + 100000);
+    for (let i = start; i < end; i += 1) out[i] = [x[i], y[i], z[i], w[i]];
+    if (end < n) await yieldToPage();
+  }
+  return out;
+}
+
 function permute(column, order) {
   const out = new Float32Array(order.length);
   for (let i = 0; i < order.length; i += 1) out[i] = column[order[i]];
@@ -144,9 +182,6 @@ export class EmbeddingView {
       pointSize: 3,
       opacity: 0.85,
       lassoInitiator: false,
-      // The k-d tree over the points (for hover and zoom) built in a web worker: over a million
-      // points it was seconds of main thread.
-      spatialIndexUseWorker: true,
     });
   }
 
@@ -169,11 +204,11 @@ export class EmbeddingView {
     this.scatter.set({ pointColor: colours, colorBy: colourBy, pointSize: this.pointSize(), opacity: this.cells.n > 300000 ? 0.6 : 0.85 });
     let { x, y } = this.cells;
     if (order) [x, y, z, w] = [x, y, z, w].map((column) => permute(column, order));
-    const options = { zDataType: 'categorical', wDataType: 'continuous' };
-    // The spatial index of the points in their own order is kept for the next draw in that order.
-    if (!order && this.spatialIndex) options.spatialIndex = this.spatialIndex;
-    await this.scatter.draw({ x, y, z, w }, options);
-    if (!order) this.spatialIndex = this.scatter.get('spatialIndex');
+    // The k-d tree over the points, off the main thread; the one of the points in their own order is
+    // kept for the next draw in that order.
+    const spatialIndex = order ? await spatialIndexOf(x, y) : (this.spatialIndex = this.spatialIndex || (await spatialIndexOf(x, y)));
+    const points = await arrayPoints(x, y, z, w);
+    await this.scatter.draw(points, { zDataType: 'categorical', wDataType: 'continuous', spatialIndex });
   }
 
   // Colour the cells by their group.
