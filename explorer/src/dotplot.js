@@ -93,11 +93,14 @@ export class DotPlot {
     this.tooltip = document.createElement('div');
     this.tooltip.className = 'dotplot-tooltip';
     this.tooltip.hidden = true;
-    container.replaceChildren(this.canvas, this.spacer, this.tooltip);
+    container.replaceChildren(this.canvas, this.spacer);
+    // The tooltip lives on the body, fixed to the window: inside the scrolling grid it was clipped
+    // by a narrow grid and widened its scroll area.
+    document.body.append(this.tooltip);
     this.ctx = this.canvas.getContext('2d');
     this.model = null;
     this.frame = 0;
-    container.addEventListener('scroll', () => this.schedule(), { passive: true });
+    container.addEventListener('scroll', () => { this.tooltip.hidden = true; this.schedule(); }, { passive: true });
     this.canvas.addEventListener('mousemove', (event) => this.hover(event));
     this.canvas.addEventListener('mouseleave', () => { this.tooltip.hidden = true; });
     this.canvas.addEventListener('click', (event) => {
@@ -302,11 +305,10 @@ export class DotPlot {
       );
     }
     this.tooltip.hidden = false;
-    const box = this.container.getBoundingClientRect();
-    const x = event.clientX - box.left + this.container.scrollLeft + 14;
-    const y = event.clientY - box.top + this.container.scrollTop + 14;
-    this.tooltip.style.left = `${Math.min(x, this.container.scrollLeft + box.width - this.tooltip.offsetWidth - 4)}px`;
-    this.tooltip.style.top = `${y}px`;
+    const x = Math.min(event.clientX + 14, window.innerWidth - this.tooltip.offsetWidth - 4);
+    const y = event.clientY + 14 + this.tooltip.offsetHeight > window.innerHeight ? event.clientY - this.tooltip.offsetHeight - 8 : event.clientY + 14;
+    this.tooltip.style.left = `${Math.max(0, x)}px`;
+    this.tooltip.style.top = `${Math.max(0, y)}px`;
   }
 
   // The viewport coordinates of the dot of (gene, group), scrolled into view first; null if absent.

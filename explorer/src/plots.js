@@ -24,15 +24,18 @@ export function boxPlotFigure(agg, order, grouping, gene, boxStats, minWidth = 5
     hoverinfo: 'x+y',
   };
   const whiskers = boxStats ? 'whiskers at 1.5 IQR' : 'whiskers at min and max';
+  // A sparse gene: most groups' boxes (and 1.5 IQR whiskers) are flat at 0; say why, lest it read as no data.
+  const flat = trace.q3.filter((q3, i) => q3 === 0 && trace.upperfence[i] === 0).length;
+  const flatNote = flat ? `<br><sub>${flat} of ${groups.length} boxes flat at 0: at least 75% of those groups' cells are 0${boxStats ? ' (the violin shows the non-zero values)' : ''}</sub>` : '';
   const longestGroup = Math.max(4, ...groups.map((s) => s.length));
   return {
     data: [trace],
     layout: {
       font: FONT,
-      title: { text: `${label} by ${grouping}<br><sub>box: quartiles and median; ${whiskers}</sub>`, font: { size: 14 } },
+      title: { text: `${label} by ${grouping}<br><sub>box: quartiles and median; ${whiskers}</sub>${flatNote}`, font: { size: 14 } },
       height: 460,
       width: Math.max(minWidth, 36 * groups.length + 160),
-      margin: { l: 70, r: 30, t: 70, b: 40 + 6.5 * Math.min(longestGroup, 40) },
+      margin: { l: 70, r: 30, t: flat ? 90 : 70, b: 40 + 6.5 * Math.min(longestGroup, 40) },
       xaxis: { title: { text: grouping }, type: 'category', tickangle: groups.length > 8 ? -45 : 0, automargin: true },
       yaxis: { title: { text: `${label} expression` }, zeroline: true, rangemode: 'tozero' },
       showlegend: false,

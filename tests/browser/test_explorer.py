@@ -44,6 +44,13 @@ N_CLUSTERS = 100
 DOT_PLOT_TASK_BOUND_MS = 1500
 
 
+def to_precision(value: float, digits: int) -> str:
+    """JavaScript's Number.prototype.toPrecision for values from 1e-6 to 1e4 (fixed notation)."""
+    exponent = math.floor(math.log10(abs(value))) if value else 0
+    assert -6 <= exponent < digits, value
+    return f"{value:.{digits - 1 - exponent}f}"
+
+
 def mean_colour(t: float) -> np.ndarray:
     """RGB of t in [0, 1] on the mean scale, by linear interpolation between the stops."""
     stops = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in MEAN_STOPS], dtype=float)
@@ -184,6 +191,19 @@ def test_clicking_a_dot_colours_the_embedding_by_that_gene(browser: Any, demo: D
     actions = ActionChains(browser)
     actions.w3c_actions.pointer_action.move_to_location(int(x), int(y))
     actions.w3c_actions.pointer_action.pause(0.3)
+    actions.perform()
+    # Hovering the dot shows its values: the group's mean and fraction expressing (pandas') and size.
+    tooltip = browser.find_element(By.CSS_SELECTOR, ".dotplot-tooltip")
+    assert tooltip.is_displayed()
+    n_cells = int((demo.ref.metadata["cell_type"].astype(str) == group).sum())
+    assert tooltip.text.splitlines() == [
+        f"GENE00002 in {group}",
+        f"mean {to_precision(expected['mean'].loc[group, 'GENE00002'], 4)}",
+        f"{100 * expected['frac_expressing'].loc[group, 'GENE00002']:.1f}% of {n_cells:,} cells expressing",
+    ], tooltip.text
+    screenshot("hover")
+    actions = ActionChains(browser)
+    actions.w3c_actions.pointer_action.move_to_location(int(x), int(y))
     actions.w3c_actions.pointer_action.click()
     actions.perform()
     wait_until(browser, "return window.wvExplorer.embedding && window.wvExplorer.embedding.gene === 'GENE00002'", what="the embedding coloured by GENE00002")
@@ -227,7 +247,11 @@ def test_box_plots_show_the_stored_quartiles(browser: Any, demo: Demo, screensho
         q1, q3 = np.percentile(values, [25, 75])
         lo, hi = (values[values >= q1 - 1.5 * (q3 - q1)].min(), values[values <= q3 + 1.5 * (q3 - q1)].max()) if has_distributions else (values.min(), values.max())
         assert (trace["lo"][i], trace["hi"][i]) == pytest.approx((lo, hi), rel=1e-9, abs=1e-12), group
-    assert "GENE00026 by donor" in browser.find_element(By.ID, "plot").text
+    text = browser.find_element(By.ID, "plot").text
+    assert "GENE00026 by donor" in text
+    # Boxes flat at 0 (a sparse gene) are explained, not left to read as missing data.
+    flat = sum(q3 == 0 and hi == 0 for q3, hi in zip(trace["q3"], trace["hi"]))
+    assert (f"{flat} of {len(groups)} boxes flat at 0" in text) == (flat > 0), text
     screenshot("box")
 
 
