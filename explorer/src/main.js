@@ -472,6 +472,13 @@ function renderGroupLegend(drawn) {
     list.append(li);
   });
   $('embedding-legend').replaceChildren(list);
+  if (drawn.labels.length > CATEGORY_COLOURS.length) {
+    // 20 distinguishable colours at most: with more groups, say so rather than let two groups pass for one.
+    const note = document.createElement('p');
+    note.className = 'hint';
+    note.textContent = `${drawn.labels.length} groups, ${CATEGORY_COLOURS.length} colours: the colours repeat every ${CATEGORY_COLOURS.length} groups, so groups ${CATEGORY_COLOURS.length} apart look alike.`;
+    $('embedding-legend').append(note);
+  }
 }
 
 async function colourEmbedding() {

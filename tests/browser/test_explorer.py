@@ -305,6 +305,8 @@ def test_fifty_genes_by_a_hundred_groups_stay_responsive(browser: Any, demo: Dem
         dots = plotted_dots(browser)
         assert len(dots["x"]) == 50 * N_CLUSTERS
         screenshot("50x100")
+        wait_until(browser, "return window.wvExplorer.embedding && window.wvExplorer.embedding.kind === 'grouping'", what="the embedding by cluster")
+        assert f"{N_CLUSTERS} groups, 20 colours" in browser.find_element(By.ID, "embedding-legend").text
         # Re-ordering 5,000 dots.
         for order in ("size", "server", "cluster"):
             Select(browser.find_element(By.ID, "order")).select_by_value(order)
