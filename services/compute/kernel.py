@@ -25,8 +25,11 @@ materialises a zero:
    no value of the column's dtype can land on the wrong side of an edge; elsewhere (a value one
    ulp from an edge) numpy's rule is followed in full: the guess fixed against the edges. Once the
    quartiles are known the whiskers (1.5 IQR, clipped to the data) and outlier counts follow from
-   the group's min, max and negatives when no non-zero lies beyond a fence, else from one more
-   compare-only pass over the group's values while they are in cache.
+   the group's min, max and negatives when no non-zero lies beyond a fence. Else the rank
+   selection of step 3 has already copied out the few buckets where the fences can fall (they are
+   affine in the quartiles, whose buckets it knows before its copy pass), and the counts come from
+   the buckets' counts and those values; only where a fence falls outside them (rare) does one
+   more compare-only pass over the group's values run, while they are in cache.
 
 Cost: O(nnz) with no sort: the scatter, one pass per segment, and one or two more over a segment
 only when one of its quantiles lands on a non-zero. Memory: the chunk, the 12 output arrays and two buffers of
@@ -476,20 +479,22 @@ def _select_ranks(a, lo, hi, ranks, n_ranks, stack):  # type: ignore[no-untyped-
 
 
 @numba.njit(cache=True, nogil=True)
-def _values_at_ranks(seg, s0, s1, low, high, ranks, n_ranks, values, work):  # type: ignore[no-untyped-def]
+def _values_at_ranks(seg, s0, s1, low, high, ranks, n_ranks, values, work, fence_ranks, fences):  # type: ignore[no-untyped-def]
     """values[i] = sorted(seg[s0:s1])[ranks[i]] for ranks ascending; low, high = min, max of seg[s0:s1].
 
     One pass counts the values into equal-width value buckets (monotone in the value, so the buckets
     are ordered), the buckets holding the wanted ranks are known from the counts, a second pass copies
     out only those buckets' values, and a quickselect finishes inside each. O(m) with small constants;
-    seg[s0:s1] is only read.
+    seg[s0:s1] is only read. Returns `_values_from_buckets`'s (targets, low, scale, last); no
+    targets where the values were selected without buckets.
     """
     hist, target_of, scratch, stack, target_bucket, target_start, target_fill, rank_target, sub_ranks = work
     m = s1 - s0
+    fences[0] = 0
     if low == high:
         for i in range(n_ranks):
             values[i] = low
-        return
+        return 0, low, 1.0, 0
     span = high - low
     if m <= _SMALL_RANGE or not np.isfinite(span):
         for k in range(m):
@@ -499,27 +504,29 @@ def _values_at_ranks(seg, s0, s1, low, high, ranks, n_ranks, values, work):  # t
         _select_ranks(scratch, 0, m, sub_ranks, n_ranks, stack)
         for i in range(n_ranks):
             values[i] = scratch[ranks[i]]
-        return
+        return 0, low, 1.0, 0
     n_buckets = min(_MAX_BUCKETS, max(16, m >> 2))
     last = n_buckets - 1
     scale = n_buckets / span
     for b in range(n_buckets):
         hist[b] = 0
+    cap = _u(last)
     for k in range(s0, s1):
-        b = int((np.float64(seg[_u(k)]) - low) * scale)
-        if b > last:  # plain compare: numba's min() is slow in a hot loop
-            b = last
-        hist[_u(b)] += 1
-    _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, work)
+        hist[_capped_bucket(np.float64(seg[_u(k)]), low, scale, cap)] += 1
+    return _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, work, fence_ranks, fences)
 
 
 @numba.njit(cache=True, nogil=True)
-def _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, work):  # type: ignore[no-untyped-def]
+def _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, work, fence_ranks, fences):  # type: ignore[no-untyped-def]
     """values[i] = sorted(seg[s0:s1])[ranks[i]], given hist[b] = how many values have bucket b.
 
     A value's bucket is int((value - low) * scale) capped at `last`: monotone in the value, so the
     buckets are ordered and the counts tell which bucket holds each rank. One pass copies out only
     those buckets' values and a quickselect finishes inside each: O(m) with small constants.
+
+    With fence_ranks (`_fence_targets`) the buckets where the box plot's fences can fall are copied
+    out too, so the whiskers need no pass of their own (`_whiskers_from_buckets`). Returns (targets,
+    low, scale, last): the buckets copied out, each into its stretch of scratch in target order.
     """
     hist, target_of, scratch, stack, target_bucket, target_start, target_fill, rank_target, sub_ranks = work
     # Walk the counts to the bucket of each rank.
@@ -536,18 +543,19 @@ def _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, 
             target_start[n_targets] = before
             n_targets += 1
         rank_target[i] = n_targets - 1
+    fences[0] = 0
+    if fence_ranks[0] >= 0:
+        n_targets = _fence_targets(hist, low, scale, last, ranks, n_ranks, target_bucket, target_start, rank_target, n_targets, fence_ranks, fences)
     # Copy out the target buckets' values, each bucket to its own stretch of scratch.
     offset = 0
     for t in range(n_targets):
         target_of[target_bucket[t]] = t
         target_fill[t] = offset
         offset += hist[target_bucket[t]]
+    cap = _u(last)
     for k in range(s0, s1):
         x = seg[_u(k)]
-        b = int((np.float64(x) - low) * scale)
-        if b > last:
-            b = last
-        t = target_of[_u(b)]
+        t = target_of[_capped_bucket(np.float64(x), low, scale, cap)]
         if t >= 0:
             scratch[_u(target_fill[t])] = x
             target_fill[t] += 1
@@ -560,13 +568,182 @@ def _values_from_buckets(seg, s0, s1, low, scale, last, ranks, n_ranks, values, 
             if rank_target[i] == t:
                 sub_ranks[n_sub] = offset + ranks[i] - target_start[t]
                 n_sub += 1
-        _select_ranks(scratch, offset, offset + size, sub_ranks, n_sub, stack)
+        if n_sub > 0:
+            _select_ranks(scratch, offset, offset + size, sub_ranks, n_sub, stack)
         n_sub = 0
         for i in range(n_ranks):
             if rank_target[i] == t:
                 values[i] = scratch[sub_ranks[n_sub]]
                 n_sub += 1
         offset += size
+    return n_targets, low, scale, last
+
+
+# At most this many buckets are copied out on each side for the whiskers; a wider span of possible
+# fence positions takes the whiskers' own pass instead.
+_FENCE_BUCKETS = 12
+# Targets of one selection: the ranks' buckets (at most 8) and the fences' (2 x (_FENCE_BUCKETS + 1)).
+_MAX_TARGETS = 8 + 2 * (_FENCE_BUCKETS + 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _rank_span(r, fence_ranks, ranks, n_ranks, target_bucket, rank_target, zero_at):  # type: ignore[no-untyped-def]
+    """Where the group's value of rank r lies in bucket coordinates (x - low) * scale: (from, to)."""
+    n_neg = fence_ranks[0]
+    n_zero = fence_ranks[1]
+    if n_neg <= r < n_neg + n_zero:
+        return zero_at, zero_at
+    nz_rank = r if r < n_neg else r - n_zero
+    for i in range(n_ranks):
+        if ranks[i] == nz_rank:
+            b = target_bucket[rank_target[i]]
+            return np.float64(b), np.float64(b + 1)
+    return np.nan, np.nan  # unreachable: every non-zero rank of a quartile was asked for
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_bucket_targets(hist, last, first, stop, step, target_bucket, target_start, n_targets):  # type: ignore[no-untyped-def]
+    """Add buckets first, first + step, ... (not stop) as targets unless a rank's already; then the
+    next non-empty bucket beyond them (the nearest data past the fence). Returns (targets, that
+    bucket or -1)."""
+    b = first
+    while b != stop:
+        known = False
+        for t in range(n_targets):
+            known |= target_bucket[t] == b
+        if not known:
+            target_bucket[n_targets] = b
+            target_start[n_targets] = -1  # counted in `_below_bucket` when needed
+            n_targets += 1
+        b += step
+    while 0 <= b <= last and hist[b] == 0:
+        b += step
+    if not 0 <= b <= last:
+        return n_targets, -1
+    known = False
+    for t in range(n_targets):
+        known |= target_bucket[t] == b
+    if not known:
+        target_bucket[n_targets] = b
+        target_start[n_targets] = -1
+        n_targets += 1
+    return n_targets, b
+
+
+@numba.njit(cache=True, nogil=True)
+def _fence_targets(hist, low, scale, last, ranks, n_ranks, target_bucket, target_start, rank_target, n_targets, fence_ranks, fences):  # type: ignore[no-untyped-def]
+    """Add the buckets where the fences q1 - 1.5 IQR and q3 + 1.5 IQR can fall as targets, from the
+    quartiles' ranks' buckets (fence_ranks: negatives, zeros, then q1's and q3's lower and upper
+    ranks, -1 for none), and the nearest non-empty bucket past each span. fences: (1, high span
+    first, last, the bucket below it or -1, low span first, last, the bucket above it or -1).
+    Returns the targets. A span wider than _FENCE_BUCKETS is not copied (an empty span: first > last)."""
+    zero_at = (0.0 - low) * scale
+    q1_from, q1_to = _rank_span(fence_ranks[2], fence_ranks, ranks, n_ranks, target_bucket, rank_target, zero_at)
+    if fence_ranks[3] >= 0:
+        q1_to = _rank_span(fence_ranks[3], fence_ranks, ranks, n_ranks, target_bucket, rank_target, zero_at)[1]
+    q3_from, q3_to = _rank_span(fence_ranks[4], fence_ranks, ranks, n_ranks, target_bucket, rank_target, zero_at)
+    if fence_ranks[5] >= 0:
+        q3_to = _rank_span(fence_ranks[5], fence_ranks, ranks, n_ranks, target_bucket, rank_target, zero_at)[1]
+    # the fences are affine in the quartiles, and so are bucket coordinates; one bucket of margin
+    # each side for the rounding
+    high_from = np.floor(q3_from + 1.5 * (q3_from - q1_to)) - 1
+    high_to = np.floor(q3_to + 1.5 * (q3_to - q1_from)) + 1
+    low_from = np.floor(q1_from - 1.5 * (q3_to - q1_from)) - 1
+    low_to = np.floor(q1_to - 1.5 * (q3_from - q1_to)) + 1
+    fences[0] = 1
+    fences[1], fences[2], fences[3] = 1, 0, -1
+    fences[4], fences[5], fences[6] = 1, 0, -1
+    if high_to >= 0 and high_from <= last and high_to - high_from < _FENCE_BUCKETS:
+        first = np.int64(_higher(high_from, 0.0))
+        stop = np.int64(_lower(high_to, np.float64(last))) + 1
+        fences[1], fences[2] = first, stop - 1
+        n_targets, fences[3] = _add_bucket_targets(hist, last, stop - 1, first - 1, -1, target_bucket, target_start, n_targets)
+    if low_to >= 0 and low_from <= last and low_to - low_from < _FENCE_BUCKETS:
+        first = np.int64(_higher(low_from, 0.0))
+        stop = np.int64(_lower(low_to, np.float64(last))) + 1
+        fences[4], fences[5] = first, stop - 1
+        n_targets, fences[6] = _add_bucket_targets(hist, last, first, stop, 1, target_bucket, target_start, n_targets)
+    return n_targets
+
+
+@numba.njit(cache=True, nogil=True)
+def _stretch(hist, target_bucket, n_targets, b):  # type: ignore[no-untyped-def]
+    """First index in scratch of bucket b's values among the copied-out targets (targets in order)."""
+    offset = 0
+    for t in range(n_targets):
+        if target_bucket[t] == b:
+            return offset
+        offset += hist[target_bucket[t]]
+    return offset  # unreachable: every bucket of a span is a target
+
+
+@numba.njit(cache=True, nogil=True)
+def _below_bucket(hist, target_bucket, target_start, n_targets, b):  # type: ignore[no-untyped-def]
+    """How many values lie in the buckets below b, from the nearest rank target at or below b."""
+    from_bucket = 0
+    count = 0
+    for t in range(n_targets):
+        if target_start[t] >= 0 and from_bucket <= target_bucket[t] <= b:
+            from_bucket = target_bucket[t]
+            count = target_start[t]
+    for c in range(from_bucket, b):
+        count += hist[c]
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _whiskers_from_buckets(hist, scratch, target_bucket, target_start, n_targets, low, scale, last, fences, nz, fence_low, fence_high, v_low, v_high):  # type: ignore[no-untyped-def]
+    """The whiskers of the non-zeros from the buckets `_fence_targets` had copied out: (found, n_low,
+    n_high, w_low, w_high) as `_fence_values`; found is False where a fence fell outside its span."""
+    cap = _u(last)
+    n_low, n_high, w_low, w_high = 0, 0, v_low, v_high
+    if fence_high < low:
+        n_high, w_high = nz, -np.inf
+    elif fence_high < v_high:
+        b = np.int64(_capped_bucket(fence_high, low, scale, cap))
+        if not fences[1] <= b <= fences[2]:
+            return False, 0, 0, 0.0, 0.0
+        at = _stretch(hist, target_bucket, n_targets, b)
+        within = 0
+        w_high = -np.inf
+        for i in range(at, at + hist[b]):
+            x = np.float64(scratch[i])
+            within += x <= fence_high
+            w_high = _higher(x if x <= fence_high else -np.inf, w_high)
+        n_high = nz - _below_bucket(hist, target_bucket, target_start, n_targets, b) - within
+        if within == 0:  # the whisker is the largest value of the nearest non-empty bucket below
+            b -= 1
+            while b >= fences[1] and hist[b] == 0:
+                b -= 1
+            if b < fences[1]:
+                b = fences[3]
+            if b >= 0:
+                at = _stretch(hist, target_bucket, n_targets, b)
+                for i in range(at, at + hist[b]):
+                    w_high = _higher(np.float64(scratch[i]), w_high)
+    if fence_low > v_low:
+        b = np.int64(_capped_bucket(fence_low, low, scale, cap))
+        if not fences[4] <= b <= fences[5]:
+            return False, 0, 0, 0.0, 0.0
+        at = _stretch(hist, target_bucket, n_targets, b)
+        within = 0
+        w_low = np.inf
+        for i in range(at, at + hist[b]):
+            x = np.float64(scratch[i])
+            within += x >= fence_low
+            w_low = _lower(x if x >= fence_low else np.inf, w_low)
+        n_low = _below_bucket(hist, target_bucket, target_start, n_targets, b) + hist[b] - within
+        if within == 0:  # the whisker is the smallest value of the nearest non-empty bucket above
+            b += 1
+            while b <= fences[5] and hist[b] == 0:
+                b += 1
+            if b > fences[5]:
+                b = fences[6]
+            if b >= 0:
+                at = _stretch(hist, target_bucket, n_targets, b)
+                for i in range(at, at + hist[b]):
+                    w_low = _lower(np.float64(scratch[i]), w_low)
+    return True, n_low, n_high, w_low, w_high
 
 
 # How `_segment_moments` counts each value into its distribution bin.
@@ -837,15 +1014,18 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, dist):
     with_dist, dist_edges, dist_hist, dist_whiskers, dist_outliers = dist
     seg_low = np.empty(n_groups, dtype=np.float64)
     guess_exact = np.empty(7, dtype=np.int64)
+    # the whiskers' buckets: (negatives, zeros, q1's and q3's ranks) in, `_fence_targets`'s spans out
+    fence_ranks = np.empty(6, dtype=np.int64)
+    fences = np.zeros(7, dtype=np.int64)
     seg_high = np.empty(n_groups, dtype=np.float64)
     work = (
         hist,
         target_of,
         np.empty(max(1, n_cells), dtype=vals.dtype),  # scratch
         np.empty((10, 4), dtype=np.int64),  # stack
-        np.empty(8, dtype=np.int64),  # target_bucket
-        np.empty(8, dtype=np.int64),  # target_start
-        np.empty(8, dtype=np.int64),  # target_fill
+        np.empty(_MAX_TARGETS, dtype=np.int64),  # target_bucket
+        np.empty(_MAX_TARGETS, dtype=np.int64),  # target_start
+        np.empty(_MAX_TARGETS, dtype=np.int64),  # target_fill
         np.empty(8, dtype=np.int64),  # rank_target
         np.empty(8, dtype=np.int64),  # sub_ranks
     )
@@ -950,9 +1130,9 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, dist):
             dev_nz, sq_nz, low, high, n_neg = _segment_moments(
                 seg, s0, s1, shift, bucketed, value_low, scale, last, hist, bin_mode, dist_edges[dcol], dist_norm, dist_row
             )
-            if bins_per_bucket:
-                for b in range(DIST_BINS):
-                    dist_row[b] = hist[b * bins_per_bucket : (b + 1) * bins_per_bucket].sum()
+            for b in range(DIST_BINS if bins_per_bucket else 0):
+                for k in range(b * bins_per_bucket, (b + 1) * bins_per_bucket):
+                    dist_row[b] += hist[k]
 
             n_ranks = _nonzero_ranks(n, nz, n_neg, q_lower[g], q_weight[g], bucketed, nz_ranks)
             # with shift 0 (the usual sparse case) this is the plain float64 sum of the values
@@ -981,15 +1161,26 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, dist):
                 var = centred / (n - 1)
                 out[_VAR, col, g] = var if var > 0.0 else 0.0
 
+            n_targets = 0
+            b_low, b_scale, b_last = 0.0, 1.0, 0
             if n_ranks > 0:
+                fence_ranks[0] = -1
+                if with_dist:
+                    fence_ranks[0] = n_neg
+                    fence_ranks[1] = n_zero
+                    for k in range(2):
+                        fence_ranks[2 + 2 * k] = q_lower[g, 2 * k]
+                        fence_ranks[3 + 2 * k] = q_lower[g, 2 * k] + 1 if q_weight[g, 2 * k] > 0.0 else -1
                 if bucketed:
-                    _values_from_buckets(
-                        seg, s0, s1, value_low, scale, last, nz_ranks, n_ranks, rank_values, work
+                    n_targets, b_low, b_scale, b_last = _values_from_buckets(
+                        seg, s0, s1, value_low, scale, last, nz_ranks, n_ranks, rank_values, work, fence_ranks, fences
                     )
                     low = rank_values[0]  # ranks 0 and nz - 1 were selected too
                     high = rank_values[n_ranks - 1]
                 else:
-                    _values_at_ranks(seg, s0, s1, low, high, nz_ranks, n_ranks, rank_values, work)
+                    n_targets, b_low, b_scale, b_last = _values_at_ranks(
+                        seg, s0, s1, low, high, nz_ranks, n_ranks, rank_values, work, fence_ranks, fences
+                    )
             seg_low[g] = low
             seg_high[g] = high
             if nz == 0:
@@ -1005,22 +1196,39 @@ def _stats_of_columns(starts, ends, rows, vals, codes, counts, out, col0, dist):
                 out[_Q1, col, g] = 0.0
                 out[_MEDIAN, col, g] = 0.0
                 out[_Q3, col, g] = 0.0
-                if with_dist:
-                    _group_whiskers(seg, s0, s1, n, 0.0, 0.0, low, high, n_neg, dist_whiskers, dist_outliers, col, g)
-                continue
-            for qi in range(3):
-                lower = q_lower[g, qi]
-                t = q_weight[g, qi]
-                a = _group_value_at_rank(lower, n_neg, n_zero, nz_ranks, rank_values, n_ranks)
-                value = a
-                if t > 0.0:
-                    b = _group_value_at_rank(lower + 1, n_neg, n_zero, nz_ranks, rank_values, n_ranks)
-                    value = _lerp(a, b, t)
-                out[q_index[qi], col, g] = value
+            else:
+                for qi in range(3):
+                    lower = q_lower[g, qi]
+                    t = q_weight[g, qi]
+                    a = _group_value_at_rank(lower, n_neg, n_zero, nz_ranks, rank_values, n_ranks)
+                    value = a
+                    if t > 0.0:
+                        b = _group_value_at_rank(lower + 1, n_neg, n_zero, nz_ranks, rank_values, n_ranks)
+                        value = _lerp(a, b, t)
+                    out[q_index[qi], col, g] = value
             if with_dist:
-                _group_whiskers(
-                    seg, s0, s1, n, out[_Q1, col, g], out[_Q3, col, g], low, high, n_neg, dist_whiskers, dist_outliers, col, g
-                )
+                # Box-plot whiskers (1.5 IQR, clipped to the data) and outlier counts, right after the
+                # quartiles: most groups need no look at a value (`_whiskers_without_values`), the
+                # others the buckets the rank selection copied out around the fences, or else one
+                # compare-only pass over the segment while it is in cache. (Arrays are passed only
+                # where a look is needed: each call with arrays costs their reference counts.)
+                q1 = out[_Q1, col, g]
+                q3 = out[_Q3, col, g]
+                fence_low = q1 - 1.5 * (q3 - q1)
+                fence_high = q3 + 1.5 * (q3 - q1)
+                known, n_low, n_high, w_low, w_high = _whiskers_without_values(nz, n_neg, low, high, fence_low, fence_high)
+                if not known and n_ranks > 0 and fences[0]:
+                    known, n_low, n_high, w_low, w_high = _whiskers_from_buckets(
+                        work[0], work[2], work[4], work[5], n_targets, b_low, b_scale, b_last, fences, nz, fence_low, fence_high, low, high
+                    )
+                if not known:
+                    n_low, n_high, w_low, w_high = _fence_values(seg, s0, s1, fence_low, fence_high)
+                if n_zero > 0:
+                    n_low, n_high, w_low, w_high = _whiskers_with_zeros(n_zero, fence_low, fence_high, n_low, n_high, w_low, w_high)
+                dist_whiskers[0, col, g] = w_low
+                dist_whiskers[1, col, g] = w_high
+                dist_outliers[0, col, g] = n_low
+                dist_outliers[1, col, g] = n_high
         if with_dist:
             _column_distributions(
                 seg, base, cursor, counts, col, seg_low, seg_high, binned,
@@ -1116,39 +1324,33 @@ def _column_distributions(seg, base, cursor, counts, col, seg_low, seg_high, bin
             outliers[1, col, g] = 0
 
 
-@numba.njit(cache=True, nogil=True)
-def _group_whiskers(seg, s0, s1, n, q1, q3, low, high, n_neg, whiskers, outliers, col, g):  # type: ignore[no-untyped-def]
-    """Box-plot whiskers (1.5 IQR, clipped to the data) and outlier counts of one group of n values:
-    its non-zeros seg[s0:s1] (min low, max high, n_neg negatives) and n - (s1 - s0) zeros. Right
-    after the group's quartiles, while its segment is in cache."""
-    iqr = q3 - q1
-    fence_low = q1 - 1.5 * iqr
-    fence_high = q3 + 1.5 * iqr
-    nz = s1 - s0
-    n_zero = n - nz
+@numba.njit(cache=True, nogil=True, inline="always")
+def _whiskers_without_values(nz, n_neg, low, high, fence_low, fence_high):  # type: ignore[no-untyped-def]
+    """(known, n_low, n_high, w_low, w_high) of a group's non-zeros (min low, max high, n_neg
+    negatives) when the fences alone tell them: no non-zero, none beyond a fence, or q1 = q3 = 0."""
     if nz == 0:
-        n_low, n_high, w_low, w_high = 0, 0, np.inf, -np.inf
-    elif fence_low <= low and high <= fence_high:
+        return True, 0, 0, np.inf, -np.inf
+    if fence_low <= low and high <= fence_high:
         # no non-zero is an outlier: the whiskers are the extremes
-        n_low, n_high, w_low, w_high = 0, 0, low, high
-    elif fence_low == 0.0 and fence_high == 0.0:
+        return True, 0, 0, low, high
+    if fence_low == 0.0 and fence_high == 0.0:
         # q1 = q3 = 0 (a mostly-zero group): every non-zero is an outlier, on its sign's side
-        n_low, n_high, w_low, w_high = n_neg, nz - n_neg, np.inf, -np.inf
-    else:
-        n_low, n_high, w_low, w_high = _fence_values(seg, s0, s1, fence_low, fence_high)
-    if n_zero > 0:
-        if 0.0 < fence_low:
-            n_low += n_zero
-        elif 0.0 < w_low:
-            w_low = 0.0
-        if 0.0 > fence_high:
-            n_high += n_zero
-        elif 0.0 > w_high:
-            w_high = 0.0
-    whiskers[0, col, g] = w_low
-    whiskers[1, col, g] = w_high
-    outliers[0, col, g] = n_low
-    outliers[1, col, g] = n_high
+        return True, n_neg, nz - n_neg, np.inf, -np.inf
+    return False, 0, 0, 0.0, 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _whiskers_with_zeros(n_zero, fence_low, fence_high, n_low, n_high, w_low, w_high):  # type: ignore[no-untyped-def]
+    """The non-zeros' whiskers and outlier counts with the group's n_zero zeros added."""
+    if 0.0 < fence_low:
+        n_low += n_zero
+    elif 0.0 < w_low:
+        w_low = 0.0
+    if 0.0 > fence_high:
+        n_high += n_zero
+    elif 0.0 > w_high:
+        w_high = 0.0
+    return n_low, n_high, w_low, w_high
 
 
 @numba.njit(cache=True, nogil=True)

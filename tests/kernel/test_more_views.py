@@ -126,6 +126,34 @@ def test_histograms_exact_for_values_on_either_side_of_every_edge(dtype: type) -
         np.testing.assert_array_equal(dist.hist[j], want["hist"], err_msg=f"column {j}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whiskers_exact_when_values_sit_on_the_fences(dtype: type) -> None:
+    """Groups large enough for the rank selection's buckets, with values on, just inside and just
+    beyond both fences (q1 = 10, q3 = 14, fences 4 and 20, scaled), negatives and zeros in some
+    columns, and far outliers: the whiskers and outlier counts are numpy's."""
+    rng = np.random.default_rng(12)
+    n_cells, n_columns = 8000, 24
+    codes = rng.integers(0, 5, n_cells)
+    values = np.zeros((n_cells, n_columns), dtype=dtype)
+    for j in range(n_columns):
+        column = rng.choice([10.0, 11.0, 12.0, 13.0, 14.0], n_cells, p=[0.3, 0.1, 0.2, 0.1, 0.3])  # q1 10, q3 14
+        tails = rng.random(n_cells)
+        column[tails < 0.05] = rng.choice([3.0, 4.0, 20.0, 21.0, 4.5, 19.5], int((tails < 0.05).sum()))
+        column[tails > 0.995] = rng.uniform(-200, 500, int((tails > 0.995).sum()))
+        if j % 3 == 1:
+            column -= 12.0  # negatives, zeros among the quartiles
+        if j % 3 == 2:
+            column[rng.random(n_cells) < 0.3] = 0.0  # zeros below the data
+        column *= (0.25, 1.0, 3.0, 1.0 + j / 7.0)[j % 4]  # fences on values, and off them by rounding
+        values[:, j] = column
+    dist = compute_group_stats(sp.csc_array(values), codes, 5, with_distributions=True).distributions
+    assert dist is not None
+    for j in range(n_columns):
+        want = reference_distribution(values[:, j], codes, 5)
+        for key in ("whisker_low", "whisker_high", "outliers_low", "outliers_high"):
+            np.testing.assert_array_equal(getattr(dist, key)[j], want[key], err_msg=f"{key}, column {j}")
+
+
 def exact_welch(values: np.ndarray, codes: np.ndarray, g: int) -> np.ndarray:
     a, b = values[codes == g], values[codes != g]
     with np.errstate(divide="ignore", invalid="ignore"):
