@@ -61,10 +61,15 @@ def bulk_load_view_chunk(
 
 
 def hfiles_present(s3: S3Client, hfiles_uri: str | Sequence[str]) -> bool:
-    """Whether any object is left under a load message's HFiles prefix (`s3://bucket/prefix/`)."""
+    """Whether an HFile is left under a load message's HFiles prefix (`s3://bucket/prefix/`): an
+    object `<family>/<name>` as the bulk load reads them. What a load leaves behind is not one: the
+    halves HBase split from an HFile spanning regions (`<family>/.tmp/…`), s3a's directory markers."""
     uris = [hfiles_uri] if isinstance(hfiles_uri, str) else list(hfiles_uri)
     for uri in uris:
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        if list_keys(s3, bucket, prefix):
-            return True
+        base = prefix.rstrip("/") + "/"
+        for key in list_keys(s3, bucket, base):
+            family, _, name = key[len(base) :].partition("/")
+            if family and name and "/" not in name and not name.startswith((".", "_")):
+                return True
     return False

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from shared.adapters.aws import open_aws
@@ -247,3 +249,35 @@ async def test_a_load_delivered_again_after_it_was_recorded_is_not_loaded_twice(
         assert await handle_load_chunk(msg, deps) == []
         version = await deps.records.get_version(dataset_id, version_id)
         assert version.state == State.LOADING and version.finished == {"0:features"} and version.error is None
+
+
+async def test_a_load_whose_hfiles_another_delivery_took_is_retried_not_failed(stack: Settings, tmp_path: Path) -> None:
+    """Two deliveries of one load at once: the one that finds the HFiles gone (HBase took them, leaving
+    the halves it split off in `<family>/.tmp/` and s3a's directory marker) waits for the other to
+    record the load instead of failing the version."""
+    from cli.sample import sample_frames, write_upload_zip
+    from services.ingest.split import ingest_upload
+    from services.loader.handler import handle_load_chunk
+    from shared.adapters.s3 import S3RangeReader
+    from shared.bootstrap import build_deps
+
+    dataset_id, version_id = _ids()
+    s3 = boto3.client("s3", **stack.aws_client_kwargs())
+    matrix, metadata = sample_frames(30, 10, seed=2)
+    key = f"uploads/{dataset_id}/x.zip"
+    s3.upload_file(str(write_upload_zip(tmp_path / "x.zip", matrix, metadata, {"groupings": ["cell_type"]})), stack.uploads_bucket, key)
+    ingest_upload(S3RangeReader(s3, stack.uploads_bucket, key), key, s3, stack, dataset_id, version_id)  # the plan the loader reads
+    prefix = f"staging/{dataset_id}/{version_id}/hfiles/catalog/000000/"
+    s3.put_object(Bucket=stack.staging_bucket, Key=prefix + "m/.tmp/0a1b.bottom", Body=b"half")
+    s3.put_object(Bucket=stack.staging_bucket, Key=prefix + "m/", Body=b"")
+    async with open_aws(stack) as aws:
+        deps = build_deps(stack, aws, hbase_pool_size=1)
+        await deps.life.create(VersionRecord(dataset_id, version_id, State.INGESTING, upload_order="1"))
+        await deps.life.record_plan(dataset_id, version_id, n_chunks=1, n_cells=1, n_features=1, views=["features", "catalog"], expected={"0:features", "0:catalog"})
+        msg = LoadChunk(dataset_id=dataset_id, version_id=version_id, chunk=0, view="catalog", hfiles_uri=f"s3://{stack.staging_bucket}/{prefix}")
+        with pytest.raises(Transient, match="another delivery"):
+            await handle_load_chunk(msg, deps)
+        # Once the other delivery has recorded it, this one is done.
+        await deps.records.add_finished(dataset_id, version_id, "0:catalog")
+        assert await handle_load_chunk(msg, deps) == []
+        assert (await deps.records.get_version(dataset_id, version_id)).error is None
