@@ -90,11 +90,14 @@ class Distributions:
 
     `edges` (n_features, DIST_BINS + 1) float64: one histogram's bin edges per feature, shared by all
     its groups: `numpy.histogram_bin_edges` of the feature's non-zero values (as float64) with
-    DIST_BINS bins ([0, 1] when it has none). `hist` (n_features, n_groups, DIST_BINS) uint32: the
-    group's non-zero values per bin (`numpy.histogram(values, bins=edges)`); the group's zeros are
-    `zeros` (count - nnz), so hist.sum(-1) + zeros == count. `whisker_low`, `whisker_high` (float64):
-    the smallest value >= q1 - 1.5 IQR and the largest <= q3 + 1.5 IQR (zeros included; NaN for an
-    empty group); `outliers_low`, `outliers_high` (int64): the values beyond them on each side.
+    DIST_BINS bins ([0, 1] when it has none). `hist` (n_features, n_groups, DIST_BINS): the group's
+    non-zero values per bin (`numpy.histogram(values, bins=edges)`), uint16 when no group has more
+    than 65,535 cells, else uint32 (`layout.encode_histograms` writes uint32 either way); the
+    group's zeros are `zeros` (count - nnz), so hist.sum(-1) + zeros == count. `whisker_low`,
+    `whisker_high` (float64): the smallest value >= q1 - 1.5 IQR and the largest <= q3 + 1.5 IQR
+    (zeros included; NaN for an empty group); `outliers_low`, `outliers_high`: the values beyond
+    them on each side. `zeros` and the outlier counts are int32 (int64 for a group of 2^31 cells or
+    more).
     """
 
     edges: np.ndarray
@@ -325,18 +328,27 @@ def _stats_of_csc(columns: _Columns, codes: np.ndarray, counts: np.ndarray, out:
     )
 
 
-def _distribution_outputs(n_features: int, n_groups: int, wanted: bool) -> tuple:
+def _distribution_outputs(n_features: int, n_groups: int, largest_group: int, wanted: bool) -> tuple:
     """The kernel's distribution arrays: (wanted, edges, hist, whiskers, outliers); 1-element stand-ins
-    when not wanted (numba compiles one variant either way)."""
+    when not wanted. Counts take the narrowest type that holds the largest group's cell count (the
+    layout writes uint32 and float64 whatever the type): beside a chunk of few cells the histograms
+    are most of the memory the kernel adds. The stand-ins match the variant of large groups, so
+    numba compiles a second variant only for small ones."""
     if not wanted:
         n_features = n_groups = 1
+    small = wanted and largest_group <= np.iinfo(np.uint16).max
     return (
         wanted,
         np.empty((n_features, DIST_BINS + 1), dtype=np.float64),
-        np.zeros((n_features, n_groups, DIST_BINS), dtype=np.uint32),
+        np.zeros((n_features, n_groups, DIST_BINS), dtype=np.uint16 if small else np.uint32),
         np.empty((2, n_features, n_groups), dtype=np.float64),
-        np.empty((2, n_features, n_groups), dtype=np.int64),
+        np.empty((2, n_features, n_groups), dtype=_count_dtype(largest_group)),
     )
+
+
+def _count_dtype(largest_group: int) -> np.dtype:
+    """int32 for counts of cells, or int64 for a group of 2^31 cells or more."""
+    return np.dtype(np.int32 if largest_group <= np.iinfo(np.int32).max else np.int64)
 
 
 def _compute_prepared(
@@ -345,7 +357,7 @@ def _compute_prepared(
     codes = _validated_codes(group_codes, n_groups, columns.n_cells)
     counts = np.bincount(codes, minlength=n_groups).astype(np.int64)
     out = np.empty((len(STATS), columns.n_features, n_groups), dtype=np.float64)
-    dist = _distribution_outputs(columns.n_features, n_groups, with_distributions)
+    dist = _distribution_outputs(columns.n_features, n_groups, int(counts.max(initial=0)), with_distributions)
     if columns.dense is not None:
         dense = columns.dense
         block = max(1, min(columns.n_features, _DENSE_BLOCK_ELEMENTS // max(1, columns.n_cells)))
@@ -377,7 +389,7 @@ def _compute_prepared(
         distributions = Distributions(
             edges=edges,
             hist=hist,
-            zeros=(out[_COUNT] - out[_NNZ]).astype(np.int64),
+            zeros=np.subtract(out[_COUNT], out[_NNZ], out=np.empty(out[_COUNT].shape, outliers.dtype), casting="unsafe"),
             whisker_low=whiskers[0],
             whisker_high=whiskers[1],
             outliers_low=outliers[0],
