@@ -85,13 +85,23 @@ def top_candidates(grouping: str, features: list[str], fields: dict[str, np.ndar
     n_features, n_groups = score.shape
     names = np.array(features, dtype=object)
     by_name = np.argsort(names.astype(str), kind="stable")
-    columns: dict[str, list] = {c: [] for c in CANDIDATE_SCHEMA.names}
+    ranked = -score[by_name]  # ascending is best first; NaN sorts last, as in a full sort
+    if n_features > top_n:
+        # Per group, every feature that can be among its best: all up to the top_n-th score, ties
+        # included (a group whose top_n-th score is NaN keeps all). Sorting only those (stably, in
+        # name order) gives the same first top_n as sorting every feature.
+        threshold = np.partition(ranked, top_n - 1, axis=0)[top_n - 1]
+        keep = (ranked <= threshold) | np.isnan(threshold)
+    else:
+        keep = np.ones_like(ranked, dtype=bool)
+    rows, groups = [], []
     for g in range(n_groups):
-        # stable sort by score (descending) over the name order: ties keep the name order
-        order = by_name[np.argsort(-score[by_name, g], kind="stable")][:top_n]
-        columns["grouping"] += [grouping] * order.size
-        columns["group"] += [g] * order.size
-        columns["feature"] += names[order].tolist()
-        for key in MARKER_FIELDS:
-            columns[key] += fields[key][order, g].tolist()
+        near = np.flatnonzero(keep[:, g])
+        best = near[np.argsort(ranked[near, g], kind="stable")][:top_n]
+        rows.append(by_name[best])
+        groups.append(np.full(best.size, g, dtype=np.int32))
+    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    group = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int32)
+    columns = {"grouping": pa.array([grouping] * row.size, pa.string()), "group": pa.array(group), "feature": pa.array(names[row].tolist(), pa.string())}
+    columns.update({key: pa.array(np.asarray(fields[key][row, group], dtype=np.float64)) for key in MARKER_FIELDS})
     return pa.table(columns, schema=CANDIDATE_SCHEMA)
