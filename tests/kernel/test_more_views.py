@@ -277,3 +277,27 @@ def test_embedding_sample_weights_add_up_when_the_budget_is_below_the_occupied_g
     assert positions.size == 250
     np.testing.assert_allclose(weights.sum(), 400)
     assert set(codes[0][positions]) == set(range(10))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_candidates_are_the_best_by_score_then_name_with_ties_and_nan(seed: int) -> None:
+    """Only the features up to each group's top_n-th score are sorted: the result must still be the
+    full ranking's head (score descending, NaN last, ties by feature name), checked against Python's sort."""
+    rng = np.random.default_rng(seed)
+    n_features, n_groups, top_n = 300, 7, 40
+    score = np.round(rng.normal(size=(n_features, n_groups)), 1)  # many ties
+    score[rng.random(score.shape) < 0.2] = np.nan
+    score[:, 3] = np.nan  # a group with no score at all
+    score[: n_features - 10, 5] = np.nan  # fewer scores than top_n
+    names = [f"F{i:04d}" for i in rng.permutation(n_features)]
+    fields = {key: rng.normal(size=(n_features, n_groups)) for key in ("log2fc", "mean_in", "mean_out", "frac_in", "frac_out")}
+    fields["score"] = score
+    got = top_candidates("g", names, fields, top_n).to_pandas()
+    for g in range(n_groups):
+        def key(i: int) -> tuple[bool, float, str]:
+            return (bool(np.isnan(score[i, g])), -score[i, g] if not np.isnan(score[i, g]) else 0.0, names[i])
+
+        want = sorted(range(n_features), key=key)[:top_n]
+        mine = got[got["group"] == g]
+        assert list(mine["feature"]) == [names[i] for i in want], g
+        np.testing.assert_array_equal(mine["log2fc"].to_numpy(), fields["log2fc"][want, g])
