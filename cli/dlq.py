@@ -15,7 +15,7 @@ import asyncio
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 
@@ -153,11 +153,30 @@ def versions_by_dataset(settings: Settings, letters: list[DeadLetter]) -> dict[s
     return asyncio.run(query()) if datasets else {}
 
 
-def _sqs(settings: Settings) -> Any:
+class BlockingSqs(Protocol):
+    """The calls of boto3's (blocking) SQS client the dead-letter tools make."""
+
+    def get_queue_url(self, **kwargs: Any) -> dict[str, Any]:
+        """The URL of a queue by name."""
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        """Up to ten messages, made invisible for a while."""
+
+    def change_message_visibility(self, **kwargs: Any) -> dict[str, Any]:
+        """Hold a received message longer, or release it."""
+
+    def send_message(self, **kwargs: Any) -> dict[str, Any]:
+        """Send one message."""
+
+    def delete_message(self, **kwargs: Any) -> dict[str, Any]:
+        """Delete a received message."""
+
+
+def _sqs(settings: Settings) -> BlockingSqs:
     return boto3.session.Session().client("sqs", **settings.aws_client_kwargs())
 
 
-def _url(sqs: Any, settings: Settings, role: QueueRole, dead_letter: bool) -> str:
+def _url(sqs: BlockingSqs, settings: Settings, role: QueueRole, dead_letter: bool) -> str:
     return sqs.get_queue_url(QueueName=settings.queue_name(role, dead_letter=dead_letter))["QueueUrl"]
 
 

@@ -343,30 +343,38 @@ class Records:
         """
         sources = {f":from{i}": name for i, name in enumerate(from_states)}
         now = now_iso()
+        first = await self._update_if(
+            "claim publish",
+            dataset_id,
+            version_id,
+            "SET publish_claimed = :t, publish_claimed_by = :me, #s = :v, updated_at = :now, #h = list_append(if_not_exists(#h, :empty), :h)",
+            f"attribute_exists(version_id) AND (attribute_not_exists(publish_claimed) OR publish_claimed = :f) AND #s IN ({', '.join(sources)})",
+            {"#s": "state", "#h": "history"},
+            {":t": True, ":f": False, ":me": claimant, ":v": to.value, ":now": now, ":h": [f"{now} {to.value}"], ":empty": [], **sources},
+        )
+        return first or await self._update_if(
+            "claim publish again",
+            dataset_id,
+            version_id,
+            "SET updated_at = :now",
+            "attribute_exists(version_id) AND publish_claimed_by = :me AND #s = :v",
+            {"#s": "state"},
+            {":me": claimant, ":v": to.value, ":now": now},
+        )
+
+    async def _update_if(
+        self, action: str, dataset_id: str, version_id: str, update: str, condition: str, names: dict[str, str], values: dict[str, Any]
+    ) -> bool:
+        """One conditional update of a version's item; False when its condition did not hold."""
         try:
-            with aws_errors("claim publish"):
+            with aws_errors(action):
                 await self._db.update_item(
                     TableName=self._versions,
                     Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
-                    UpdateExpression="SET publish_claimed = :t, publish_claimed_by = :me, #s = :v, updated_at = :now, #h = list_append(if_not_exists(#h, :empty), :h)",
-                    ConditionExpression=f"attribute_exists(version_id) AND (attribute_not_exists(publish_claimed) OR publish_claimed = :f) AND #s IN ({', '.join(sources)})",
-                    ExpressionAttributeNames={"#s": "state", "#h": "history"},
-                    ExpressionAttributeValues=_values(
-                        {":t": True, ":f": False, ":me": claimant, ":v": to.value, ":now": now, ":h": [f"{now} {to.value}"], ":empty": [], **sources}
-                    ),
-                )
-            return True
-        except ConditionFailed:
-            pass
-        try:
-            with aws_errors("claim publish again"):
-                await self._db.update_item(
-                    TableName=self._versions,
-                    Key=_values({"dataset_id": dataset_id, "version_id": version_id}),
-                    UpdateExpression="SET updated_at = :now",
-                    ConditionExpression="attribute_exists(version_id) AND publish_claimed_by = :me AND #s = :v",
-                    ExpressionAttributeNames={"#s": "state"},
-                    ExpressionAttributeValues=_values({":me": claimant, ":v": to.value, ":now": now}),
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=_values(values),
                 )
             return True
         except ConditionFailed:

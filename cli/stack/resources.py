@@ -4,7 +4,7 @@ upload notification; created if missing, safe to repeat."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -110,7 +110,17 @@ def upload_notification(queue_arn: str) -> dict[str, Any]:
     }
 
 
-def _ensure_upload_notification(s3: Any, settings: Settings, queue_arn: str) -> None:
+class NotifyingS3(Protocol):
+    """The calls of boto3's S3 client that set up the uploads bucket's notification."""
+
+    def get_bucket_notification_configuration(self, **kwargs: Any) -> dict[str, Any]:
+        """The bucket's notification configuration."""
+
+    def put_bucket_notification_configuration(self, **kwargs: Any) -> dict[str, Any]:
+        """Replace the bucket's notification configuration."""
+
+
+def _ensure_upload_notification(s3: NotifyingS3, settings: Settings, queue_arn: str) -> None:
     wanted = upload_notification(queue_arn)
     current = s3.get_bucket_notification_configuration(Bucket=settings.uploads_bucket)
     current_queues = current.get("QueueConfigurations", [])
