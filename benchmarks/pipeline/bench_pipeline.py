@@ -74,6 +74,8 @@ class ProcessMeter:
     def __init__(self, roots: dict[str, int]) -> None:
         self.roots = roots
         self.peak: dict[str, int] = {name: 0 for name in roots}
+        # The largest single process of each tree (a worker apart from the JVM it starts).
+        self.peak_process: dict[str, int] = {name: 0 for name in roots}
         self.cpu_s: dict[str, float] = {}
         self._cpu_start: dict[str, float] = {}
         self._stop = threading.Event()
@@ -126,8 +128,9 @@ class ProcessMeter:
         while not self._stop.is_set():
             children = self._children()
             for name, pid in self.roots.items():
-                total = sum(self._rss(p) for p in self._tree(pid, children))
-                self.peak[name] = max(self.peak[name], total)
+                sizes = [self._rss(p) for p in self._tree(pid, children)]
+                self.peak[name] = max(self.peak[name], sum(sizes))
+                self.peak_process[name] = max(self.peak_process[name], max(sizes, default=0))
             self._stop.wait(0.2)
 
     def __enter__(self) -> "ProcessMeter":
@@ -286,6 +289,7 @@ def bench_executor(args: argparse.Namespace, executor: str, zip_path: Path, work
                     "versions_total": len(status["versions"]),
                     "n_chunks": record["n_chunks"] if record else None,
                     "peak_rss_bytes": dict(meter.peak),
+                    "peak_process_rss_bytes": dict(meter.peak_process),
                     "cpu_s": cpu,
                     "loadavg_start_end": [load, os.getloadavg()[0]],
                     "version_id": version.get("version_id"),
@@ -363,6 +367,7 @@ def main() -> int:
                 f"{executor:<8} {r['run']:>3} {str(r['state']):<10} {r['upload_to_published_s']:8.1f} {r['upload_to_published_s'] / floor_s:8.2f} {cpu:7.0f} {cpu / floor_cpu_s:8.2f} "
                 f"{st.get('INGESTING', 0):7.1f} {st.get('COMPUTING', 0):8.1f} {st.get('LOADING', 0):7.1f} {st.get('VALIDATING', 0):7.1f} {r['versions_total']:>8}  {rss}"
             )
+            print(f"{'':<8} {'':>3} largest single process MiB: " + " ".join(f"{k}={v / 2**20:.0f}" for k, v in sorted(r["peak_process_rss_bytes"].items())))
             print(f"{'':<8} {'':>3} CPU s by process: " + " ".join(f"{k}={v:.0f}" for k, v in sorted(r["cpu_s"].items())) + f"; load average {r['loadavg_start_end'][0]:.1f} -> {r['loadavg_start_end'][1]:.1f}")
         print(
             f"{executor:<8} floor {floor_s:.1f} s = inflate {floor['inflate_s']:.1f} + parse {floor['parse_s']:.1f} + kernel {result.get('kernel_floor_s', 0):.1f}; "
