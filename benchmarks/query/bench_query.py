@@ -188,6 +188,15 @@ def _summary(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _timed_get(conn: http.client.HTTPConnection, path: str, accept: str) -> tuple[float, int, int]:
+    """One GET read to its end: seconds, body bytes, status."""
+    started = time.perf_counter()
+    conn.request("GET", path, headers={"Accept": accept})
+    response = conn.getresponse()
+    size = len(response.read())
+    return time.perf_counter() - started, size, response.status
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
@@ -205,23 +214,15 @@ def main() -> None:
     cold_embedding: dict[str, float] = {}
     if "d_embedding_arrow" in args.scenarios.split(","):
         # The first request of a version reads every cell from HBase; later ones hit the server's page cache.
-        started = time.perf_counter()
-        conn.request("GET", f"/v1/datasets/{args.dataset}/cells?include=embedding&limit=100000", headers={"Accept": ARROW})
-        response = conn.getresponse()
-        size = len(response.read())
-        cold_embedding["cold_s"] = time.perf_counter() - started
-        print(f"first embedding request of the version (cold: the cells view's embedding blocks): {cold_embedding['cold_s']:.2f} s, {size / 1e6:.1f} MB, status {response.status}")
+        cold_embedding["cold_s"], size, status = _timed_get(conn, f"/v1/datasets/{args.dataset}/cells?include=embedding&limit=100000", ARROW)
+        print(f"first embedding request of the version (cold: the cells view's embedding blocks): {cold_embedding['cold_s']:.2f} s, {size / 1e6:.1f} MB, status {status}")
         # The same columns one cell short of all: a page the blocks do not answer, so a scan of one row
         # per cell (what versions computed without the blocks read). After the blocks' read, so that
         # read was cold; HBase's block cache holds the table's first blocks for this one.
         conn.request("GET", f"/v1/datasets/{args.dataset}")
         n_cells = json.loads(conn.getresponse().read())["n_cells"]
-        started = time.perf_counter()
-        conn.request("GET", f"/v1/datasets/{args.dataset}/cells?include=embedding&limit={n_cells - 1}", headers={"Accept": ARROW})
-        response = conn.getresponse()
-        size = len(response.read())
-        cold_embedding["cold_scan_s"] = time.perf_counter() - started
-        print(f"the per-cell scan of {n_cells - 1:,} cells (cold for the server, before the blocks): {cold_embedding['cold_scan_s']:.2f} s, {size / 1e6:.1f} MB, status {response.status}")
+        cold_embedding["cold_scan_s"], size, status = _timed_get(conn, f"/v1/datasets/{args.dataset}/cells?include=embedding&limit={n_cells - 1}", ARROW)
+        print(f"the per-cell scan of {n_cells - 1:,} cells (cold for the server, before the blocks): {cold_embedding['cold_scan_s']:.2f} s, {size / 1e6:.1f} MB, status {status}")
     conn.request("GET", f"/v1/datasets/{args.dataset}")
     info = json.loads(conn.getresponse().read())
     version = info["version"]

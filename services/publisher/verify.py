@@ -116,13 +116,13 @@ def verify_version(s3: S3Client, hbase: HBase, settings: Settings, plan: Version
     tables = set(hbase.list_tables())
     groupings = {g.view: g for g in plan.stats_groupings}
     dist_groupings = {g.dist_view: g for g in plan.stats_groupings}
-    for view in plan.views:
-        table = view_table(settings, plan.dataset_id, plan.version_id, view)
+    names = {view: view_table(settings, plan.dataset_id, plan.version_id, view) for view in plan.views}
+    for view, table in names.items():
         if table not in tables:
             raise Permanent(f"view {view}: table {table} is missing")
 
     def check(view: str) -> dict[str, int]:
-        table = view_table(settings, plan.dataset_id, plan.version_id, view)
+        table = names[view]
         rows = verify_view(hbase, table, view, expected[view])
         keys = verify_samples(hbase, table, view, expected[view], samples, plan.version_id)
         if view in groupings:
