@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     """... nor with more than this many bytes of the view's estimated rows (what sizes the transpose's regions at scale)."""
 
     # Worker loop.
+    compute_concurrency: int = Field(default=2, ge=1)
+    """Units the compute worker runs at once (local, emr; spark runs one): one unit's HFiles are written and uploaded while the next one computes."""
+    load_concurrency: int = Field(default=3, ge=1)
+    """Bulk loads the loader runs at once (each mostly waits on HBase and S3; the tool JVM runs them in parallel)."""
     visibility_timeout_s: int = 60
     """SQS visibility timeout of a received message; the worker's heartbeat extends it while the handler runs."""
     max_receive_count: int = 10

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import os
-import select
 import shutil
 import struct
 import subprocess
@@ -74,6 +74,7 @@ BULK_LOAD_BUSY_WAIT_S = 120.0
 
 _LENGTH = struct.Struct(">I")
 _FLUSH_CELLS = 65_536
+_FLUSH_BYTES = 8 << 20
 _STDERR_TAIL_LINES = 20
 
 
@@ -128,14 +129,18 @@ def write_entry_file(path: Path, rows: Sequence[bytes], qualifiers: Sequence[byt
     if not len(rows) == len(qualifiers) == len(values):
         raise ValueError(f"{len(rows)} rows, {len(qualifiers)} qualifiers and {len(values)} values: one each per cell")
     pack = _LENGTH.pack
-    size_bytes = 0
+    size_bytes = pending = 0
     with open(path, "wb") as out:
         parts: list[bytes] = []
         for i, (row, qualifier, value) in enumerate(zip(rows, qualifiers, values)):
             parts += (pack(len(row)), row, pack(len(qualifier)), qualifier, pack(len(value)), value)
-            if (i + 1) % _FLUSH_CELLS == 0:
+            pending += len(value)
+            # Joined and written every _FLUSH_CELLS cells or _FLUSH_BYTES of values, whichever comes
+            # first: the join copies, and a transpose unit's values are hundreds of MB.
+            if (i + 1) % _FLUSH_CELLS == 0 or pending >= _FLUSH_BYTES:
                 size_bytes += out.write(b"".join(parts))
                 parts.clear()
+                pending = 0
         size_bytes += out.write(b"".join(parts))
     return size_bytes
 
@@ -302,47 +307,89 @@ def _run_tool(settings: Settings, main_class: str, args: Sequence[str], *, heap_
 
 
 class ToolServer:
-    """One `org.wideviews.hfile.ToolServer` JVM serving WriteHFiles and BulkLoad runs over a pipe.
+    """One `org.wideviews.hfile.ToolServer` JVM serving WriteHFiles, BulkLoad and CreateTable runs over a pipe.
 
-    Protocol: a request line `TOOL\tARG...`, a response line `{"exit", "stdout", "stderr"}`. Calls are
-    serialised by a lock; a dead or hung JVM is killed and the call raises `Transient` (the next call
-    starts a fresh one).
+    Protocol: a request line `ID\tTOOL\tARG...`, a response line `{"id", "exit", "stdout", "stderr"}`.
+    The JVM runs up to `threads` requests at once and answers each as it finishes, so callers on
+    several threads (the loader's concurrent messages, compute's views) overlap their HBase and S3
+    waits. A reader thread hands each response to its caller. A dead or hung JVM is killed and every
+    call waiting on it raises `Transient` (the next call starts a fresh one).
     """
 
-    def __init__(self, settings: Settings, *, heap_mb: int) -> None:
-        self._command = java_command(settings, TOOL_SERVER_MAIN, [], heap_mb=heap_mb)
+    def __init__(self, settings: Settings, *, heap_mb: int, threads: int = 4) -> None:
+        self._command = java_command(settings, TOOL_SERVER_MAIN, [str(threads)], heap_mb=heap_mb)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self._ids = itertools.count()
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self._proc = proc
+            threading.Thread(target=self._read_replies, args=(proc,), name="jvm-tool-replies", daemon=True).start()
         return self._proc
+
+    def _read_replies(self, proc: subprocess.Popen[bytes]) -> None:
+        """Hand each response line of `proc` to the call waiting on its id; on EOF wake every caller."""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            reply = json.loads(line)
+            with self._lock:
+                waiter = self._waiting.pop(str(reply["id"]), None)
+            if waiter is not None:
+                waiter[1].append(reply)
+                waiter[0].set()
+        with self._lock:
+            if self._proc is proc:
+                self._proc = None
+            for event, _ in self._waiting.values():
+                event.set()
+            self._waiting.clear()
 
     def call(self, tool: str, args: Sequence[str], *, timeout_s: float) -> tuple[int, str, str]:
         """Run one tool call in the long-lived JVM; (exit code, stdout, stderr)."""
         if any("\t" in a or "\n" in a for a in args):
             raise Permanent(f"{tool}: an argument contains a tab or newline")
+        done, replies = threading.Event(), []
+        broken: OSError | None = None
         with self._lock:
             proc = self._ensure()
-            assert proc.stdin is not None and proc.stdout is not None
+            assert proc.stdin is not None
+            request_id = str(next(self._ids))
+            self._waiting[request_id] = (done, replies)
             try:
-                proc.stdin.write(("\t".join([tool, *args]) + "\n").encode())
+                proc.stdin.write(("\t".join([request_id, tool, *args]) + "\n").encode())
                 proc.stdin.flush()
             except (BrokenPipeError, OSError) as exc:
-                self.close()
-                raise Transient(f"{tool}: the tool JVM died ({exc})") from exc
-            ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-            line = proc.stdout.readline() if ready else b""
-            if not line:
-                self.close()
-                raise Transient(f"{tool}: the tool JVM " + (f"ran past {timeout_s:.0f} s" if not ready else "exited"))
-            reply = json.loads(line)
-            return int(reply["exit"]), str(reply["stdout"]), str(reply["stderr"])
+                self._waiting.pop(request_id, None)
+                broken = exc
+        if broken is not None:
+            self._kill(proc)
+            raise Transient(f"{tool}: the tool JVM died ({broken})") from broken
+        if not done.wait(timeout_s):
+            with self._lock:
+                self._waiting.pop(request_id, None)
+            # A hung JVM holds every other call too: replace it (they fail Transient and retry).
+            self._kill(proc)
+            raise Transient(f"{tool}: the tool JVM ran past {timeout_s:.0f} s")
+        if not replies:
+            raise Transient(f"{tool}: the tool JVM exited")
+        reply = replies[0]
+        return int(reply["exit"]), str(reply["stdout"]), str(reply["stderr"])
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            if self._proc is proc:
+                self._proc = None
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def close(self) -> None:
         """Stop the JVM (EOF on its stdin; killed if it lingers)."""
-        proc, self._proc = self._proc, None
+        with self._lock:
+            proc, self._proc = self._proc, None
         if proc is None:
             return
         with contextlib.suppress(Exception):

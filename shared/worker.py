@@ -402,14 +402,21 @@ def _failing(about: dict[str, Any], message: AnyMessage | None, exc: BaseExcepti
 
 
 def run_service(
-    role: QueueRole, handler: Handler[ServiceDeps], *, concurrency: int = 1, prepare: Callable[[], None] | None = None
+    role: QueueRole,
+    handler: Handler[ServiceDeps],
+    *,
+    concurrency: int | Callable[[Settings], int] = 1,
+    prepare: Callable[[], None] | None = None,
 ) -> None:
     """Entry point of a worker process: settings from the environment, JSON logs, the handler's
     dependencies from the composition root (`shared.bootstrap`), then run until SIGTERM.
 
+    `concurrency` is the messages handled at once, or a function of the settings giving it.
     `prepare` runs once before the first message (ingest removes a killed predecessor's spools).
     """
     settings = Settings.load()
+    if callable(concurrency):
+        concurrency = concurrency(settings)
     configure_logging(settings)
     if prepare is not None:
         prepare()

@@ -50,7 +50,7 @@ COMPONENT_SETTINGS: dict[str, tuple[str, ...]] = {
 def component_cmd(settings: Settings, name: str) -> list[str]:
     """The command line of component `name`."""
     if name == "moto":
-        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port(settings))]
+        return [sys.executable, "-m", "cli.stack.moto_server", "-H", "127.0.0.1", "-p", str(moto_port(settings))]
     if name == "hbase-master":
         main = ["org.apache.hadoop.hbase.master.HMaster", *hbase_options(settings), "start"]
         return java_cmd(settings, name, main, heap_mb=settings.hbase_heap_mb)

@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,6 +31,9 @@ from shared.config import Settings
 from shared.errors import Permanent
 from shared.messages import LoadChunk
 from shared.staging import VersionPlan, check_key, chunk_prefix, hfiles_prefix, marker_candidates_key, read_cells, read_plan
+
+# Views of a unit staged at once (HFile writes in the tool JVM overlapping uploads to S3).
+STAGE_THREADS = 3
 
 
 def load_chunk_matrix(s3: S3Client, settings: Settings, plan: VersionPlan, chunk: int) -> sp.csc_array:
@@ -62,17 +66,22 @@ def write_view_hfiles(settings: Settings, cells: ViewEntries, workdir: Path, tim
 
 
 def stage_unit_outputs(s3: S3Client, settings: Settings, plan: VersionPlan, chunk: int, views: list[ViewEntries], workdir: Path) -> list[LoadChunk]:
-    """HFiles and checks of every view of the unit starting at `chunk` to staging; the load messages for them."""
-    messages = []
-    for cells in views:
+    """HFiles and checks of every view of the unit starting at `chunk` to staging; the load messages for them.
+
+    The views are written and uploaded `STAGE_THREADS` at a time: one view's HFiles are written by
+    the tool JVM while another's upload to S3, so the unit's I/O waits overlap."""
+
+    def stage(cells: ViewEntries) -> LoadChunk:
         hfiles = write_view_hfiles(settings, cells, workdir, plan.timestamp_ms)
         prefix = hfiles_prefix(plan.dataset_id, plan.version_id, cells.view, chunk)
         upload_dir(s3, hfiles, settings.staging_bucket, prefix)
         check = summarize_checks([cells.check(chunk)])
         put_json(s3, settings.staging_bucket, check_key(plan.dataset_id, plan.version_id, cells.view, chunk), check)
-        messages.append(load_message(settings, plan, chunk, cells.view))
         shutil.rmtree(hfiles.parent, ignore_errors=True)
-    return messages
+        return load_message(settings, plan, chunk, cells.view)
+
+    with ThreadPoolExecutor(max_workers=STAGE_THREADS, thread_name_prefix="stage") as pool:
+        return list(pool.map(stage, views))
 
 
 def load_message(settings: Settings, plan: VersionPlan, first: int, view: str) -> LoadChunk:

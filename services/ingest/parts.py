@@ -30,6 +30,8 @@ from shared.config import Settings
 from shared.staging import chunk_part_key
 
 _FIELDS = (("feature", np.int32), ("cell", np.int32), ("value", np.float64))
+# Chunks of a generation encoded and uploaded at once (each holds one chunk's spool in memory).
+PART_WRITERS = 3
 
 
 @numba.njit(cache=True, nogil=True)
@@ -177,15 +179,23 @@ class ChunkParts:
         if n_chunks is not None:
             have = {c for c, _, _ in self.written} | set(chunks)
             chunks = sorted(set(chunks) | (set(range(n_chunks)) - have))
-        for chunk in chunks:
+
+        def write(chunk: int) -> list[tuple[int, int, bool]]:
             feature, cell, value = read(chunk)
+            written = []
             for k, start in enumerate(range(0, max(1, value.size), self.part_nnz)):
                 sl = slice(start, start + self.part_nnz)
                 part = generation * 1000 + k
                 self._put_part(chunk, part, np.asarray(feature[sl]), np.asarray(cell[sl]), np.asarray(value[sl]))
-                self.written.append((chunk, part, self.all_float32))
+                written.append((chunk, part, self.all_float32))
             for name, _ in _FIELDS:
                 (path / f"{chunk}.{name}").unlink(missing_ok=True)
+            return written
+
+        # A few chunks at once: Parquet encodes without the GIL while another part is being uploaded.
+        with ThreadPoolExecutor(max_workers=PART_WRITERS, thread_name_prefix="stage-part") as pool:
+            for written in pool.map(write, chunks):
+                self.written.extend(written)
 
     def _put_part(self, chunk: int, part: int, feature: np.ndarray, cell: np.ndarray, value: np.ndarray) -> None:
         table = pa.table({"feature": feature, "cell": cell, "value": value.astype(self.value_type)})

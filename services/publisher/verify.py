@@ -22,6 +22,8 @@ checksummed by HBase itself, and the loader confirms the files HBase took.
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,21 +39,24 @@ from shared.staging import MARKERS_VIEW, MERGED_UNIT, VersionPlan, check_key, ve
 VIEWS_AT_ONCE = 4
 
 
-def expected_checks(s3: S3Client, settings: Settings, plan: VersionPlan) -> dict[str, list[dict[str, Any]]]:
-    """Per view: the checks of its HFiles (`ViewEntries.check`) over all compute units."""
+def expected_checks(s3: S3Client, settings: Settings, plan: VersionPlan, views: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per view (`views`, default all the plan's): the checks of its HFiles (`ViewEntries.check`) over all compute units."""
     present = set(list_keys(s3, settings.staging_bucket, version_prefix(plan.dataset_id, plan.version_id) + "checks/"))
-    tasks: dict[str, list[dict[str, Any]]] = {view: [] for view in plan.views}
+    tasks: dict[str, list[dict[str, Any]]] = {view: [] for view in (plan.views if views is None else views)}
     for first, end in plan.units:
         for view in plan.unit_views(first, end):
+            if view not in tasks:
+                continue
             key = check_key(plan.dataset_id, plan.version_id, view, first)
             if key not in present:
                 raise Permanent(f"view {view}: compute recorded no check for chunk {first}")
             tasks[view].extend(get_json(s3, settings.staging_bucket, key)["hfiles"])
-    # Merged once every unit is in (services.publisher.markers), under one unit's name.
-    key = check_key(plan.dataset_id, plan.version_id, MARKERS_VIEW, MERGED_UNIT)
-    if key not in present:
-        raise Permanent(f"view {MARKERS_VIEW}: no check recorded (the units' candidates were never merged)")
-    tasks[MARKERS_VIEW] = get_json(s3, settings.staging_bucket, key)["hfiles"]
+    if MARKERS_VIEW in tasks:
+        # Merged once every unit is in (services.publisher.markers), under one unit's name.
+        key = check_key(plan.dataset_id, plan.version_id, MARKERS_VIEW, MERGED_UNIT)
+        if key not in present:
+            raise Permanent(f"view {MARKERS_VIEW}: no check recorded (the units' candidates were never merged)")
+        tasks[MARKERS_VIEW] = get_json(s3, settings.staging_bucket, key)["hfiles"]
     return tasks
 
 
@@ -109,32 +114,37 @@ def verify_samples(hbase: HBase, table: str, view: str, tasks: list[dict[str, An
     return keys
 
 
-def verify_version(s3: S3Client, hbase: HBase, settings: Settings, plan: VersionPlan, *, samples: int = 16) -> dict[str, dict[str, int]]:
-    """Check every view's table (see the module docstring). Raises `Permanent` naming the first view
-    that is missing, short or off. Returns per-view counts."""
-    expected = expected_checks(s3, settings, plan)
+def verify_version(
+    s3: S3Client, hbase: HBase, settings: Settings, plan: VersionPlan, *, samples: int = 16, views: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Check every view's table (see the module docstring), or those of `views`. Raises `Permanent`
+    naming the first view that is missing, short or off. Returns per view its rows, sampled rows and
+    seconds taken."""
+    selected = list(plan.views if views is None else views)
+    expected = expected_checks(s3, settings, plan, selected)
     tables = set(hbase.list_tables())
     groupings = {g.view: g for g in plan.stats_groupings}
     dist_groupings = {g.dist_view: g for g in plan.stats_groupings}
-    names = {view: view_table(settings, plan.dataset_id, plan.version_id, view) for view in plan.views}
+    names = {view: view_table(settings, plan.dataset_id, plan.version_id, view) for view in selected}
     for view, table in names.items():
         if table not in tables:
             raise Permanent(f"view {view}: table {table} is missing")
 
-    def check(view: str) -> dict[str, int]:
+    def check(view: str) -> dict[str, Any]:
         table = names[view]
+        started = time.monotonic()
         rows = verify_view(hbase, table, view, expected[view])
         keys = verify_samples(hbase, table, view, expected[view], samples, plan.version_id)
         if view in groupings:
             _check_counts(hbase, table, groupings[view].counts, view, keys)
         if view in dist_groupings:
             _check_histograms(hbase, table, dist_groupings[view].counts, view, keys)
-        return {"rows": rows, "sampled": len(keys)}
+        return {"rows": rows, "sampled": len(keys), "seconds": round(time.monotonic() - started, 3)}
 
     # The views are checked concurrently (the region servers' scans are the cost); the first view in
     # the plan's order that fails is the one reported.
     with ThreadPoolExecutor(max_workers=VIEWS_AT_ONCE) as pool:
-        return dict(zip(plan.views, pool.map(check, plan.views)))
+        return dict(zip(selected, pool.map(check, selected)))
 
 
 def _check_counts(hbase: HBase, table: str, counts: list[int], view: str, keys: list[bytes]) -> None:

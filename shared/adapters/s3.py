@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import boto3
 import botocore.config
+from boto3.s3.transfer import TransferConfig
 
 from shared.adapters.aws_errors import translated_aws_errors
 from shared.config import Settings
@@ -133,13 +134,20 @@ def list_keys(s3: S3Client, bucket: str, prefix: str) -> list[str]:
     return sorted(keys)
 
 
+# Files up to this size go up in one PUT (S3 takes 5 GiB so): HFiles (at most 1 GiB each, WriteHFiles'
+# default) are written in parallel per view already, and a multipart upload costs S3 (and the moto
+# server, which copies every part once more to assemble the object) a second pass over the bytes.
+SINGLE_PUT_BYTES = 2 << 30
+
+
 def upload_dir(s3: S3Client, local: Path, bucket: str, prefix: str) -> list[str]:
-    """Upload every file under `local` to `prefix` + relative path; returns the keys."""
+    """Upload every file under `local` to `prefix` + relative path (one PUT each up to `SINGLE_PUT_BYTES`); returns the keys."""
     keys = []
+    config = TransferConfig(multipart_threshold=SINGLE_PUT_BYTES)
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
         key = prefix.rstrip("/") + "/" + path.relative_to(local).as_posix()
         with translated_aws_errors(f"upload s3://{bucket}/{key}"):
-            s3.upload_file(str(path), bucket, key)
+            s3.upload_file(str(path), bucket, key, Config=config)
         keys.append(key)
     return keys
 

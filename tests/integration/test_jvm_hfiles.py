@@ -9,18 +9,22 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import signal
 import struct
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import happybase
 import pytest
 
 from shared.config import Settings
-from shared.errors import Permanent
+from shared import jvm
+from shared.errors import Permanent, Transient
 from shared.jvm import bulk_load, spark_classpath, write_entry_file, write_hfiles
 
 TIMESTAMP_MS = 1_700_000_000_000
@@ -109,6 +113,59 @@ def test_repeated_cell_raises_permanent(settings: Settings, tmp_path: Path) -> N
 
     with pytest.raises(Permanent, match="cell repeated: row 'r' qualifier 'q'"):
         write_hfiles(settings, [tmp_path / "c"], tmp_path / "hfiles", "f")
+
+
+def test_concurrent_calls_each_get_their_own_answer(settings: Settings, tmp_path: Path) -> None:
+    # Six callers at once on one tool JVM: their answers come back as runs finish, in any order.
+    inputs = {}
+    for i in range(6):
+        if i % 3 == 2:
+            write_entry_file(tmp_path / f"c{i}", [b"z", b"a"], [b"q", b"q"], [b"1", b"2"])  # unsorted: refused
+        else:
+            cells = random_cells(seed=10 + i, n_rows=50 * (i + 1), max_qualifiers=4)
+            write_cells(tmp_path / f"c{i}", cells)
+            inputs[i] = cells
+
+    def run(i: int) -> object:
+        try:
+            return write_hfiles(settings, [tmp_path / f"c{i}"], tmp_path / f"hfiles{i}", "f")
+        except Permanent as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(run, range(6)))
+
+    for i, answer in enumerate(answers):
+        if i in inputs:
+            assert isinstance(answer, dict), answer
+            assert answer["cells"] == len(inputs[i])
+            assert answer["rows"] == len({c[0] for c in inputs[i]})
+            assert all(Path(f).parent == tmp_path / f"hfiles{i}" / "f" for f in answer["files"])
+        else:
+            assert isinstance(answer, Permanent)
+            assert f"record 1 of {tmp_path / f'c{i}'}" in str(answer)
+
+
+def test_a_killed_tool_jvm_fails_the_call_transient_and_the_next_call_starts_another(settings: Settings, tmp_path: Path) -> None:
+    cells = random_cells(seed=3, n_rows=20, max_qualifiers=3)
+    write_cells(tmp_path / "c", cells)
+    write_hfiles(settings, [tmp_path / "c"], tmp_path / "first", "f")
+    server = jvm._tool_server(settings)
+    pid = server._proc.pid
+    # A call in flight when the JVM dies: the write is slowed by a named pipe nobody feeds yet.
+    fifo = tmp_path / "never"
+    os.mkfifo(fifo)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(write_hfiles, settings, [fifo], tmp_path / "stuck", "f")
+        time.sleep(1.0)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(Transient, match="tool JVM exited"):
+            pending.result(timeout=60)
+
+    summary = write_hfiles(settings, [tmp_path / "c"], tmp_path / "second", "f")
+
+    assert summary["cells"] == len(cells)
+    assert server._proc.pid != pid
 
 
 # --- against the local stack's HBase -------------------------------------------------------------

@@ -55,7 +55,11 @@ public final class CreateTable {
       try (Connection connection = ConnectionFactory.createConnection(conf);
           Admin admin = connection.getAdmin()) {
         if (!admin.tableExists(table)) {
+          // Never compacted: a version's table is written once, by bulk loads whose HFiles hold
+          // disjoint key ranges (one per compute unit), so a read consults one file per row and a
+          // compaction would only rewrite the whole table on every load (quadratic in the units).
           var descriptor = TableDescriptorBuilder.newBuilder(table)
+              .setCompactionEnabled(false)
               .setColumnFamily(ColumnFamilyDescriptorBuilder.newBuilder(family)
                   .setMaxVersions(1).setBloomFilterType(BloomType.ROW).build())
               .build();
