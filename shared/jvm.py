@@ -320,7 +320,8 @@ class ToolServer:
         self._command = java_command(settings, TOOL_SERVER_MAIN, [str(threads)], heap_mb=heap_mb)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        # Per request id: the JVM it was sent to, the event its caller waits on, the reply once in.
+        self._waiting: dict[str, tuple[subprocess.Popen[bytes], threading.Event, list[dict[str, Any]]]] = {}
         self._ids = itertools.count()
 
     def _ensure(self) -> subprocess.Popen[bytes]:
@@ -331,21 +332,21 @@ class ToolServer:
         return self._proc
 
     def _read_replies(self, proc: subprocess.Popen[bytes]) -> None:
-        """Hand each response line of `proc` to the call waiting on its id; on EOF wake every caller."""
+        """Hand each response line of `proc` to the call waiting on its id; on EOF wake its callers
+        (a JVM started after this one died keeps its own)."""
         assert proc.stdout is not None
         for line in proc.stdout:
             reply = json.loads(line)
             with self._lock:
                 waiter = self._waiting.pop(str(reply["id"]), None)
             if waiter is not None:
-                waiter[1].append(reply)
-                waiter[0].set()
+                waiter[2].append(reply)
+                waiter[1].set()
         with self._lock:
             if self._proc is proc:
                 self._proc = None
-            for event, _ in self._waiting.values():
-                event.set()
-            self._waiting.clear()
+            for request_id in [r for r, (sent_to, _, _) in self._waiting.items() if sent_to is proc]:
+                self._waiting.pop(request_id)[1].set()
 
     def call(self, tool: str, args: Sequence[str], *, timeout_s: float) -> tuple[int, str, str]:
         """Run one tool call in the long-lived JVM; (exit code, stdout, stderr)."""
@@ -357,7 +358,7 @@ class ToolServer:
             proc = self._ensure()
             assert proc.stdin is not None
             request_id = str(next(self._ids))
-            self._waiting[request_id] = (done, replies)
+            self._waiting[request_id] = (proc, done, replies)
             try:
                 proc.stdin.write(("\t".join([request_id, tool, *args]) + "\n").encode())
                 proc.stdin.flush()
