@@ -138,16 +138,16 @@ def list_keys(s3: S3Client, bucket: str, prefix: str) -> list[str]:
 # default) are written in parallel per view already, and a multipart upload costs S3 (and the moto
 # server, which copies every part once more to assemble the object) a second pass over the bytes.
 SINGLE_PUT_BYTES = 2 << 30
+_SINGLE_PUT = TransferConfig(multipart_threshold=SINGLE_PUT_BYTES)
 
 
 def upload_dir(s3: S3Client, local: Path, bucket: str, prefix: str) -> list[str]:
     """Upload every file under `local` to `prefix` + relative path (one PUT each up to `SINGLE_PUT_BYTES`); returns the keys."""
     keys = []
-    config = TransferConfig(multipart_threshold=SINGLE_PUT_BYTES)
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
         key = prefix.rstrip("/") + "/" + path.relative_to(local).as_posix()
         with translated_aws_errors(f"upload s3://{bucket}/{key}"):
-            s3.upload_file(str(path), bucket, key, Config=config)
+            s3.upload_file(str(path), bucket, key, Config=_SINGLE_PUT)
         keys.append(key)
     return keys
 
